@@ -1,0 +1,80 @@
+"""The engine protocol: what drives a Worker's runs.
+
+An engine class names itself, declares an options struct (checked when the Runtime is built; unknown keys
+are errors) and the capabilities it offers, and implements `run`. One engine instance serves every run of
+the profiles that name it with the same options. A run is cancelled through anyio cancellation: an engine
+that holds outside resources (a child process, a request) releases them in ``finally`` or a shielded scope.
+
+To fail a run with a code of its own, an engine raises `EngineError(code, message)`; any other exception
+fails the run with code ``engine_error``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import msgspec
+
+from ..models import Intent, TranscriptEntry, WorkerRef
+
+__all__ = ["Engine", "NoOptions", "RunContext"]
+
+
+class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Options of an engine that takes none."""
+
+
+class RunContext(ABC):
+    """What an engine sees of the run it serves.
+
+    Attributes:
+        worker_ref: the Worker the run belongs to.
+        run_id: this run's id.
+        intent: what the Worker was created for.
+        kind: ``user`` or ``system``, the kind of the input.
+        content: the input's content.
+        input_sequence: transcript sequence of the input's own entry.
+    """
+
+    __slots__ = ()
+
+    worker_ref: WorkerRef
+    run_id: str
+    intent: Intent
+    kind: str
+    content: str
+    input_sequence: int
+
+    @abstractmethod
+    async def emit(self, content: str, *, role: str = "assistant") -> int:
+        """Append an entry to the transcript as part of this run; returns its sequence.
+
+        Raises `RuntimeUnavailableError` when the store cannot write.
+        """
+
+    @abstractmethod
+    async def history(self, limit: int) -> list[TranscriptEntry]:
+        """The newest entries before this run's input, oldest first, at most `limit` (capped at `max_page`)."""
+
+    @abstractmethod
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        """Count tokens for this run; they show on the run, the Worker and the runtime summary."""
+
+
+class Engine(ABC):
+    """Base class of engines; subclass it and register the class (or an entry point) under `name`."""
+
+    name: ClassVar[str]
+    options_type: ClassVar[type[msgspec.Struct]] = NoOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: msgspec.Struct) -> None:
+        self.options = options
+
+    @abstractmethod
+    async def run(self, ctx: RunContext) -> None:
+        """Serve one run: read `ctx.content`, emit transcript entries. Cancelled through anyio."""
+
+    async def aclose(self) -> None:  # noqa: B027  # optional hook, empty on purpose
+        """Release what the engine holds when the Runtime closes."""

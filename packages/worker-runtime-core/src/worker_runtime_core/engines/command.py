@@ -1,0 +1,132 @@
+"""The `command` engine: runs a configured program per input, stdin in, stdout out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Annotated
+
+import anyio
+import msgspec
+from anyio.abc import Process
+
+from ..errors import EngineError
+from .base import Engine, RunContext
+
+__all__ = ["CommandEngine", "CommandOptions"]
+
+_STDERR_TAIL = 2048
+
+
+class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Options of the `command` engine.
+
+    Attributes:
+        argv: the program and its arguments (no shell).
+        cwd: working directory; the Runtime's when null.
+        env: variables added to the Runtime's environment for the program.
+        max_output_bytes: more stdout than this fails the run with ``output_too_large``.
+        kill_grace_s: on cancel, seconds between SIGTERM and SIGKILL to the program's process group.
+    """
+
+    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    max_output_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
+    kill_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+
+
+class CommandEngine(Engine):
+    """Per input: start `argv` in a new session, write the input to stdin, append stdout as an ``assistant``
+    entry. A non-zero exit fails the run with ``command_failed`` (stderr's tail in the message); a program that
+    cannot start fails it with ``command_not_found``. On cancel, stop or timeout the process group gets SIGTERM,
+    then SIGKILL after `kill_grace_s`; the run ends only once the program is gone. When the program exits, what
+    is left of its process group is killed, so grandchildren never keep a run alive.
+    """
+
+    name = "command"
+    options_type = CommandOptions
+
+    options: CommandOptions
+
+    async def run(self, ctx: RunContext) -> None:
+        opts = self.options
+        env = {**os.environ, **opts.env} if opts.env else None
+        try:
+            process = await anyio.open_process(
+                opts.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=opts.cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EngineError("command_not_found", f"cannot start {opts.argv[0]!r}: {exc.strerror or exc}") from None
+        out = bytearray()
+        err = bytearray()
+        too_large = False
+
+        async def feed() -> None:
+            assert process.stdin is not None
+            try:
+                await process.stdin.send(ctx.content.encode())
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the program exited or closed stdin without reading it all
+            finally:
+                await process.stdin.aclose()
+
+        async def read_out() -> None:
+            nonlocal too_large
+            assert process.stdout is not None
+            async for chunk in process.stdout:
+                out.extend(chunk)
+                if len(out) > opts.max_output_bytes:
+                    too_large = True
+                    _signal_group(process, signal.SIGKILL)
+                    return
+
+        async def read_err() -> None:
+            assert process.stderr is not None
+            async for chunk in process.stderr:
+                err.extend(chunk)
+                del err[:-_STDERR_TAIL]
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed)
+                tg.start_soon(read_out)
+                tg.start_soon(read_err)
+                returncode = await process.wait()
+                _signal_group(process, signal.SIGKILL)  # leftovers of the group; also closes their pipe ends
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _terminate(process, opts.kill_grace_s)
+        if too_large:
+            raise EngineError("output_too_large", f"the program wrote more than {opts.max_output_bytes} bytes")
+        if returncode != 0:
+            tail = err.decode(errors="replace").strip()
+            raise EngineError("command_failed", f"exit code {returncode}" + (f": {tail}" if tail else ""))
+        await ctx.emit(out.decode(errors="replace"))
+
+
+def _signal_group(process: Process, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # the program leads its own session, so its pgid is its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _terminate(process: Process, grace_s: float) -> None:
+    """SIGTERM the group, SIGKILL it after `grace_s`, and reap the program. Run shielded."""
+    if process.returncode is None:
+        _signal_group(process, signal.SIGTERM)
+        with anyio.move_on_after(grace_s):
+            await process.wait()
+        if process.returncode is None:
+            _signal_group(process, signal.SIGKILL)
+            await process.wait()
+    _signal_group(process, signal.SIGKILL)
+    await process.aclose()

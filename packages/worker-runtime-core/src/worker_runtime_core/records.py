@@ -1,0 +1,190 @@
+"""What the Runtime keeps and hands to its store: compact records with numeric times.
+
+These are internal shapes, not wire shapes: times are floats and event data are small structs, so an idle
+Worker costs a few hundred bytes. `to_wire` helpers build the wire structs of `models` on read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._times import format_time
+from .models import (
+    ConfigBundleRef,
+    Intent,
+    CapabilityRequest,
+    Event,
+    ProfileSelector,
+    ResourceRef,
+    RunError,
+    RunInfo,
+    TokenUsage,
+    TranscriptEntry,
+    WorkerRef,
+)
+
+__all__ = [
+    "EventRecord",
+    "InputKeyRecord",
+    "InputAcceptedData",
+    "RunEndedData",
+    "RunRecord",
+    "RuntimeStartedData",
+    "TranscriptAppendedData",
+    "TranscriptRecord",
+    "WorkerCreatedData",
+    "WorkerExtra",
+    "WorkerRecord",
+    "WorkerStoppedData",
+    "EMPTY_DATA",
+    "EmptyData",
+]
+
+
+class RunRecord(msgspec.Struct, kw_only=True, gc=False):
+    """A run as the Runtime tracks it; mutated only by the Runtime until it is terminal."""
+
+    run_id: str
+    input_sequence: int
+    started_at: float
+    status: str = "running"
+    ended_at: float | None = None
+    error: RunError | None = None
+    usage: TokenUsage | None = None
+
+    def to_wire(self) -> RunInfo:
+        return RunInfo(
+            run_id=self.run_id,
+            status=self.status,  # type: ignore[arg-type]  # only RunStatus values are ever stored
+            input_sequence=self.input_sequence,
+            started_at=format_time(self.started_at),
+            ended_at=format_time(self.ended_at) if self.ended_at is not None else None,
+            error=self.error,
+            usage=self.usage,
+        )
+
+
+class WorkerExtra(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The rarely set fields of a create request, kept apart so that most Workers pay one pointer for them."""
+
+    config_bundle: ConfigBundleRef | None = None
+    requested_capabilities: tuple[CapabilityRequest, ...] = ()
+    workspace_refs: tuple[ResourceRef, ...] = ()
+    mount_refs: tuple[ResourceRef, ...] = ()
+
+
+class WorkerRecord(msgspec.Struct, kw_only=True, gc=False):
+    """One Worker's state; the store persists it, the Runtime keeps it in memory."""
+
+    worker_id: str
+    profile: str
+    intent: Intent
+    profile_selector: ProfileSelector
+    created_at: float
+    updated_at: float
+    display_name: str | None = None
+    extra: WorkerExtra | None = None
+    status: str = "idle"
+    transcript_len: int = 0
+    last_event_id: int = 0
+    active_run: RunRecord | None = None
+    last_run: RunRecord | None = None
+    runs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class TranscriptRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One transcript entry with a numeric time."""
+
+    sequence: int
+    role: str
+    content: str
+    run_id: str | None
+    created_at: float
+    event_id: int
+
+    def to_wire(self) -> TranscriptEntry:
+        return TranscriptEntry(
+            sequence=self.sequence,
+            role=self.role,  # type: ignore[arg-type]  # only TranscriptRole values are ever stored
+            content=self.content,
+            run_id=self.run_id,
+            created_at=format_time(self.created_at),
+            event_id=self.event_id,
+        )
+
+
+# --- event data, one small struct per kind -------------------------------------------------------------------
+
+
+class EmptyData(msgspec.Struct, frozen=True, gc=False):
+    """``{}``"""
+
+
+EMPTY_DATA = EmptyData()
+
+
+class RuntimeStartedData(msgspec.Struct, frozen=True, gc=False):
+    version: str
+
+
+class WorkerCreatedData(msgspec.Struct, frozen=True, gc=False):
+    profile: str
+
+
+class InputAcceptedData(msgspec.Struct, frozen=True, gc=False):
+    input_sequence: int
+    input_id: str | None
+    kind: str
+
+
+class TranscriptAppendedData(msgspec.Struct, frozen=True, gc=False):
+    sequence: int
+    role: str
+
+
+class RunEndedData(msgspec.Struct, frozen=True, gc=False):
+    run: RunInfo
+    reason: str | None = None
+
+
+class WorkerStoppedData(msgspec.Struct, frozen=True, gc=False):
+    reason: str | None
+    cancelled_run_id: str | None
+
+
+class EventRecord(msgspec.Struct, frozen=True, gc=False):
+    """One event with a numeric time; `data` is a kind's data struct (or a plain dict read back from disk)."""
+
+    id: int
+    kind: str
+    worker_id: str | None
+    run_id: str | None
+    created_at: float
+    data: Any
+
+    def to_wire(self, runtime_id: str) -> Event:
+        data = self.data
+        return Event(
+            id=self.id,
+            kind=self.kind,  # type: ignore[arg-type]  # only EventKind values are ever stored
+            worker_ref=WorkerRef(runtime_id=runtime_id, worker_id=self.worker_id) if self.worker_id else None,
+            run_id=self.run_id,
+            created_at=format_time(self.created_at),
+            data=data if isinstance(data, dict) else msgspec.to_builtins(data),
+        )
+
+
+class InputKeyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An accepted `input_id`: enough to answer a repeat with the first ack, and to spot other content."""
+
+    worker_id: str
+    input_id: str
+    digest: bytes
+    run_id: str
+    input_sequence: int
+    event_id: int
+    created_at: float

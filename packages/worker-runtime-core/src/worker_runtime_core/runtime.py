@@ -1,0 +1,1109 @@
+"""The `Runtime`: Workers, single-flight runs, cancel and stop, transcripts and the event log."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.lowlevel
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._times import format_time, now
+from ._version import __version__
+from .config import DEFAULT_PROFILE, Limits, ProfileConfig
+from .engines.base import Engine, RunContext
+from .engines.registry import discover_engines
+from .errors import (
+    CapacityExceededError,
+    ConfigError,
+    EngineError,
+    IdempotencyConflictError,
+    InvalidInputError,
+    InvalidRequestError,
+    InvalidWorkerIdError,
+    LimitTooLargeError,
+    OperationTimeoutError,
+    RunNotFoundError,
+    RuntimeUnavailableError,
+    StoreCorruptError,
+    UnknownProfileError,
+    UnsupportedCapabilityError,
+    WorkerBusyError,
+    WorkerExistsError,
+    WorkerNotFoundError,
+    WorkerNotStoppedError,
+    WorkerRuntimeError,
+    WorkerStoppedError,
+)
+from .ids import generate_id, is_valid_id
+from .models import (
+    CapabilitiesInfo,
+    Diagnostic,
+    RunError,
+    RunInfo,
+    RuntimeSummary,
+    TokenUsage,
+    TranscriptEntry,
+    UsageTotals,
+    WorkerCounts,
+    WorkerDetail,
+    WorkerRef,
+    WorkerStatus,
+    WorkerSummary,
+)
+from .profiles import Profile, ProfileTable
+from .records import (
+    EMPTY_DATA,
+    EventRecord,
+    InputAcceptedData,
+    InputKeyRecord,
+    RunEndedData,
+    RunRecord,
+    RuntimeStartedData,
+    TranscriptAppendedData,
+    TranscriptRecord,
+    WorkerCreatedData,
+    WorkerExtra,
+    WorkerRecord,
+    WorkerStoppedData,
+)
+from .stores.base import Batch, RuntimeStore
+from .stores.memory import MemoryStore
+from .wire import CreateWorkerRequest, EventPage, InputAck, TranscriptPage, WorkerAck, WorkersPage
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("worker_runtime_core")
+
+_ROLES = frozenset({"user", "system", "assistant", "tool"})
+_INPUT_KINDS = frozenset({"user", "system"})
+_NO_EXTRA = WorkerExtra()
+_MAX_DIAGNOSTICS = 1000
+
+
+class _ActiveRun:
+    """Runtime-only handles of a run in flight."""
+
+    __slots__ = ("decided", "done", "end_event_id", "end_status", "finished", "profile", "reason", "record", "scope")
+    __slots__ += ("content", "kind", "worker")
+
+    def __init__(self, worker: WorkerRecord, record: RunRecord, profile: Profile | None, kind: str, content: str) -> None:
+        self.worker = worker
+        self.record = record
+        self.profile = profile
+        self.kind = kind
+        self.content = content
+        self.scope: anyio.CancelScope | None = None
+        self.end_status: str | None = None  # set by cancel, stop or shutdown before the run has decided
+        self.reason: str | None = None
+        self.decided = False  # the run's terminal status is fixed; later cancels change nothing
+        self.finished = False
+        self.done: anyio.Event | None = None  # made only when somebody waits
+        self.end_event_id: int | None = None
+
+
+class _KeyEntry:
+    """An `input_id` of one Worker: in flight (`record` None, `pending` set) or accepted."""
+
+    __slots__ = ("digest", "pending", "record")
+
+    def __init__(self, digest: bytes, record: InputKeyRecord | None, pending: anyio.Event | None) -> None:
+        self.digest = digest
+        self.record = record
+        self.pending = pending
+
+
+class _Context(RunContext):
+    __slots__ = ("_active", "_rt", "content", "input_sequence", "intent", "kind", "run_id", "worker_ref")
+
+    def __init__(self, rt: Runtime, active: _ActiveRun) -> None:
+        self._rt = rt
+        self._active = active
+        self.worker_ref = WorkerRef(runtime_id=rt.runtime_id, worker_id=active.worker.worker_id)
+        self.run_id = active.record.run_id
+        self.intent = active.worker.intent
+        self.kind = active.kind
+        self.content = active.content
+        self.input_sequence = active.record.input_sequence
+
+    async def emit(self, content: str, *, role: str = "assistant") -> int:
+        if self._active.end_status is not None:
+            await anyio.lowlevel.checkpoint()  # the run is being cancelled: deliver it, append nothing
+        return await self._rt._append_output(self._active, role, content)
+
+    async def history(self, limit: int) -> list[TranscriptEntry]:
+        limit = max(0, min(limit, self._rt.limits.max_page))
+        end = self.input_sequence
+        start = max(0, end - limit)
+        records = await self._rt._store.read_transcript(self._active.worker.worker_id, start, end - start)
+        return [r.to_wire() for r in records]
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        run = self._active.record
+        if run.usage is not None:
+            input_tokens += run.usage.input_tokens
+            output_tokens += run.usage.output_tokens
+        run.usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+class Runtime:
+    """An embeddable Runtime: holds Workers, runs one run per accepted input, records transcripts and events.
+
+    ::
+
+        async with Runtime() as rt:
+            worker = await rt.create_worker()
+            ack = await rt.send_input(worker.worker_ref.worker_id, "hello")
+            run = await rt.wait_for_run(worker.worker_ref.worker_id, ack.run_id)
+
+    Args:
+        runtime_id: this Runtime's id; generated (or kept by a persistent store) when None.
+        display_name: a label for UIs; defaults to the runtime id.
+        store: where state lives; a fresh `MemoryStore` when None.
+        limits: page sizes, input size, max workers and the rest; DESIGN.md's defaults when None.
+        profiles: named profiles (`ProfileConfig` or the same fields as a mapping). ``default`` is ``echo``
+            unless given; ``builtin:<engine>`` exists for every engine that needs no options.
+        default_profile: the profile a ``runtime_default`` selector resolves to.
+        engines: extra engine classes by name, beside the built-in and entry-point ones.
+
+    Raises:
+        ConfigError: an invalid runtime id, profile or limit.
+
+    Start and close it from the same task, best with ``async with``. Every method raises subclasses of
+    `WorkerRuntimeError`; commands raise `RuntimeUnavailableError` before start, after close, and (except stop
+    and cancel) while stopping.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime_id: str | None = None,
+        display_name: str | None = None,
+        store: RuntimeStore | None = None,
+        limits: Limits | None = None,
+        profiles: Mapping[str, ProfileConfig | Mapping[str, Any]] | None = None,
+        default_profile: str = DEFAULT_PROFILE,
+        engines: Mapping[str, type[Engine]] | None = None,
+    ) -> None:
+        if runtime_id is not None and not is_valid_id(runtime_id):
+            raise ConfigError(f"invalid runtime id {runtime_id!r}: use 1-128 of A-Z a-z 0-9 . _ - (not first . _ -)")
+        self.limits = limits if limits is not None else Limits()
+        self._store: RuntimeStore = store if store is not None else MemoryStore(
+            event_retention=self.limits.event_retention
+        )
+        self._store_suspends = not isinstance(self._store, MemoryStore)
+        self._profiles = ProfileTable(profiles or {}, discover_engines(engines), default_profile)
+        self._requested_id = runtime_id
+        self._requested_name = display_name
+        self.runtime_id: str = runtime_id or ""
+        self.display_name: str = display_name or self.runtime_id
+        self._state: Literal["new", "running", "stopping", "closed"] = "new"
+        self._closed_event: anyio.Event | None = None
+        self._tg: TaskGroup | None = None
+        self._started_at = 0.0
+        self._next_event_id = 1
+        self._degraded = False
+        self._workers: dict[str, WorkerRecord] = {}
+        self._order: list[str] = []  # worker ids; sorted unless _order_dirty
+        self._order_dirty = False
+        self._counts: dict[str, int] = {"idle": 0, "busy": 0, "stopped": 0}
+        self._active: dict[str, _ActiveRun] = {}
+        self._stopping: dict[str, anyio.Event] = {}
+        self._keys: dict[str, dict[str, _KeyEntry]] = {}
+        self._key_expiry: deque[tuple[float, str, str]] = deque()
+        self._corrupt: dict[str, tuple[str, int]] = {}
+        self._diagnostics: deque[Diagnostic] = deque(maxlen=_MAX_DIAGNOSTICS)
+        self._event_signal: anyio.Event | None = None
+        self._usage = [0, 0, 0]  # runs, input tokens, output tokens
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def status(self) -> Literal["new", "running", "stopping", "closed"]:
+        """``new`` until started, ``running``, ``stopping`` during `close`, then ``closed``."""
+        return self._state
+
+    async def start(self) -> None:
+        """Open the store, restore its Workers, mark runs that were active ``interrupted`` and start serving.
+
+        Raises:
+            ConfigError: the store belongs to another runtime id (or cannot be opened).
+        """
+        if self._state != "new":
+            raise RuntimeUnavailableError(f"a Runtime starts once; this one is {self._state}")
+        state = await self._store.open(self._requested_id, self._requested_name)
+        self.runtime_id = state.runtime_id
+        self.display_name = self._requested_name or state.display_name or state.runtime_id
+        self._next_event_id = state.last_event_id + 1
+        self._corrupt = dict(state.corrupt)
+        self._diagnostics.extend(state.diagnostics)
+        for record in state.workers:
+            self._workers[record.worker_id] = record
+            self._order.append(record.worker_id)
+            self._counts[record.status] += 1
+            self._usage[0] += record.runs
+            self._usage[1] += record.input_tokens
+            self._usage[2] += record.output_tokens
+        self._order.sort()
+        clock = now()
+        ttl = self.limits.idempotency_ttl_s
+        for key in sorted(state.input_keys, key=lambda k: k.created_at):
+            if key.created_at + ttl > clock and key.worker_id in self._workers:
+                self._remember_key(key, key.digest)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._started_at = clock
+        self._state = "running"
+        for record in state.workers:
+            if record.active_run is not None:
+                await self._interrupt_on_start(record)
+        await self._log(self._event("runtime_started", None, None, RuntimeStartedData(__version__)))
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest
+        ``interrupted``, then close the engines and the store. Idempotent; call it from the task that started.
+        """
+        if self._state == "new":
+            self._state = "closed"
+            return
+        if self._state in ("stopping", "closed"):
+            if self._state == "stopping":
+                if self._closed_event is None:
+                    self._closed_event = anyio.Event()
+                await self._closed_event.wait()
+            return
+        self._state = "stopping"
+        self._notify_events()
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._log(self._event("runtime_stopping", None, None, EMPTY_DATA))
+            except WorkerRuntimeError:
+                logger.warning("could not log runtime_stopping", exc_info=True)
+            if self._active and grace_s > 0:
+                with anyio.move_on_after(grace_s):
+                    for active in list(self._active.values()):
+                        await self._wait_run(active)
+            for active in list(self._active.values()):
+                self._request_end(active, "interrupted", "runtime stopping")
+            for active in list(self._active.values()):
+                await self._wait_run(active)
+        # Every run has ended, so the task group exits at once. It is exited outside the shield above: a cancel
+        # scope must be left in the order it was entered.
+        assert self._tg is not None
+        await self._tg.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            await self._profiles.aclose()
+            await self._store.close()
+        self._state = "closed"
+        if self._closed_event is not None:
+            self._closed_event.set()
+
+    # --- workers ---------------------------------------------------------------------------------------------
+
+    async def create_worker(self, request: CreateWorkerRequest | None = None, /, **fields: Any) -> WorkerDetail:
+        """Create a Worker from a `CreateWorkerRequest` or the same fields as keywords (all optional).
+
+        Raises:
+            InvalidRequestError: a field is invalid (a bad `worker_id` included).
+            UnknownProfileError: the profile selector names no profile.
+            UnsupportedCapabilityError: the profile's engine lacks a requested capability.
+            WorkerExistsError: the id is taken.
+            CapacityExceededError: `max_workers` Workers exist already.
+        """
+        req = _create_request(request, fields)
+        self._require_running()
+        profile = self._profiles.resolve(req.profile)
+        engine_caps = type(profile.engine).capabilities
+        for cap in req.requested_capabilities:
+            if cap.name not in engine_caps:
+                raise UnsupportedCapabilityError(
+                    f"profile {profile.name!r} (engine {profile.engine_name!r}) does not offer {cap.name!r}",
+                    details={"capability": cap.name, "profile": profile.name},
+                )
+        wid = req.worker_id
+        if wid is None:
+            wid = generate_id("w")
+            while wid in self._workers:  # pragma: no cover - 64 random bits
+                wid = generate_id("w")
+        elif wid in self._workers:
+            raise WorkerExistsError(f"worker {wid!r} exists", details={"worker_id": wid})
+        if len(self._workers) >= self.limits.max_workers:
+            raise CapacityExceededError(
+                f"this Runtime holds its maximum of {self.limits.max_workers} workers (stopped ones count)",
+                details={"max_workers": self.limits.max_workers},
+            )
+        extra = None
+        if req.config_bundle or req.requested_capabilities or req.workspace_refs or req.mount_refs:
+            extra = WorkerExtra(
+                config_bundle=req.config_bundle,
+                requested_capabilities=tuple(req.requested_capabilities),
+                workspace_refs=tuple(req.workspace_refs),
+                mount_refs=tuple(req.mount_refs),
+            )
+        event = self._event("worker_created", wid, None, WorkerCreatedData(profile.name))
+        record = WorkerRecord(
+            worker_id=wid,
+            profile=profile.name,
+            intent=req.intent,
+            profile_selector=req.profile,
+            created_at=event.created_at,
+            updated_at=event.created_at,
+            display_name=req.display_name,
+            extra=extra,
+            last_event_id=event.id,
+        )
+        self._workers[wid] = record  # reserve the id while the store writes
+        try:
+            await self._write(Batch(event=event, worker=record))
+        except BaseException:
+            del self._workers[wid]
+            raise
+        self._order.append(wid)
+        self._order_dirty = True
+        self._counts["idle"] += 1
+        return self._detail(record)
+
+    async def get_worker(self, worker_id: str) -> WorkerDetail:
+        """A Worker in full.
+
+        Raises:
+            InvalidWorkerIdError, WorkerNotFoundError, StoreCorruptError.
+        """
+        return self._detail(self._worker(worker_id))
+
+    async def list_workers(
+        self, *, status: WorkerStatus | None = None, limit: int | None = None, after: str | None = None
+    ) -> WorkersPage:
+        """Workers ordered by worker id, after the id `after`, optionally only those with `status`.
+
+        Raises:
+            InvalidRequestError: a bad `status`, `after` or `limit` below 1.
+            LimitTooLargeError: `limit` above `max_page`.
+        """
+        self._require_started()
+        if status is not None and status not in self._counts:
+            raise InvalidRequestError(f"status must be idle, busy or stopped, not {status!r}")
+        if after is not None and not is_valid_id(after):
+            raise InvalidRequestError(f"after must be a worker id, not {after!r}")
+        size = self._page_limit(limit)
+        order = self._sorted_ids()
+        i = bisect_right(order, after) if after is not None else 0
+        found: list[WorkerSummary] = []
+        more = False
+        workers = self._workers
+        while i < len(order):
+            record = workers[order[i]]
+            i += 1
+            if status is not None and record.status != status:
+                continue
+            if len(found) == size:
+                more = True
+                break
+            found.append(self._summary(record))
+        next_after = found[-1].worker_ref.worker_id if more and found else None
+        return WorkersPage(workers=found, next_after=next_after)
+
+    async def delete_worker(self, worker_id: str) -> WorkerAck:
+        """Delete a stopped Worker with its transcript and state; its events stay.
+
+        Raises:
+            WorkerNotStoppedError: the Worker is not stopped.
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+        """
+        record = self._worker(worker_id)
+        self._require_running()
+        wid = record.worker_id
+        if record.status != "stopped" or wid in self._stopping:
+            raise WorkerNotStoppedError(f"worker {wid!r} is {record.status}; stop it first")
+        event = self._event("worker_deleted", wid, None, EMPTY_DATA)
+        await self._write(Batch(event=event, delete_worker=True))
+        del self._workers[wid]
+        self._order_dirty = True
+        self._counts["stopped"] -= 1
+        self._keys.pop(wid, None)
+        self._corrupt.pop(wid, None)
+        return WorkerAck(worker_ref=self._ref(wid), status="deleted", cancelled_run_id=None, event_id=event.id)
+
+    # --- input and runs --------------------------------------------------------------------------------------
+
+    async def send_input(
+        self, worker_id: str, content: str, *, kind: str = "user", input_id: str | None = None
+    ) -> InputAck:
+        """Accept input for an idle Worker and start one run; returns once the input is durable.
+
+        A repeated `input_id` returns the first ack with ``duplicate=True`` (before any busy or stopped check)
+        and starts nothing; a repeat whose first call is still in flight waits for its answer.
+
+        Raises:
+            InvalidInputError: bad kind, empty or oversized content, or a bad `input_id`.
+            IdempotencyConflictError: `input_id` was used with other content or kind.
+            WorkerBusyError: a run is active (`details["run_id"]`); nothing changed.
+            WorkerStoppedError: the Worker is stopped.
+            UnknownProfileError: the Worker's profile no longer exists.
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+        """
+        wid = _check_worker_id(worker_id)
+        max_bytes = self.limits.max_input_bytes
+        if kind not in _INPUT_KINDS:
+            raise InvalidInputError(f"kind must be 'user' or 'system', not {kind!r}", details={"field": "kind"})
+        if not isinstance(content, str) or not content:
+            raise InvalidInputError("content must be a non-empty string", details={"field": "content"})
+        if len(content) * 4 > max_bytes and len(content.encode()) > max_bytes:
+            raise InvalidInputError(
+                f"content is larger than max_input_bytes ({max_bytes})",
+                details={"field": "content", "max_input_bytes": max_bytes},
+            )
+        if input_id is not None and not is_valid_id(input_id):
+            raise InvalidInputError(f"invalid input_id {input_id!r}", details={"field": "input_id"})
+        self._require_running()
+        record = self._worker(wid)
+        digest = b""
+        if input_id is not None:
+            digest = _digest(kind, content)
+            duplicate = await self._find_key(wid, input_id, digest)
+            if duplicate is not None:
+                return duplicate
+            record = self._worker(wid)  # it may have gone while we waited
+            self._require_running()
+        if record.status == "stopped" or wid in self._stopping:
+            raise WorkerStoppedError(f"worker {wid!r} is stopped", details={"worker_id": wid})
+        active = self._active.get(wid)
+        if active is not None:
+            raise WorkerBusyError(
+                f"worker {wid!r} is running {active.record.run_id}",
+                details={"run_id": active.record.run_id},
+            )
+        profile = self._profiles.get(record.profile)
+        if profile is None:
+            raise _unknown_profile(record.profile)
+        if self._degraded:
+            raise _degraded()
+
+        # Reserve the Worker before the first await: single flight holds from here.
+        event_id = self._next_event_id
+        self._next_event_id = event_id + 1
+        clock = now()
+        run_id = f"run-{event_id}"
+        sequence = record.transcript_len
+        run = RunRecord(run_id=run_id, input_sequence=sequence, started_at=clock)
+        active = _ActiveRun(record, run, profile, kind, content)
+        self._active[wid] = active
+        previous = (record.updated_at, record.last_event_id)
+        record.active_run = run
+        self._set_status(record, "busy")
+        record.transcript_len = sequence + 1
+        record.last_event_id = event_id
+        record.updated_at = clock
+        key = None
+        if input_id is not None:
+            key = InputKeyRecord(
+                worker_id=wid,
+                input_id=input_id,
+                digest=digest,
+                run_id=run_id,
+                input_sequence=sequence,
+                event_id=event_id,
+                created_at=clock,
+            )
+            entry = _KeyEntry(digest, None, anyio.Event())
+            self._keys.setdefault(wid, {})[input_id] = entry
+        batch = Batch(
+            event=EventRecord(
+                event_id, "input_accepted", wid, run_id, clock, InputAcceptedData(sequence, input_id, kind)
+            ),
+            worker=record,
+            entry=TranscriptRecord(
+                sequence=sequence, role=kind, content=content, run_id=run_id, created_at=clock, event_id=event_id
+            ),
+            input_key=key,
+        )
+        try:
+            await self._write(batch)
+        except BaseException:
+            del self._active[wid]
+            record.active_run = None
+            self._set_status(record, "idle")
+            record.transcript_len = sequence
+            record.updated_at, record.last_event_id = previous
+            if key is not None:
+                self._forget_key(wid, key.input_id)
+            raise
+        if key is not None:
+            self._remember_key(key, digest)
+        assert self._tg is not None
+        self._tg.start_soon(self._run, active)
+        return InputAck(
+            worker_ref=self._ref(wid), run_id=run_id, input_sequence=sequence, event_id=event_id, duplicate=False
+        )
+
+    async def get_run(self, worker_id: str, run_id: str) -> RunInfo:
+        """Any run of a Worker, active or finished.
+
+        Raises:
+            RunNotFoundError, InvalidWorkerIdError, WorkerNotFoundError.
+        """
+        record = self._worker(worker_id)
+        run = await self._find_run(record, run_id)
+        return run.to_wire()
+
+    async def wait_for_run(self, worker_id: str, run_id: str, timeout: float | None = None) -> RunInfo:
+        """Wait until a run has a terminal status (any of them) and return it.
+
+        Raises:
+            OperationTimeoutError: `timeout` seconds passed first (the run goes on).
+            RunNotFoundError, InvalidWorkerIdError, WorkerNotFoundError.
+        """
+        record = self._worker(worker_id)
+        active = self._active.get(record.worker_id)
+        if active is not None and active.record.run_id == run_id:
+            with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                await self._wait_run(active)
+            if scope.cancelled_caught:
+                raise OperationTimeoutError(f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id})
+            return active.record.to_wire()
+        run = await self._find_run(record, run_id)
+        return run.to_wire()
+
+    async def cancel_worker(self, worker_id: str, run_id: str | None = None, reason: str | None = None) -> WorkerAck:
+        """Abort the active run (only if it is `run_id`, when given) and answer once it has ended.
+
+        With no active run, another run named, or a stopped Worker, nothing changes and the ack's
+        `cancelled_run_id` and `event_id` are null.
+
+        Raises:
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+        """
+        record = self._worker(worker_id)
+        self._require_started()
+        wid = record.worker_id
+        active = self._active.get(wid)
+        if record.status == "stopped" or active is None or (run_id is not None and run_id != active.record.run_id):
+            return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
+        self._request_end(active, "cancelled", reason)
+        with anyio.CancelScope(shield=True):  # answer only once the run is gone, even if our caller gives up
+            await self._wait_run(active)
+        if active.record.status != "cancelled":
+            return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
+        return WorkerAck(
+            worker_ref=self._ref(wid),
+            status=record.status,  # type: ignore[arg-type]
+            cancelled_run_id=active.record.run_id,
+            event_id=active.end_event_id,
+        )
+
+    async def stop_worker(self, worker_id: str, reason: str | None = None) -> WorkerAck:
+        """Abort the active run, if any, and make the Worker ``stopped`` for good. Idempotent: a repeated stop
+        answers with null `event_id`.
+
+        Raises:
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+        """
+        record = self._worker(worker_id)
+        self._require_started()
+        wid = record.worker_id
+        ref = self._ref(wid)
+        pending = self._stopping.get(wid)
+        if pending is not None:
+            await pending.wait()
+        if record.status == "stopped" or pending is not None:
+            return WorkerAck(worker_ref=ref, status="stopped", cancelled_run_id=None, event_id=None)
+        if self._degraded:
+            raise _degraded()
+        done = anyio.Event()
+        self._stopping[wid] = done
+        try:
+            with anyio.CancelScope(shield=True):
+                cancelled = None
+                active = self._active.get(wid)
+                if active is not None:
+                    self._request_end(active, "cancelled", reason or "worker stopped")
+                    await self._wait_run(active)
+                    if active.record.status == "cancelled":
+                        cancelled = active.record.run_id
+                event = self._event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
+                previous = (record.status, record.updated_at, record.last_event_id)
+                self._set_status(record, "stopped")
+                record.updated_at = event.created_at
+                record.last_event_id = event.id
+                try:
+                    await self._write(Batch(event=event, worker=record))
+                except BaseException:
+                    self._set_status(record, previous[0])
+                    record.updated_at, record.last_event_id = previous[1], previous[2]
+                    raise
+        finally:
+            del self._stopping[wid]
+            done.set()
+        return WorkerAck(worker_ref=ref, status="stopped", cancelled_run_id=cancelled, event_id=event.id)
+
+    # --- reads -----------------------------------------------------------------------------------------------
+
+    async def transcript(self, worker_id: str, start: int = 0, limit: int | None = None) -> TranscriptPage:
+        """Entries `start` to `start + limit` of a Worker's transcript.
+
+        Raises:
+            InvalidRequestError: negative `start` or `limit` below 1.
+            LimitTooLargeError: `limit` above `max_page`.
+            InvalidWorkerIdError, WorkerNotFoundError, StoreCorruptError.
+        """
+        record = self._worker(worker_id)
+        if not _is_int(start) or start < 0:
+            raise InvalidRequestError(f"start must be an integer >= 0, not {start!r}", details={"field": "start"})
+        size = self._page_limit(limit)
+        total = record.transcript_len
+        records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
+        end = start + len(records)
+        return TranscriptPage(
+            worker_ref=self._ref(record.worker_id),
+            start=start,
+            limit=size,
+            total_items=total,
+            items=[r.to_wire() for r in records],
+            next_start=end if end < total else None,
+        )
+
+    async def read_events(
+        self, after: int = 0, limit: int | None = None, worker_id: str | None = None, wait: float = 0.0
+    ) -> EventPage:
+        """Events with id above `after` in id order, optionally only those naming `worker_id`.
+
+        When nothing matches and `wait` > 0, answers as soon as one event matches, else after `wait` seconds
+        with an empty page whose `next_after` is `after`.
+
+        Raises:
+            InvalidRequestError: negative `after`, `limit` below 1, `wait` outside 0..`max_wait_s`, bad worker id.
+            LimitTooLargeError: `limit` above `max_page`.
+            CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
+        """
+        self._require_started()
+        if not _is_int(after) or after < 0:
+            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
+        size = self._page_limit(limit)
+        if worker_id is not None and not is_valid_id(worker_id):
+            raise InvalidRequestError(f"invalid worker id {worker_id!r}", details={"field": "worker_id"})
+        max_wait = self.limits.max_wait_s
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
+            raise InvalidRequestError(f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"})
+        records = await self._store.read_events(after, size + 1, worker_id)
+        if not records and wait > 0:
+            deadline = anyio.current_time() + wait
+            while not records and self._state == "running":
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    break
+                if self._event_signal is None:
+                    self._event_signal = anyio.Event()
+                with anyio.move_on_after(remaining):
+                    await self._event_signal.wait()
+                records = await self._store.read_events(after, size + 1, worker_id)
+        has_more = len(records) > size
+        if has_more:
+            del records[size:]
+        rid = self.runtime_id
+        return EventPage(
+            events=[r.to_wire(rid) for r in records],
+            next_after=records[-1].id if records else after,
+            has_more=has_more,
+        )
+
+    async def summary(self) -> RuntimeSummary:
+        """What this Runtime says about itself: identity, status, store, worker counts, limits, capabilities."""
+        counts = self._counts
+        runs, tokens_in, tokens_out = self._usage
+        return RuntimeSummary(
+            runtime_id=self.runtime_id,
+            display_name=self.display_name,
+            version=__version__,
+            status="running" if self._state == "running" else "stopping",
+            started_at=format_time(self._started_at),
+            store=self._store.info,
+            workers=WorkerCounts(
+                idle=counts["idle"], busy=counts["busy"], stopped=counts["stopped"], total=len(self._workers)
+            ),
+            limits=self.limits,
+            capabilities=CapabilitiesInfo(
+                engines=sorted(self._profiles.engines),
+                profiles=self._profiles.names(),
+                default_profile=self._profiles.default_name,
+            ),
+            usage=UsageTotals(runs=runs, input_tokens=tokens_in, output_tokens=tokens_out),
+        )
+
+    async def diagnostics(self) -> list[Diagnostic]:
+        """Store repairs, corrupt records and failed runs, oldest first (the newest 1000 are kept)."""
+        return list(self._diagnostics)
+
+    # --- internals: the run ----------------------------------------------------------------------------------
+
+    async def _run(self, active: _ActiveRun) -> None:
+        status = "completed"
+        error: RunError | None = None
+        profile = active.profile
+        assert profile is not None
+        if active.end_status is None:
+            timeout = profile.timeout_s
+            scope = anyio.CancelScope(deadline=anyio.current_time() + timeout if timeout else math.inf)
+            active.scope = scope
+            try:
+                with scope:
+                    await profile.engine.run(_Context(self, active))
+            except EngineError as exc:
+                status, error = "failed", RunError(code=exc.code, message=exc.message)
+            except WorkerRuntimeError as exc:
+                status, error = "failed", RunError(code=exc.code, message=exc.message)
+            except Exception as exc:
+                logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
+                status, error = "failed", RunError(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+            if active.end_status is not None:
+                status, error = active.end_status, None
+            elif scope.cancelled_caught:
+                status = "timed_out"
+                error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
+        else:
+            status = active.end_status
+        active.decided = True
+        with anyio.CancelScope(shield=True):
+            await self._end_run(active, status, error)
+
+    async def _end_run(self, active: _ActiveRun, status: str, error: RunError | None) -> None:
+        record = active.worker
+        run = active.record
+        clock = now()
+        run.status = status
+        run.ended_at = clock
+        run.error = error
+        record.active_run = None
+        record.last_run = run
+        record.runs += 1
+        self._usage[0] += 1
+        if run.usage is not None:
+            record.input_tokens += run.usage.input_tokens
+            record.output_tokens += run.usage.output_tokens
+            self._usage[1] += run.usage.input_tokens
+            self._usage[2] += run.usage.output_tokens
+        self._set_status(record, "idle")
+        del self._active[record.worker_id]
+        data = RunEndedData(run.to_wire(), active.reason if status == "cancelled" else None)
+        event = self._event("run_" + status, record.worker_id, run.run_id, data)
+        record.last_event_id = event.id
+        record.updated_at = clock
+        try:
+            await self._write(Batch(event=event, worker=record, ended_run=run))
+        except WorkerRuntimeError as exc:
+            logger.error("could not record the end of run %s: %s", run.run_id, exc.message)
+            self._diagnose("error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", record)
+        else:
+            active.end_event_id = event.id
+        if error is not None:
+            self._diagnose("error", error.code, f"run {run.run_id} failed: {error.message}", record)
+        active.finished = True
+        if active.done is not None:
+            active.done.set()
+
+    async def _interrupt_on_start(self, record: WorkerRecord) -> None:
+        run = record.active_run
+        assert run is not None
+        active = _ActiveRun(record, run, None, "user", "")
+        self._active[record.worker_id] = active
+        self._set_status(record, "busy")
+        active.decided = True
+        await self._end_run(active, "interrupted", None)
+
+    async def _append_output(self, active: _ActiveRun, role: str, content: str) -> int:
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a str, not {type(content).__name__}")
+        record = active.worker
+        sequence = record.transcript_len
+        event = self._event(
+            "transcript_appended", record.worker_id, active.record.run_id, TranscriptAppendedData(sequence, role)
+        )
+        previous = (record.updated_at, record.last_event_id)
+        record.transcript_len = sequence + 1
+        record.last_event_id = event.id
+        record.updated_at = event.created_at
+        entry = TranscriptRecord(
+            sequence=sequence,
+            role=role,
+            content=content,
+            run_id=active.record.run_id,
+            created_at=event.created_at,
+            event_id=event.id,
+        )
+        try:
+            await self._write(Batch(event=event, worker=record, entry=entry))
+        except BaseException:
+            record.transcript_len = sequence
+            record.updated_at, record.last_event_id = previous
+            raise
+        return sequence
+
+    def _request_end(self, active: _ActiveRun, status: str, reason: str | None) -> None:
+        if active.decided or active.end_status is not None:
+            return
+        active.end_status = status
+        active.reason = reason
+        if active.scope is not None:
+            active.scope.cancel()
+
+    async def _wait_run(self, active: _ActiveRun) -> None:
+        if active.finished:
+            return
+        if active.done is None:
+            active.done = anyio.Event()
+        await active.done.wait()
+
+    async def _find_run(self, record: WorkerRecord, run_id: str) -> RunRecord:
+        if record.active_run is not None and record.active_run.run_id == run_id:
+            return record.active_run
+        if record.last_run is not None and record.last_run.run_id == run_id:
+            return record.last_run
+        run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
+        if run is None:
+            raise RunNotFoundError(
+                f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id}
+            )
+        return run
+
+    # --- internals: idempotency ------------------------------------------------------------------------------
+
+    async def _find_key(self, wid: str, input_id: str, digest: bytes) -> InputAck | None:
+        while True:
+            keys = self._keys.get(wid)
+            entry = keys.get(input_id) if keys else None
+            if entry is None:
+                return None
+            if entry.digest != digest:
+                raise IdempotencyConflictError(
+                    f"input_id {input_id!r} was used with other content", details={"input_id": input_id}
+                )
+            record = entry.record
+            if record is not None:
+                if record.created_at + self.limits.idempotency_ttl_s <= now():
+                    self._forget_key(wid, input_id)
+                    return None
+                return InputAck(
+                    worker_ref=self._ref(wid),
+                    run_id=record.run_id,
+                    input_sequence=record.input_sequence,
+                    event_id=record.event_id,
+                    duplicate=True,
+                )
+            assert entry.pending is not None
+            await entry.pending.wait()  # the first call is in flight: take its answer
+
+    def _remember_key(self, key: InputKeyRecord, digest: bytes) -> None:
+        keys = self._keys.setdefault(key.worker_id, {})
+        entry = keys.get(key.input_id)
+        if entry is None:
+            keys[key.input_id] = _KeyEntry(digest, key, None)
+        else:
+            entry.record = key
+            if entry.pending is not None:
+                entry.pending.set()
+                entry.pending = None
+        expiry = self._key_expiry
+        expiry.append((key.created_at + self.limits.idempotency_ttl_s, key.worker_id, key.input_id))
+        clock = now()
+        while expiry and expiry[0][0] <= clock:
+            _, wid, iid = expiry.popleft()
+            found = self._keys.get(wid, {}).get(iid)
+            if found is not None and found.record is not None:
+                if found.record.created_at + self.limits.idempotency_ttl_s <= clock:
+                    self._forget_key(wid, iid)
+
+    def _forget_key(self, wid: str, input_id: str) -> None:
+        keys = self._keys.get(wid)
+        if not keys:
+            return
+        entry = keys.pop(input_id, None)
+        if not keys:
+            del self._keys[wid]
+        if entry is not None and entry.pending is not None:
+            entry.pending.set()
+
+    # --- internals: plumbing ---------------------------------------------------------------------------------
+
+    def _event(self, kind: str, worker_id: str | None, run_id: str | None, data: Any) -> EventRecord:
+        event_id = self._next_event_id
+        self._next_event_id = event_id + 1
+        return EventRecord(event_id, kind, worker_id, run_id, now(), data)
+
+    async def _log(self, event: EventRecord) -> None:
+        await self._write(Batch(event=event))
+
+    async def _write(self, batch: Batch) -> None:
+        try:
+            if self._store_suspends:
+                with anyio.CancelScope(shield=True):
+                    await self._store.write(batch)
+            else:
+                await self._store.write(batch)
+        except Exception as exc:
+            event_id = batch.event.id
+            if self._next_event_id == event_id + 1:
+                self._next_event_id = event_id  # no gap: nobody took an id after this one
+            else:
+                self._degraded = True  # later ids are out; refuse commands rather than leave a gap
+            if isinstance(exc, RuntimeUnavailableError):
+                raise
+            logger.exception("the store failed to write event %d", event_id)
+            raise RuntimeUnavailableError(f"the store cannot write: {type(exc).__name__}: {exc}") from exc
+        self._notify_events()
+
+    def _notify_events(self) -> None:
+        signal = self._event_signal
+        if signal is not None:
+            self._event_signal = None
+            signal.set()
+
+    def _set_status(self, record: WorkerRecord, status: str) -> None:
+        counts = self._counts
+        counts[record.status] -= 1
+        counts[status] += 1
+        record.status = status
+
+    def _diagnose(self, level: Literal["info", "warning", "error"], code: str, message: str, record: WorkerRecord) -> None:
+        self._diagnostics.append(
+            Diagnostic(
+                level=level,
+                code=code,
+                message=message,
+                path=None,
+                offset=None,
+                worker_ref=self._ref(record.worker_id),
+                created_at=format_time(now()),
+            )
+        )
+
+    def _require_started(self) -> None:
+        if self._state not in ("running", "stopping"):
+            raise RuntimeUnavailableError(f"the Runtime is {self._state}")
+
+    def _require_running(self) -> None:
+        if self._state != "running":
+            raise RuntimeUnavailableError(f"the Runtime is {self._state}; it accepts no new work")
+
+    def _worker(self, worker_id: str) -> WorkerRecord:
+        wid = _check_worker_id(worker_id)
+        self._require_started()
+        record = self._workers.get(wid)
+        if record is None:
+            raise WorkerNotFoundError(f"no worker {wid!r}", details={"worker_id": wid})
+        damage = self._corrupt.get(wid)
+        if damage is not None:
+            raise StoreCorruptError(
+                f"the store's data for worker {wid!r} is corrupt", details={"path": damage[0], "offset": damage[1]}
+            )
+        return record
+
+    def _page_limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self.limits.default_page
+        if not _is_int(limit) or limit < 1:
+            raise InvalidRequestError(f"limit must be an integer >= 1, not {limit!r}", details={"field": "limit"})
+        if limit > self.limits.max_page:
+            raise LimitTooLargeError(
+                f"limit {limit} is above max_page ({self.limits.max_page})", details={"max_page": self.limits.max_page}
+            )
+        return limit
+
+    def _sorted_ids(self) -> list[str]:
+        if self._order_dirty:
+            workers = self._workers
+            if len(self._order) != len(workers):
+                self._order = [wid for wid in self._order if wid in workers]
+            self._order.sort()  # a sorted run plus a short tail: Timsort merges it in linear time
+            self._order_dirty = False
+        return self._order
+
+    def _ref(self, worker_id: str) -> WorkerRef:
+        return WorkerRef(runtime_id=self.runtime_id, worker_id=worker_id)
+
+    def _summary(self, record: WorkerRecord) -> WorkerSummary:
+        return WorkerSummary(
+            worker_ref=self._ref(record.worker_id),
+            display_name=record.display_name,
+            display_ref=f"{record.display_name or record.worker_id}@{self.display_name}",
+            status=record.status,  # type: ignore[arg-type]
+            profile=record.profile,
+            created_at=format_time(record.created_at),
+            updated_at=format_time(record.updated_at),
+            active_run=record.active_run.to_wire() if record.active_run is not None else None,
+        )
+
+    def _detail(self, record: WorkerRecord) -> WorkerDetail:
+        extra = record.extra or _NO_EXTRA
+        return WorkerDetail(
+            worker_ref=self._ref(record.worker_id),
+            display_name=record.display_name,
+            display_ref=f"{record.display_name or record.worker_id}@{self.display_name}",
+            status=record.status,  # type: ignore[arg-type]
+            profile=record.profile,
+            created_at=format_time(record.created_at),
+            updated_at=format_time(record.updated_at),
+            active_run=record.active_run.to_wire() if record.active_run is not None else None,
+            intent=record.intent,
+            profile_selector=record.profile_selector,
+            config_bundle=extra.config_bundle,
+            requested_capabilities=list(extra.requested_capabilities),
+            workspace_refs=list(extra.workspace_refs),
+            mount_refs=list(extra.mount_refs),
+            last_run=record.last_run.to_wire() if record.last_run is not None else None,
+            transcript_len=record.transcript_len,
+            last_event_id=record.last_event_id,
+            usage=UsageTotals(runs=record.runs, input_tokens=record.input_tokens, output_tokens=record.output_tokens),
+        )
+
+
+def _check_worker_id(worker_id: object) -> str:
+    if not is_valid_id(worker_id):
+        raise InvalidWorkerIdError(f"invalid worker id {worker_id!r}", details={"worker_id": str(worker_id)[:200]})
+    return worker_id  # type: ignore[return-value]  # is_valid_id checked the type
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _digest(kind: str, content: str) -> bytes:
+    return hashlib.blake2b(f"{kind}\0{content}".encode(), digest_size=16).digest()
+
+
+def _unknown_profile(name: str) -> WorkerRuntimeError:
+    return UnknownProfileError(f"the worker's profile {name!r} no longer exists", details={"profile": name})
+
+
+def _degraded() -> RuntimeUnavailableError:
+    return RuntimeUnavailableError("the store failed a write; restart the Runtime to recover")
+
+
+
+def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any]) -> CreateWorkerRequest:
+    if request is not None and fields:
+        raise TypeError("pass a CreateWorkerRequest or keyword fields, not both")
+    source: Any = msgspec.to_builtins(request if request is not None else fields)
+    try:
+        return msgspec.convert(source, CreateWorkerRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(f"invalid create request: {exc}") from None
+

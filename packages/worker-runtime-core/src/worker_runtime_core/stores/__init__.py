@@ -1,0 +1,6 @@
+"""Stores: the protocol the Runtime persists through, and the in-memory default."""
+
+from .base import Batch, RuntimeStore, StoreState
+from .memory import MemoryStore
+
+__all__ = ["Batch", "MemoryStore", "RuntimeStore", "StoreState"]

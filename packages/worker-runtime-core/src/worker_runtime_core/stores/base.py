@@ -1,0 +1,92 @@
+"""The store protocol: what the Runtime needs from persistence.
+
+A store holds a Runtime's event log, transcripts, finished runs and Worker records. The Runtime keeps the
+Worker records in memory as well and hands the store one `Batch` per state change: exactly one event plus
+what changed with it. `write` returns once the batch is durable under the store's policy; only then does the
+Runtime acknowledge or serve it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from ..models import Diagnostic, StoreInfo
+from ..records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
+
+__all__ = ["Batch", "RuntimeStore", "StoreState"]
+
+
+class Batch(msgspec.Struct, kw_only=True, gc=False):
+    """One state change: an event and, with it, a Worker's new state, a transcript entry, an ended run, a new
+    input key, or the Worker's deletion. All of it becomes durable together or not at all.
+
+    `worker` is the live record; a store that persists it must encode it before its first ``await``.
+    """
+
+    event: EventRecord
+    worker: WorkerRecord | None = None
+    entry: TranscriptRecord | None = None
+    ended_run: RunRecord | None = None
+    input_key: InputKeyRecord | None = None
+    delete_worker: bool = False
+
+
+class StoreState(msgspec.Struct, kw_only=True):
+    """What a store hands the Runtime when it opens: identity, Workers and where the event log stands.
+
+    Workers whose `active_run` is set were running when the store was last closed (or crashed); the Runtime
+    marks those runs ``interrupted``. `corrupt` maps a worker id to the ``(path, offset)`` of its damage.
+    """
+
+    runtime_id: str
+    display_name: str
+    created_at: float
+    last_event_id: int = 0
+    workers: list[WorkerRecord] = msgspec.field(default_factory=list)
+    input_keys: list[InputKeyRecord] = msgspec.field(default_factory=list)
+    diagnostics: list[Diagnostic] = msgspec.field(default_factory=list)
+    corrupt: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
+
+
+@runtime_checkable
+class RuntimeStore(Protocol):
+    """Persistence of one Runtime. Methods are called from the Runtime's event loop only.
+
+    `write` must not be cancellable half-way: a store that suspends shields its work, so a batch is either
+    durable or not written. When it cannot write it raises `RuntimeUnavailableError` and nothing of the batch
+    (nor of any batch queued behind it) becomes visible.
+    """
+
+    @property
+    def info(self) -> StoreInfo:
+        """Kind, path and fsync policy, for the runtime summary."""
+        ...
+
+    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
+        """Open (or create) the store; a `runtime_id` that differs from the stored one is a `ConfigError`."""
+        ...
+
+    async def write(self, batch: Batch) -> None:
+        """Make `batch` durable; raise `RuntimeUnavailableError` when it cannot."""
+        ...
+
+    async def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
+        """Entries `start` to `start + limit` of a Worker's transcript, at O(limit) cost."""
+        ...
+
+    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
+        """Up to `limit` events with id above `after` (only those naming `worker_id` when given), in id order.
+
+        Raises `CursorExpiredError` when `after` is older than what the store keeps.
+        """
+        ...
+
+    async def read_run(self, worker_id: str, run_id: str) -> RunRecord | None:
+        """A finished run of a Worker, or None."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release the store; idempotent."""
+        ...

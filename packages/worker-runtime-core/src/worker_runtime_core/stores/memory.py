@@ -1,0 +1,113 @@
+"""`MemoryStore`: the default store, everything in the process's memory and nothing durable."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from .._times import now
+from ..errors import ConfigError, CursorExpiredError
+from ..ids import generate_id, is_valid_id
+from ..models import StoreInfo
+from ..records import EventRecord, RunRecord, TranscriptRecord
+from .base import Batch, StoreState
+
+__all__ = ["MemoryStore"]
+
+_INFO = StoreInfo(kind="memory", path=None, fsync=None)
+
+
+class MemoryStore:
+    """Keeps events, transcripts and finished runs in memory; a new one per Runtime start.
+
+    Args:
+        event_retention: keep at least this many newest events (0 keeps all). The Runtime passes its limit.
+
+    Per Worker it keeps an index of its event ids, so a page filtered by worker costs O(page). A Worker with
+    one event stores that id as a bare int, not a list.
+    """
+
+    def __init__(self, *, event_retention: int = 0) -> None:
+        self.event_retention = event_retention
+        self._events: list[EventRecord] = []
+        self._first_id = 1  # id of self._events[0]
+        self._by_worker: dict[str, int | list[int]] = {}
+        self._transcripts: dict[str, list[TranscriptRecord]] = {}
+        self._runs: dict[str, dict[str, RunRecord]] = {}
+        self._opened = False
+
+    @property
+    def info(self) -> StoreInfo:
+        return _INFO
+
+    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
+        if self._opened:
+            raise ConfigError("a MemoryStore serves one Runtime start; create a new one")
+        if runtime_id is not None and not is_valid_id(runtime_id):
+            raise ConfigError(f"invalid runtime id {runtime_id!r}")
+        self._opened = True
+        rid = runtime_id or generate_id("rt")
+        return StoreState(runtime_id=rid, display_name=display_name or rid, created_at=now())
+
+    async def write(self, batch: Batch) -> None:
+        event = batch.event
+        self._events.append(event)
+        wid = event.worker_id
+        if wid is not None:
+            ids = self._by_worker.get(wid)
+            if ids is None:
+                self._by_worker[wid] = event.id
+            elif isinstance(ids, int):
+                self._by_worker[wid] = [ids, event.id]
+            else:
+                ids.append(event.id)
+            if batch.entry is not None:
+                entries = self._transcripts.get(wid)
+                if entries is None:
+                    self._transcripts[wid] = [batch.entry]
+                else:
+                    entries.append(batch.entry)
+            if batch.ended_run is not None:
+                runs = self._runs.get(wid)
+                if runs is None:
+                    self._runs[wid] = {batch.ended_run.run_id: batch.ended_run}
+                else:
+                    runs[batch.ended_run.run_id] = batch.ended_run
+            if batch.delete_worker:
+                self._transcripts.pop(wid, None)
+                self._runs.pop(wid, None)
+        keep = self.event_retention
+        if keep and len(self._events) >= 2 * keep:
+            drop = len(self._events) - keep
+            del self._events[:drop]
+            self._first_id += drop
+
+    async def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
+        entries = self._transcripts.get(worker_id)
+        return entries[start : start + limit] if entries else []
+
+    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
+        first = self._first_id
+        if after < first - 1:
+            raise CursorExpiredError(
+                f"events up to {first - 1} are no longer kept; resume from after={first - 1}",
+                details={"oldest_id": first},
+            )
+        events = self._events
+        if worker_id is None:
+            lo = max(after + 1 - first, 0)
+            return events[lo : lo + limit]
+        ids = self._by_worker.get(worker_id)
+        floor = max(after, first - 1)  # ids at or below `first - 1` were dropped by retention
+        if ids is None:
+            return []
+        if isinstance(ids, int):
+            return [events[ids - first]] if ids > floor else []
+        lo = bisect_right(ids, floor)
+        return [events[i - first] for i in ids[lo : lo + limit]]
+
+    async def read_run(self, worker_id: str, run_id: str) -> RunRecord | None:
+        runs = self._runs.get(worker_id)
+        return runs.get(run_id) if runs else None
+
+    async def close(self) -> None:
+        return None

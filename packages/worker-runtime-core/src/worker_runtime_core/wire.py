@@ -1,0 +1,197 @@
+"""Request bodies, acks, pages and the response envelopes of the HTTP wire contract.
+
+Server and client share these structs; decoders are built once. Unknown values are sent as ``null``
+(no `omit_defaults`), so every field is always present.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .ids import InputId, RunId, WorkerId
+from .models import (
+    AssistantIntent,
+    CapabilityRequest,
+    ConfigBundleRef,
+    Diagnostic,
+    Event,
+    Intent,
+    ProfileSelector,
+    ResourceRef,
+    RunInfo,
+    RuntimeDefaultProfile,
+    RuntimeSummary,
+    TranscriptEntry,
+    WorkerDetail,
+    WorkerRef,
+    WorkerSummary,
+)
+
+__all__ = [
+    "AckEnvelope",
+    "CancelRequest",
+    "CreateWorkerRequest",
+    "DiagnosticsEnvelope",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "EventPage",
+    "InputAck",
+    "InputAckEnvelope",
+    "InputKind",
+    "InputRequest",
+    "RunEnvelope",
+    "RuntimeEnvelope",
+    "StopRequest",
+    "TranscriptEnvelope",
+    "TranscriptPage",
+    "WorkerAck",
+    "WorkerAckEnvelope",
+    "WorkerEnvelope",
+    "WorkersPage",
+]
+
+InputKind = Literal["user", "system"]
+
+
+class CreateWorkerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/workers``; every field is optional."""
+
+    worker_id: WorkerId | None = None
+    display_name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    intent: Intent = AssistantIntent()
+    profile: ProfileSelector = RuntimeDefaultProfile()
+    config_bundle: ConfigBundleRef | None = None
+    requested_capabilities: list[CapabilityRequest] = msgspec.field(default_factory=list)
+    workspace_refs: list[ResourceRef] = msgspec.field(default_factory=list)
+    mount_refs: list[ResourceRef] = msgspec.field(default_factory=list)
+
+
+class InputRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/workers/{worker_id}/input``; `content` is 1 byte to `max_input_bytes`."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    kind: InputKind = "user"
+    input_id: InputId | None = None
+
+
+class StopRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/workers/{worker_id}/stop`` (may be empty)."""
+
+    reason: str | None = None
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/workers/{worker_id}/cancel`` (may be empty); a `run_id` cancels only that run."""
+
+    reason: str | None = None
+    run_id: RunId | None = None
+
+
+class InputAck(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an accepted input, sent once its transcript entry and event are durable."""
+
+    worker_ref: WorkerRef
+    run_id: RunId
+    input_sequence: int
+    event_id: int
+    duplicate: bool
+
+
+class WorkerAck(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to stop, cancel and delete; `event_id` is null when the call changed nothing."""
+
+    worker_ref: WorkerRef
+    status: Literal["idle", "busy", "stopped", "deleted"]
+    cancelled_run_id: RunId | None
+    event_id: int | None
+
+
+class TranscriptPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a transcript; `next_start` is null when no entries remain."""
+
+    worker_ref: WorkerRef
+    start: int
+    limit: int
+    total_items: int
+    items: list[TranscriptEntry]
+    next_start: int | None
+
+
+class EventPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of events (itself the envelope); `next_after` is the last id returned, or the request's `after`."""
+
+    events: list[Event]
+    next_after: int
+    has_more: bool
+
+
+class WorkersPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of Workers ordered by worker id (itself the envelope); `next_after` is null on the last page."""
+
+    workers: list[WorkerSummary]
+    next_after: WorkerId | None
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """What went wrong: the wire `code`, a sentence, details and whether a retry can succeed."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+    retryable: bool
+
+
+# --- envelopes -----------------------------------------------------------------------------------------------
+
+
+class RuntimeEnvelope(msgspec.Struct, frozen=True):
+    """``{"runtime": ...}``"""
+
+    runtime: RuntimeSummary
+
+
+class WorkerEnvelope(msgspec.Struct, frozen=True):
+    """``{"worker": ...}``"""
+
+    worker: WorkerDetail
+
+
+class InputAckEnvelope(msgspec.Struct, frozen=True):
+    """``{"ack": ...}`` for input."""
+
+    ack: InputAck
+
+
+class WorkerAckEnvelope(msgspec.Struct, frozen=True):
+    """``{"ack": ...}`` for stop, cancel and delete."""
+
+    ack: WorkerAck
+
+
+AckEnvelope = InputAckEnvelope | WorkerAckEnvelope
+
+
+class RunEnvelope(msgspec.Struct, frozen=True):
+    """``{"run": ...}``"""
+
+    run: RunInfo
+
+
+class TranscriptEnvelope(msgspec.Struct, frozen=True):
+    """``{"transcript": ...}``"""
+
+    transcript: TranscriptPage
+
+
+class DiagnosticsEnvelope(msgspec.Struct, frozen=True):
+    """``{"diagnostics": [...]}``"""
+
+    diagnostics: list[Diagnostic]
+
+
+class ErrorEnvelope(msgspec.Struct, frozen=True):
+    """``{"error": {...}}``"""
+
+    error: ErrorBody
