@@ -12,10 +12,10 @@ import msgspec
 
 from ._times import format_time
 from .models import (
-    ConfigBundleRef,
-    Intent,
     CapabilityRequest,
+    ConfigBundleRef,
     Event,
+    Intent,
     ProfileSelector,
     ResourceRef,
     RunError,

@@ -92,10 +92,24 @@ _MAX_DIAGNOSTICS = 1000
 class _ActiveRun:
     """Runtime-only handles of a run in flight."""
 
-    __slots__ = ("decided", "done", "end_event_id", "end_status", "finished", "profile", "reason", "record", "scope")
-    __slots__ += ("content", "kind", "worker")
+    __slots__ = (
+        "content",
+        "decided",
+        "done",
+        "end_event_id",
+        "end_status",
+        "finished",
+        "kind",
+        "profile",
+        "reason",
+        "record",
+        "scope",
+        "worker",
+    )
 
-    def __init__(self, worker: WorkerRecord, record: RunRecord, profile: Profile | None, kind: str, content: str) -> None:
+    def __init__(
+        self, worker: WorkerRecord, record: RunRecord, profile: Profile | None, kind: str, content: str
+    ) -> None:
         self.worker = worker
         self.record = record
         self.profile = profile
@@ -196,8 +210,8 @@ class Runtime:
         if runtime_id is not None and not is_valid_id(runtime_id):
             raise ConfigError(f"invalid runtime id {runtime_id!r}: use 1-128 of A-Z a-z 0-9 . _ - (not first . _ -)")
         self.limits = limits if limits is not None else Limits()
-        self._store: RuntimeStore = store if store is not None else MemoryStore(
-            event_retention=self.limits.event_retention
+        self._store: RuntimeStore = (
+            store if store is not None else MemoryStore(event_retention=self.limits.event_retention)
         )
         self._store_suspends = not isinstance(self._store, MemoryStore)
         self._profiles = ProfileTable(profiles or {}, discover_engines(engines), default_profile)
@@ -564,7 +578,12 @@ class Runtime:
         run = await self._find_run(record, run_id)
         return run.to_wire()
 
-    async def wait_for_run(self, worker_id: str, run_id: str, timeout: float | None = None) -> RunInfo:
+    async def wait_for_run(
+        self,
+        worker_id: str,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109  # a bounded wait is the point of this call
+    ) -> RunInfo:
         """Wait until a run has a terminal status (any of them) and return it.
 
         Raises:
@@ -577,7 +596,9 @@ class Runtime:
             with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
                 await self._wait_run(active)
             if scope.cancelled_caught:
-                raise OperationTimeoutError(f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id})
+                raise OperationTimeoutError(
+                    f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id}
+                )
             return active.record.to_wire()
         run = await self._find_run(record, run_id)
         return run.to_wire()
@@ -701,7 +722,9 @@ class Runtime:
             raise InvalidRequestError(f"invalid worker id {worker_id!r}", details={"field": "worker_id"})
         max_wait = self.limits.max_wait_s
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
-            raise InvalidRequestError(f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"})
+            raise InvalidRequestError(
+                f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"}
+            )
         records = await self._store.read_events(after, size + 1, worker_id)
         if not records and wait > 0:
             deadline = anyio.current_time() + wait
@@ -879,9 +902,7 @@ class Runtime:
             return record.last_run
         run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
         if run is None:
-            raise RunNotFoundError(
-                f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id}
-            )
+            raise RunNotFoundError(f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id})
         return run
 
     # --- internals: idempotency ------------------------------------------------------------------------------
@@ -982,7 +1003,9 @@ class Runtime:
         counts[status] += 1
         record.status = status
 
-    def _diagnose(self, level: Literal["info", "warning", "error"], code: str, message: str, record: WorkerRecord) -> None:
+    def _diagnose(
+        self, level: Literal["info", "warning", "error"], code: str, message: str, record: WorkerRecord
+    ) -> None:
         self._diagnostics.append(
             Diagnostic(
                 level=level,
@@ -1097,7 +1120,6 @@ def _degraded() -> RuntimeUnavailableError:
     return RuntimeUnavailableError("the store failed a write; restart the Runtime to recover")
 
 
-
 def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any]) -> CreateWorkerRequest:
     if request is not None and fields:
         raise TypeError("pass a CreateWorkerRequest or keyword fields, not both")
@@ -1106,4 +1128,3 @@ def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any])
         return msgspec.convert(source, CreateWorkerRequest)
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(f"invalid create request: {exc}") from None
-

@@ -54,15 +54,18 @@ class CommandEngine(Engine):
         opts = self.options
         env = {**os.environ, **opts.env} if opts.env else None
         try:
-            process = await anyio.open_process(
-                opts.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=opts.cwd,
-                env=env,
-                start_new_session=True,
-            )
+            # Shielded: the child runs before open_process returns (pipes are still being connected), so a cancel
+            # landing here would abandon a live process. Once we hold it, the finally below always reaps it.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    opts.argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=opts.cwd,
+                    env=env,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise EngineError("command_not_found", f"cannot start {opts.argv[0]!r}: {exc.strerror or exc}") from None
         out = bytearray()

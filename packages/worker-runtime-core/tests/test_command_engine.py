@@ -1,0 +1,152 @@
+"""The `command` engine: stdin in, stdout out, failures, bounds, and killing the process group on cancel."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from worker_runtime_core import ConfigError, ProfileConfig, Runtime
+
+PY = sys.executable
+
+
+def _gone(pid: int) -> bool:
+    """True once `pid` no longer runs (absent, or a zombie waiting for its reaper)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def _read_pid(fifo: Path) -> int:
+    """Block (in a thread) until the child writes its pid into the FIFO."""
+    return int((await anyio.to_thread.run_sync(fifo.read_text)).strip())
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pid.fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+async def rt(fifo: Path) -> AsyncIterator[Runtime]:
+    sleeper = f"import os,sys,time; open({str(fifo)!r},'w').write(str(os.getpid())); time.sleep(600)"
+    # sh starts a grandchild, reports its pid, and waits: killing only sh would leave the sleeper behind
+    family = f'{PY} -c "import time; time.sleep(600)" & echo $! > {fifo}; wait'
+    async with Runtime(
+        profiles={
+            "upper": ProfileConfig("command", argv=[PY, "-c", "import sys; print(sys.stdin.read().upper(), end='')"]),
+            "fail": ProfileConfig("command", argv=[PY, "-c", "import sys; sys.stderr.write('bad things'); exit(3)"]),
+            "chatty": ProfileConfig("command", argv=[PY, "-c", "print('x' * 5000)"], max_output_bytes=1000),
+            "sleeper": ProfileConfig("command", argv=[PY, "-c", sleeper], kill_grace_s=5),
+            "family": ProfileConfig("command", argv=["sh", "-c", family], kill_grace_s=5),
+            "slow": ProfileConfig("command", argv=[PY, "-c", sleeper], timeout_s=0.2),
+            "missing": ProfileConfig("command", argv=["/nonexistent/program"]),
+            "stubborn": ProfileConfig(
+                "command",
+                argv=[
+                    PY,
+                    "-c",
+                    "import os,signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    f"open({str(fifo)!r},'w').write(str(os.getpid())); time.sleep(600)",
+                ],
+                kill_grace_s=0.05,
+            ),
+        }
+    ) as runtime:
+        yield runtime
+
+
+async def _run(rt: Runtime, profile: str, content: str = "hello") -> tuple[str, str]:
+    await rt.create_worker(worker_id=profile, profile={"kind": "named", "name": profile})
+    ack = await rt.send_input(profile, content)
+    return profile, ack.run_id
+
+
+async def test_stdout_becomes_the_assistant_entry(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "upper", "shout this")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "completed"
+    assert (await rt.transcript(wid)).items[-1].content == "SHOUT THIS"
+
+
+async def test_a_non_zero_exit_fails_the_run_with_stderr(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "fail")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "failed" and run.error is not None
+    assert run.error.code == "command_failed"
+    assert "exit code 3" in run.error.message and "bad things" in run.error.message
+    assert (await rt.get_worker(wid)).transcript_len == 1
+
+
+async def test_too_much_output_fails_the_run(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "chatty")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "failed" and run.error is not None and run.error.code == "output_too_large"
+
+
+async def test_a_program_that_cannot_start_fails_the_run(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "missing")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "failed" and run.error is not None and run.error.code == "command_not_found"
+
+
+async def test_cancel_kills_the_child_before_it_answers(rt: Runtime, fifo: Path) -> None:
+    wid, run_id = await _run(rt, "sleeper")
+    pid = await _read_pid(fifo)
+    assert not _gone(pid)
+    ack = await rt.cancel_worker(wid)
+    assert ack.cancelled_run_id == run_id
+    assert _gone(pid)
+    assert (await rt.get_run(wid, run_id)).status == "cancelled"
+
+
+async def test_cancel_kills_grandchildren_too(rt: Runtime, fifo: Path) -> None:
+    wid, _ = await _run(rt, "family")
+    grandchild = await _read_pid(fifo)
+    pidfd = os.pidfd_open(grandchild)  # readable once the process has exited, whoever reaps it
+    try:
+        assert not _gone(grandchild)
+        await rt.cancel_worker(wid)
+        with anyio.fail_after(10):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    assert _gone(grandchild)
+
+
+async def test_sigkill_follows_when_sigterm_is_ignored(rt: Runtime, fifo: Path) -> None:
+    wid, run_id = await _run(rt, "stubborn")
+    pid = await _read_pid(fifo)
+    await rt.stop_worker(wid)
+    assert _gone(pid)
+    assert (await rt.get_run(wid, run_id)).status == "cancelled"
+
+
+async def test_the_profile_timeout_kills_the_program_and_times_the_run_out(rt: Runtime, fifo: Path) -> None:
+    wid, run_id = await _run(rt, "slow")
+    pid = await _read_pid(fifo)
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "timed_out"
+    assert _gone(pid)
+
+
+def test_bad_command_options_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="argv"):
+        Runtime(profiles={"x": ProfileConfig("command")})
+    with pytest.raises(ConfigError, match="nope"):
+        Runtime(profiles={"x": ProfileConfig("command", argv=["true"], nope=1)})
+    with pytest.raises(ConfigError, match="unknown engine"):
+        Runtime(profiles={"x": ProfileConfig("warp-drive")})

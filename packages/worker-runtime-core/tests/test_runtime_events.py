@@ -1,0 +1,143 @@
+"""The event log: ids, kinds and data, filtered pages, long-poll and retention; transcript pages."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from worker_runtime_core import (
+    CursorExpiredError,
+    InvalidRequestError,
+    Limits,
+    LimitTooLargeError,
+    Runtime,
+)
+
+
+async def test_event_ids_start_at_one_and_have_no_gaps(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    ack = await rt.send_input("w", "hi")
+    await rt.wait_for_run("w", ack.run_id)
+    await rt.stop_worker("w")
+    events = (await rt.read_events()).events
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events] == [
+        "runtime_started",
+        "worker_created",
+        "input_accepted",
+        "transcript_appended",
+        "run_completed",
+        "worker_stopped",
+    ]
+    started, created, accepted, appended, completed, _ = events
+    assert started.worker_ref is None and started.data == {"version": (await rt.summary()).version}
+    assert created.data == {"profile": "default"}
+    assert accepted.data == {"input_sequence": 0, "input_id": None, "kind": "user"}
+    assert accepted.run_id == appended.run_id == completed.run_id == ack.run_id
+    assert appended.data == {"sequence": 1, "role": "assistant"}
+    assert completed.data["run"]["status"] == "completed"
+    assert (await rt.get_worker("w")).last_event_id == events[-1].id
+
+
+async def test_pages_follow_next_after_without_overlap(rt: Runtime) -> None:
+    for n in range(7):
+        await rt.create_worker(worker_id=f"w{n}")
+    ids: list[int] = []
+    after = 0
+    while True:
+        page = await rt.read_events(after=after, limit=3)
+        ids += [e.id for e in page.events]
+        after = page.next_after
+        if not page.has_more:
+            break
+    assert ids == list(range(1, 9))
+
+
+async def test_a_filtered_page_has_only_that_workers_events(rt: Runtime) -> None:
+    for wid in ["a", "b"]:
+        await rt.create_worker(worker_id=wid)
+    for wid in ["a", "b", "a"]:
+        ack = await rt.send_input(wid, "hi")
+        await rt.wait_for_run(wid, ack.run_id)
+    page = await rt.read_events(worker_id="a", limit=4)
+    assert all(e.worker_ref is not None and e.worker_ref.worker_id == "a" for e in page.events)
+    assert len(page.events) == 4 and page.has_more
+    rest = await rt.read_events(worker_id="a", after=page.next_after)
+    assert len(rest.events) == 3 and not rest.has_more
+    assert (await rt.read_events(worker_id="nobody")).events == []
+
+
+async def test_wait_answers_as_soon_as_an_event_matches(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    after = (await rt.read_events()).next_after
+    pages = []
+
+    async def poll() -> None:
+        pages.append(await rt.read_events(after=after, worker_id="w", wait=30))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poll)
+        await anyio.wait_all_tasks_blocked()
+        await rt.create_worker(worker_id="other")  # does not match the filter
+        await anyio.wait_all_tasks_blocked()
+        assert pages == []
+        await rt.send_input("w", "wake up")
+    assert pages[0].events[0].kind == "input_accepted"
+
+
+async def test_wait_with_nothing_arriving_answers_an_empty_page_at_the_cursor(rt: Runtime) -> None:
+    after = (await rt.read_events()).next_after
+    page = await rt.read_events(after=after, wait=0.01)
+    assert (page.events, page.next_after, page.has_more) == ([], after, False)
+
+
+async def test_bad_event_queries_are_refused(rt: Runtime) -> None:
+    with pytest.raises(InvalidRequestError):
+        await rt.read_events(after=-1)
+    with pytest.raises(InvalidRequestError):
+        await rt.read_events(limit=0)
+    with pytest.raises(LimitTooLargeError):
+        await rt.read_events(limit=1001)
+    with pytest.raises(InvalidRequestError):
+        await rt.read_events(wait=31)
+    with pytest.raises(InvalidRequestError):
+        await rt.read_events(wait=-1)
+    with pytest.raises(InvalidRequestError):
+        await rt.read_events(worker_id="../x")
+
+
+async def test_retention_keeps_the_newest_and_an_old_cursor_is_expired() -> None:
+    async with Runtime(limits=Limits(event_retention=5)) as rt:
+        for n in range(20):
+            await rt.create_worker(worker_id=f"w{n}")
+        with pytest.raises(CursorExpiredError) as info:
+            await rt.read_events(after=0)
+        oldest = info.value.details["oldest_id"]
+        assert oldest > 1
+        page = await rt.read_events(after=oldest - 1)
+        assert len(page.events) >= 5 and page.events[-1].id == 21
+        assert [e.id for e in page.events] == list(range(oldest, 22))
+        filtered = await rt.read_events(after=oldest - 1, worker_id="w19")
+        assert [e.id for e in filtered.events] == [21]
+        assert (await rt.read_events(after=oldest - 1, worker_id="w0")).events == []
+
+
+async def test_transcript_pages_are_bounded_and_continue_with_next_start(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    for n in range(5):
+        ack = await rt.send_input("w", f"m{n}")
+        await rt.wait_for_run("w", ack.run_id)
+    first = await rt.transcript("w", limit=4)
+    assert (first.start, first.limit, first.total_items, first.next_start) == (0, 4, 10, 4)
+    assert [e.sequence for e in first.items] == [0, 1, 2, 3]
+    last = await rt.transcript("w", start=8, limit=4)
+    assert [e.sequence for e in last.items] == [8, 9] and last.next_start is None
+    beyond = await rt.transcript("w", start=50)
+    assert beyond.items == [] and beyond.next_start is None
+    assert (await rt.transcript("w")).limit == 100
+    with pytest.raises(LimitTooLargeError):
+        await rt.transcript("w", limit=1001)
+    with pytest.raises(InvalidRequestError):
+        await rt.transcript("w", start=-1)
+    with pytest.raises(InvalidRequestError):
+        await rt.transcript("w", limit=0)
