@@ -39,6 +39,7 @@ __all__ = [
     "WorkerRecord",
     "WorkerStoppedData",
     "EMPTY_DATA",
+    "EVENT_DATA_TYPES",
     "EmptyData",
 ]
 
@@ -147,8 +148,16 @@ class TranscriptAppendedData(msgspec.Struct, frozen=True, gc=False):
 
 
 class RunEndedData(msgspec.Struct, frozen=True, gc=False):
-    run: RunInfo
+    """Data of the ``run_<status>`` events: the terminal run (numeric times inside, formatted on read)."""
+
+    run: RunRecord
     reason: str | None = None
+
+    def to_builtins(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"run": msgspec.to_builtins(self.run.to_wire())}
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
 
 
 class WorkerStoppedData(msgspec.Struct, frozen=True, gc=False):
@@ -174,7 +183,11 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
             worker_ref=WorkerRef(runtime_id=runtime_id, worker_id=self.worker_id) if self.worker_id else None,
             run_id=self.run_id,
             created_at=format_time(self.created_at),
-            data=data if isinstance(data, dict) else msgspec.to_builtins(data),
+            data=data
+            if isinstance(data, dict)
+            else data.to_builtins()
+            if isinstance(data, RunEndedData)
+            else msgspec.to_builtins(data),
         )
 
 
@@ -188,3 +201,20 @@ class InputKeyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     input_sequence: int
     event_id: int
     created_at: float
+
+
+#: The data struct of each event kind, for stores that decode events they read back.
+EVENT_DATA_TYPES: dict[str, type[msgspec.Struct]] = {
+    "runtime_started": RuntimeStartedData,
+    "worker_created": WorkerCreatedData,
+    "input_accepted": InputAcceptedData,
+    "transcript_appended": TranscriptAppendedData,
+    "run_completed": RunEndedData,
+    "run_cancelled": RunEndedData,
+    "run_failed": RunEndedData,
+    "run_timed_out": RunEndedData,
+    "run_interrupted": RunEndedData,
+    "worker_stopped": WorkerStoppedData,
+    "worker_deleted": EmptyData,
+    "runtime_stopping": EmptyData,
+}
