@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 from worker_runtime_core import Engine, RunContext, Runtime
 
@@ -53,3 +54,18 @@ class Shout(Engine):
 
     async def run(self, ctx: RunContext) -> None:
         await ctx.emit(ctx.content.upper() + "!")
+
+
+def stubborn_engine(gate: Gate) -> type[Engine]:
+    """An engine that ignores cancellation until `gate.release` is set (a misbehaving plugin)."""
+
+    class Stubborn(Engine):
+        name = "stubborn"
+
+        async def run(self, ctx: RunContext) -> None:
+            gate.started.set()
+            with anyio.CancelScope(shield=True):
+                await gate.release.wait()
+            await anyio.lowlevel.checkpoint()
+
+    return Stubborn

@@ -27,6 +27,7 @@ from .errors import (
     ConfigError,
     EngineError,
     IdempotencyConflictError,
+    InternalError,
     InvalidInputError,
     InvalidRequestError,
     InvalidWorkerIdError,
@@ -138,6 +139,17 @@ class _KeyEntry:
         self.pending = pending
 
 
+class _Stop:
+    """A stop under way: the first caller's task does it, everybody waits for `done`."""
+
+    __slots__ = ("ack", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.ack: WorkerAck | None = None
+        self.error: WorkerRuntimeError | None = None
+
+
 class _Context(RunContext):
     __slots__ = ("_active", "_rt", "content", "input_sequence", "intent", "kind", "run_id", "worker_ref")
 
@@ -234,7 +246,7 @@ class Runtime:
         self._order_dirty = False
         self._counts: dict[str, int] = {"idle": 0, "busy": 0, "stopped": 0}
         self._active: dict[str, _ActiveRun] = {}
-        self._stopping: dict[str, anyio.Event] = {}
+        self._stopping: dict[str, _Stop] = {}
         self._keys: dict[str, dict[str, _KeyEntry]] = {}
         self._key_expiry: deque[tuple[float, str, str]] = deque()
         self._corrupt: dict[str, tuple[str, int]] = {}
@@ -621,6 +633,7 @@ class Runtime:
         `cancelled_run_id` and `event_id` are null.
 
         Raises:
+            OperationTimeoutError: the run has not ended within `operation_timeout_s` (it still ends cancelled).
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
         record = self._worker(worker_id)
@@ -630,8 +643,10 @@ class Runtime:
         if record.status == "stopped" or active is None or (run_id is not None and run_id != active.record.run_id):
             return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
         self._request_end(active, "cancelled", reason)
-        with anyio.CancelScope(shield=True):  # answer only once the run is gone, even if our caller gives up
-            await self._wait_run(active)
+        if not active.finished:  # answer once the run is gone; it goes even if we stop waiting
+            if active.done is None:
+                active.done = anyio.Event()
+            await self._bounded_wait(active.done, f"cancelling run {active.record.run_id}")
         if active.record.status != "cancelled":
             return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
         return WorkerAck(
@@ -645,22 +660,35 @@ class Runtime:
         """Abort the active run, if any, and make the Worker ``stopped`` for good. Idempotent: a repeated stop
         answers with null `event_id`.
 
+        The stop belongs to the Runtime once asked for: if the run takes longer than `operation_timeout_s` to end,
+        the call raises `OperationTimeoutError` and the stop completes when the run has ended.
+
         Raises:
+            OperationTimeoutError: the run has not ended within `operation_timeout_s` (the stop goes on).
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
         record = self._worker(worker_id)
-        self._require_started()
         wid = record.worker_id
-        ref = self._ref(wid)
-        pending = self._stopping.get(wid)
-        if pending is not None:
-            await pending.wait()
-        if record.status == "stopped" or pending is not None:
-            return WorkerAck(worker_ref=ref, status="stopped", cancelled_run_id=None, event_id=None)
-        if self._degraded:
-            raise _degraded()
-        done = anyio.Event()
-        self._stopping[wid] = done
+        stop = self._stopping.get(wid)
+        first = stop is None
+        if stop is None:
+            if record.status == "stopped":
+                return WorkerAck(worker_ref=self._ref(wid), status="stopped", cancelled_run_id=None, event_id=None)
+            if self._degraded:
+                raise _degraded()
+            stop = self._stopping[wid] = _Stop()
+            assert self._tg is not None
+            self._tg.start_soon(self._stop, record, reason, stop)
+        await self._bounded_wait(stop.done, f"stopping worker {wid!r}")
+        if stop.error is not None:
+            raise stop.error
+        assert stop.ack is not None
+        if not first:  # a concurrent stop: this call changed nothing
+            return WorkerAck(worker_ref=stop.ack.worker_ref, status="stopped", cancelled_run_id=None, event_id=None)
+        return stop.ack
+
+    async def _stop(self, record: WorkerRecord, reason: str | None, stop: _Stop) -> None:
+        wid = record.worker_id
         try:
             with anyio.CancelScope(shield=True):
                 cancelled = None
@@ -681,10 +709,17 @@ class Runtime:
                     self._set_status(record, previous[0])
                     record.updated_at, record.last_event_id = previous[1], previous[2]
                     raise
+            stop.ack = WorkerAck(
+                worker_ref=self._ref(wid), status="stopped", cancelled_run_id=cancelled, event_id=event.id
+            )
+        except WorkerRuntimeError as exc:
+            stop.error = exc
+        except Exception as exc:
+            logger.exception("stopping worker %r failed", wid)
+            stop.error = InternalError(f"stopping worker {wid!r} failed: {type(exc).__name__}")
         finally:
             del self._stopping[wid]
-            done.set()
-        return WorkerAck(worker_ref=ref, status="stopped", cancelled_run_id=cancelled, event_id=event.id)
+            stop.done.set()
 
     # --- reads -----------------------------------------------------------------------------------------------
 
@@ -788,6 +823,17 @@ class Runtime:
     # --- internals: the run ----------------------------------------------------------------------------------
 
     async def _run(self, active: _ActiveRun) -> None:
+        try:
+            await self._serve_run(active)
+        finally:
+            if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
+                logger.error("run %s ended without its terminal state", active.record.run_id)
+                active.finished = True
+                self._active.pop(active.worker.worker_id, None)
+                if active.done is not None:
+                    active.done.set()
+
+    async def _serve_run(self, active: _ActiveRun) -> None:
         status = "completed"
         error: RunError | None = None
         profile = active.profile
@@ -893,6 +939,14 @@ class Runtime:
             record.updated_at, record.last_event_id = previous
             raise
         return sequence
+
+    async def _bounded_wait(self, event: anyio.Event, what: str) -> None:
+        """Wait for `event` at most `operation_timeout_s`; past it raise `OperationTimeoutError` (work goes on)."""
+        limit = self.limits.operation_timeout_s
+        with anyio.move_on_after(limit) as scope:
+            await event.wait()
+        if scope.cancelled_caught:
+            raise OperationTimeoutError(f"{what} is still under way after {limit:g}s; it will complete")
 
     def _spawn(self, active: _ActiveRun) -> None:
         """Start a run's task. Under asyncio a plain task (a third of the cost of a task-group spawn); anyio cancel
