@@ -240,7 +240,9 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
         self._next_event_id = 1
-        self._degraded = False
+        self._writes_in_flight = 0
+        self._write_failed = False  # until the writes in flight settle after a failed one
+        self._last_written_id = 0
         self._workers: dict[str, WorkerRecord] = {}
         self._order: list[str] = []  # worker ids; sorted unless _order_dirty
         self._order_dirty = False
@@ -283,6 +285,7 @@ class Runtime:
         self.runtime_id = state.runtime_id
         self.display_name = self._requested_name or state.display_name or state.runtime_id
         self._next_event_id = state.last_event_id + 1
+        self._last_written_id = state.last_event_id
         self._corrupt = dict(state.corrupt)
         self._diagnostics.extend(state.diagnostics)
         for record in state.workers:
@@ -529,8 +532,8 @@ class Runtime:
         profile = self._profiles.get(record.profile)
         if profile is None:
             raise _unknown_profile(record.profile)
-        if self._degraded:
-            raise _degraded()
+        if self._write_failed:
+            raise _write_failed()
 
         # Reserve the Worker before the first await: single flight holds from here.
         event_id = self._next_event_id
@@ -674,8 +677,8 @@ class Runtime:
         if stop is None:
             if record.status == "stopped":
                 return WorkerAck(worker_ref=self._ref(wid), status="stopped", cancelled_run_id=None, event_id=None)
-            if self._degraded:
-                raise _degraded()
+            if self._write_failed:
+                raise _write_failed()
             stop = self._stopping[wid] = _Stop()
             assert self._tg is not None
             self._tg.start_soon(self._stop, record, reason, stop)
@@ -736,7 +739,11 @@ class Runtime:
             raise InvalidRequestError(f"start must be an integer >= 0, not {start!r}", details={"field": "start"})
         size = self._page_limit(limit)
         total = record.transcript_len
-        records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
+        try:
+            records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
+        except StoreCorruptError as exc:
+            self._mark_corrupt(record, exc)
+            raise
         end = start + len(records)
         return TranscriptPage(
             worker_ref=self._ref(record.worker_id),
@@ -977,7 +984,11 @@ class Runtime:
             return record.active_run
         if record.last_run is not None and record.last_run.run_id == run_id:
             return record.last_run
-        run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
+        try:
+            run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
+        except StoreCorruptError as exc:
+            self._mark_corrupt(record, exc)
+            raise
         if run is None:
             raise RunNotFoundError(f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id})
         return run
@@ -1050,6 +1061,12 @@ class Runtime:
         await self._write(Batch(event=event))
 
     async def _write(self, batch: Batch) -> None:
+        """Hand one batch to the store. An event id is taken and its batch submitted in one synchronous step, and
+        a store fails every batch queued behind a failed one; so once no write is in flight, the next id restarts
+        right after the last one written and the log has no gap."""
+        if self._write_failed:
+            raise RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
+        self._writes_in_flight += 1
         try:
             if self._store_suspends:
                 with anyio.CancelScope(shield=True):
@@ -1057,16 +1074,19 @@ class Runtime:
             else:
                 await self._store.write(batch)
         except Exception as exc:
-            event_id = batch.event.id
-            if self._next_event_id == event_id + 1:
-                self._next_event_id = event_id  # no gap: nobody took an id after this one
-            else:
-                self._degraded = True  # later ids are out; refuse commands rather than leave a gap
+            self._write_failed = True
             if isinstance(exc, RuntimeUnavailableError):
                 raise
-            logger.exception("the store failed to write event %d", event_id)
+            logger.exception("the store failed to write event %d", batch.event.id)
             raise RuntimeUnavailableError(f"the store cannot write: {type(exc).__name__}: {exc}") from exc
-        self._notify_events()
+        else:
+            self._last_written_id = batch.event.id
+            self._notify_events()
+        finally:
+            self._writes_in_flight -= 1
+            if self._write_failed and not self._writes_in_flight:
+                self._next_event_id = self._last_written_id + 1
+                self._write_failed = False
 
     def _notify_events(self) -> None:
         signal = self._event_signal
@@ -1090,6 +1110,24 @@ class Runtime:
                 message=message,
                 path=None,
                 offset=None,
+                worker_ref=self._ref(record.worker_id),
+                created_at=format_time(now()),
+            )
+        )
+
+    def _mark_corrupt(self, record: WorkerRecord, exc: StoreCorruptError) -> None:
+        """From now on this Worker answers `store_corrupt`; the rest of the Runtime goes on."""
+        path, offset = exc.details.get("path"), exc.details.get("offset")
+        if record.worker_id in self._corrupt:
+            return
+        self._corrupt[record.worker_id] = (str(path), int(offset) if isinstance(offset, int) else -1)
+        self._diagnostics.append(
+            Diagnostic(
+                level="error",
+                code="store_corrupt",
+                message=exc.message,
+                path=str(path) if path is not None else None,
+                offset=offset if isinstance(offset, int) else None,
                 worker_ref=self._ref(record.worker_id),
                 created_at=format_time(now()),
             )
@@ -1200,8 +1238,8 @@ def _unknown_profile(name: str) -> WorkerRuntimeError:
     return UnknownProfileError(f"the worker's profile {name!r} no longer exists", details={"profile": name})
 
 
-def _degraded() -> RuntimeUnavailableError:
-    return RuntimeUnavailableError("the store failed a write; restart the Runtime to recover")
+def _write_failed() -> RuntimeUnavailableError:
+    return RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
 
 
 def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any]) -> CreateWorkerRequest:
