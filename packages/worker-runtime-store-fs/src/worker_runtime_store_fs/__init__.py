@@ -1,5 +1,9 @@
-"""Crash-safe local-disk persistence for worker-runtime."""
+"""worker-runtime-store-fs: durable, crash-safe persistence of a worker-runtime Runtime on the local disk."""
 
-__version__ = "0.0.1"
+from .errors import StoreFormatError, StoreLockedError
+from .layout import FORMAT_VERSION
+from .store import FsRuntimeStore, FsyncPolicy
 
-__all__ = ["__version__"]
+__version__ = "0.1.0"
+
+__all__ = ["FORMAT_VERSION", "FsRuntimeStore", "FsyncPolicy", "StoreFormatError", "StoreLockedError", "__version__"]

@@ -1,0 +1,143 @@
+"""The runtime-wide event log, which is also the store's write-ahead log: one line per state change, in
+segments of bounded size, each an `IndexedLog` keyed by event id."""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable
+
+import msgspec
+
+from .layout import Layout
+from .logs import FdCache, IndexedLog, Repair
+
+__all__ = ["SEGMENT_BYTES", "EventLog", "line_event_id"]
+
+#: A segment is closed and a new one started once it holds this many bytes.
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class _IdOnly(msgspec.Struct):
+    id: int
+
+
+class _EventIdLine(msgspec.Struct):
+    event: _IdOnly
+
+
+_ID_DECODER = msgspec.json.Decoder(_EventIdLine)
+
+
+def line_event_id(line: bytes, position: int = 0) -> int:
+    """The event id of a log line (raises msgspec.DecodeError for a damaged one)."""
+    return _ID_DECODER.decode(line).event.id
+
+
+def _valid(line: bytes) -> bool:
+    try:
+        line_event_id(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True
+
+
+class EventLog:
+    """Segments named by their first event id; the newest takes appends. Ids are contiguous across segments."""
+
+    def __init__(self, layout: Layout, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.layout = layout
+        self.segment_bytes = segment_bytes
+        self.firsts: list[int] = []
+        self.logs: dict[int, IndexedLog] = {}
+        self.last_id = 0
+
+    def open(self) -> list[Repair]:
+        """Find the segments, repair the newest (a torn tail) and any whose index is missing."""
+        self.layout.events.mkdir(parents=True, exist_ok=True)
+        repairs = []
+        self.firsts = self.layout.segments()
+        self.logs = {first: IndexedLog(*self.layout.segment(first)) for first in self.firsts}
+        for first in self.firsts:
+            log = self.logs[first]
+            if first == self.firsts[-1] or not log.index.exists():
+                report = log.repair(line_event_id, _valid)
+                if report.changed:
+                    repairs.append(report)
+        while len(self.firsts) > 1 and self.logs[self.firsts[-1]].count() == 0:
+            empty = self.firsts.pop()  # a segment started just before a crash, with nothing in it
+            for path in (self.logs[empty].data, self.logs[empty].index):
+                path.unlink(missing_ok=True)
+            del self.logs[empty]
+        if self.firsts:
+            newest = self.logs[self.firsts[-1]]
+            last = newest.last_key()
+            self.last_id = last if last is not None else self.firsts[-1] - 1
+        return repairs
+
+    @property
+    def first_id(self) -> int:
+        """The oldest id kept (the next id when the log is empty)."""
+        return self.firsts[0] if self.firsts else self.last_id + 1
+
+    def append(self, fds: FdCache, lines: list[tuple[int, bytes]], write: Callable[[int, bytes], None]) -> None:
+        first_id = lines[0][0]
+        started = False
+        if not self.firsts or os.fstat(fds.get(self.logs[self.firsts[-1]].data)).st_size >= self.segment_bytes:
+            self.firsts.append(first_id)
+            self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
+            started = True
+        try:
+            self.logs[self.firsts[-1]].append(fds, lines, write)
+        except OSError:
+            if started:  # leave no empty segment behind
+                log = self.logs.pop(self.firsts.pop())
+                for path in (log.data, log.index):
+                    fds.drop(path)
+                    path.unlink(missing_ok=True)
+            raise
+        self.last_id = lines[-1][0]
+
+    @property
+    def current(self) -> IndexedLog | None:
+        return self.logs[self.firsts[-1]] if self.firsts else None
+
+    def _segment_of(self, event_id: int) -> int | None:
+        firsts = list(self.firsts)
+        i = bisect.bisect_right(firsts, event_id) - 1
+        return firsts[i] if i >= 0 else None
+
+    def read(self, after: int, limit: int, upto: int) -> list[tuple[int, int, bytes, IndexedLog]]:
+        """Up to `limit` lines with ids `after + 1` to `upto`, as ``(id, offset, line, log)``."""
+        found: list[tuple[int, int, bytes, IndexedLog]] = []
+        next_id = after + 1
+        while len(found) < limit and next_id <= upto:
+            first = self._segment_of(next_id)
+            if first is None:
+                next_id = self.first_id
+                continue
+            log = self.logs[first]
+            want = min(limit - len(found), upto - next_id + 1)
+            lines = log.read(next_id - first, want)
+            if not lines:
+                break
+            found.extend((key, offset, line, log) for key, offset, line in lines)
+            next_id = lines[-1][0] + 1
+        return found
+
+    def read_one(self, event_id: int) -> tuple[int, int, bytes, IndexedLog] | None:
+        first = self._segment_of(event_id)
+        if first is None:
+            return None
+        log = self.logs[first]
+        lines = log.read(event_id - first, 1)
+        return (lines[0][0], lines[0][1], lines[0][2], log) if lines else None
+
+    def drop_before(self, event_id: int, fds: FdCache) -> None:
+        """Delete whole segments whose every id is below `event_id` (never the newest)."""
+        while len(self.firsts) > 1 and self.firsts[1] <= event_id:
+            first = self.firsts.pop(0)
+            log = self.logs.pop(first)
+            for path in (log.data, log.index):
+                fds.drop(path)
+                path.unlink(missing_ok=True)

@@ -1,0 +1,314 @@
+"""Append-only JSON Lines files with an offset index, read at O(page) cost.
+
+An `IndexedLog` is a data file of lines and an index file of fixed 16-byte records ``(key, end offset)``, one per
+line, little-endian. Line *n* spans ``end[n-1]`` (0 for the first) to ``end[n]``. Keys increase: a transcript's
+key is the entry's sequence, the event log's the event id, the runs log's the run number. So a page of lines is
+two `pread` calls wherever it is in the file, and a key is found by binary search over the index.
+
+Data is written before its index record, so after a crash the index may be short (lines written but not indexed)
+or the data may end in a torn line; `repair` indexes the complete lines and truncates the torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from .records import RecordCorrupt
+
+__all__ = ["FdCache", "IdIndex", "IndexedLog", "Repair"]
+
+_REC = struct.Struct("<qq")
+_SIZE = _REC.size
+
+
+class FdCache:
+    """Open append descriptors, least recently used closed first. Used by the writer thread only."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._fds: OrderedDict[Path, int] = OrderedDict()
+
+    def get(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fds[path] = fd
+        if len(self._fds) > self.capacity:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def drop(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def drop_under(self, directory: Path) -> None:
+        for path in [p for p in self._fds if directory in p.parents]:
+            self.drop(path)
+
+    def close(self) -> None:
+        while self._fds:
+            _, fd = self._fds.popitem()
+            os.close(fd)
+
+
+class Repair:
+    """What `IndexedLog.repair` did: lines indexed, bytes of torn tail cut, and where."""
+
+    __slots__ = ("indexed", "path", "rebuilt", "torn_at", "torn_bytes")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.indexed = 0
+        self.rebuilt = False
+        self.torn_at = 0
+        self.torn_bytes = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.indexed or self.torn_bytes or self.rebuilt)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class IndexedLog:
+    """One data file plus its index. Readers may run in any thread; appends come from one writer thread."""
+
+    def __init__(self, data: Path, index: Path) -> None:
+        self.data = data
+        self.index = index
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        try:
+            return os.stat(self.index).st_size // _SIZE
+        except FileNotFoundError:
+            return 0
+
+    def entries(self, first: int, n: int) -> list[tuple[int, int]]:
+        """Index records ``(key, end)`` of lines `first` to `first + n` (fewer at the end)."""
+        if n <= 0:
+            return []
+        try:
+            fd = os.open(self.index, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        try:
+            raw = os.pread(fd, n * _SIZE, first * _SIZE)
+        finally:
+            os.close(fd)
+        usable = len(raw) - len(raw) % _SIZE
+        return list(_REC.iter_unpack(raw[:usable]))
+
+    def end_of(self, position: int) -> int:
+        """End offset of line `position`, 0 for position -1."""
+        if position < 0:
+            return 0
+        entries = self.entries(position, 1)
+        return entries[0][1] if entries else 0
+
+    def read(self, first: int, n: int) -> list[tuple[int, int, bytes]]:
+        """Lines `first` to `first + n` as ``(key, offset, line)``: two `pread` calls, whatever the log length."""
+        entries = self.entries(first, n)
+        if not entries:
+            return []
+        start = self.end_of(first - 1)
+        end = entries[-1][1]
+        fd = os.open(self.data, os.O_RDONLY)
+        try:
+            blob = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+        if len(blob) != end - start:
+            raise RecordCorrupt(self.data, start + len(blob), "the data file is shorter than its index says")
+        lines = []
+        offset = start
+        for key, line_end in entries:
+            lines.append((key, offset, blob[offset - start : line_end - start]))
+            offset = line_end
+        return lines
+
+    def find(self, key: int) -> int:
+        """Position of the line with `key`, or -1 (binary search over the index)."""
+        lo, hi = 0, self.count()
+        while lo < hi:
+            mid = (lo + hi) // 2
+            entries = self.entries(mid, 1)
+            if not entries:
+                return -1
+            mid_key = entries[0][0]
+            if mid_key == key:
+                return mid
+            if mid_key < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return -1
+
+    def bisect(self, key: int) -> int:
+        """Position of the first line whose key is above `key`."""
+        lo, hi = 0, self.count()
+        while lo < hi:
+            mid = (lo + hi) // 2
+            entries = self.entries(mid, 1)
+            if entries and entries[0][0] <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def last_key(self) -> int | None:
+        n = self.count()
+        entries = self.entries(n - 1, 1) if n else []
+        return entries[0][0] if entries else None
+
+    # --- writing (the writer thread) -------------------------------------------------------------------------
+
+    def append(self, fds: FdCache, lines: list[tuple[int, bytes]], write: Callable[[int, bytes], None]) -> None:
+        """Append lines (each ending in a newline) and their index records.
+
+        On an OSError both files are cut back to where they were, so nothing half-written stays behind.
+        """
+        data_fd = fds.get(self.data)
+        index_fd = fds.get(self.index)
+        data_size = os.fstat(data_fd).st_size
+        index_size = os.fstat(index_fd).st_size
+        records = bytearray()
+        end = data_size
+        for key, line in lines:
+            end += len(line)
+            records += _REC.pack(key, end)
+        try:
+            write(data_fd, b"".join(line for _, line in lines))
+            write(index_fd, bytes(records))
+        except OSError:
+            try:
+                os.ftruncate(data_fd, data_size)
+                os.ftruncate(index_fd, index_size)
+            except OSError:
+                pass
+            raise
+
+    # --- recovery --------------------------------------------------------------------------------------------
+
+    def repair(self, key_of: Callable[[bytes, int], int], valid: Callable[[bytes], bool]) -> Repair:
+        """Make the index match the data: drop index records past the data, index complete lines that are not
+        indexed yet (`key_of(line, position)` gives their key), and cut a torn or undecodable tail line.
+        A missing index is rebuilt from the data.
+        """
+        report = Repair(self.data)
+        try:
+            data_size = os.stat(self.data).st_size
+        except FileNotFoundError:
+            if self.index.exists():
+                os.truncate(self.index, 0)
+            return report
+        if not self.index.exists():
+            report.rebuilt = True
+            self.index.touch()
+        index_size = os.stat(self.index).st_size
+        usable = index_size - index_size % _SIZE
+        entries = self.entries(0, usable // _SIZE) if usable else []
+        good = 0
+        previous = 0
+        for _, end in entries:  # keep the records that describe data that is there, in order
+            if end <= previous or end > data_size:
+                break
+            previous = end
+            good += 1
+        if good * _SIZE != index_size:
+            os.truncate(self.index, good * _SIZE)
+        start = previous
+        if start == data_size:
+            return report
+        with open(self.data, "rb") as f:
+            f.seek(start)
+            tail = f.read()
+        records = bytearray()
+        position = good
+        offset = start
+        for line in tail.splitlines(keepends=True):
+            if not line.endswith(b"\n") or not valid(line):
+                break
+            offset += len(line)
+            records += _REC.pack(key_of(line, position), offset)
+            position += 1
+        if records:
+            with open(self.index, "ab") as f:
+                f.write(records)
+            report.indexed = position - good
+        if offset < data_size:
+            report.torn_at = offset
+            report.torn_bytes = data_size - offset
+            os.truncate(self.data, offset)
+        return report
+
+
+_ID = struct.Struct("<q")
+
+
+class IdIndex:
+    """A file of increasing 8-byte event ids: the events that name one Worker, so a filtered page is O(page)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def count(self) -> int:
+        try:
+            return os.stat(self.path).st_size // _ID.size
+        except FileNotFoundError:
+            return 0
+
+    def ids(self, first: int, n: int) -> list[int]:
+        if n <= 0:
+            return []
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        try:
+            raw = os.pread(fd, n * _ID.size, first * _ID.size)
+        finally:
+            os.close(fd)
+        usable = len(raw) - len(raw) % _ID.size
+        return [value for (value,) in _ID.iter_unpack(raw[:usable])]
+
+    def bisect(self, event_id: int) -> int:
+        """Position of the first id above `event_id`."""
+        lo, hi = 0, self.count()
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = self.ids(mid, 1)
+            if found and found[0] <= event_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def last(self) -> int:
+        n = self.count()
+        found = self.ids(n - 1, 1) if n else []
+        return found[0] if found else 0
+
+    def append(self, fds: FdCache, event_id: int, write: Callable[[int, bytes], None]) -> None:
+        write(fds.get(self.path), _ID.pack(event_id))
+
+    def truncate_torn(self) -> None:
+        size = self.count() * _ID.size
+        try:
+            if os.stat(self.path).st_size != size:
+                os.truncate(self.path, size)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,107 @@
+"""Projections: per-Worker files derived from the event log (worker record, transcript, runs, event index).
+
+They are written by the writer thread right after each group's log lines, without their own fsync; a checkpoint
+flushes them, and recovery re-applies what the log holds after the last checkpoint (`check=True` makes every
+step idempotent).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .layout import Layout
+from .logs import FdCache, IdIndex, IndexedLog
+from .records import RecordCorrupt, write_atomic
+
+__all__ = ["Projections", "run_number"]
+
+
+def run_number(run_id: str) -> int | None:
+    """The number of a run id ``run-<n>`` (the id of the event that accepted its input), else None."""
+    prefix, _, number = run_id.partition("-")
+    return int(number) if prefix == "run" and number.isdigit() else None
+
+
+class Projections:
+    def __init__(self, layout: Layout, fds: FdCache, write: Callable[[int, bytes], None]) -> None:
+        self.layout = layout
+        self.fds = fds
+        self.write = write
+
+    def transcript(self, worker_id: str) -> IndexedLog:
+        d = self.layout.worker_dir(worker_id)
+        return IndexedLog(d / "transcript.jsonl", d / "transcript.idx")
+
+    def runs(self, worker_id: str) -> IndexedLog:
+        d = self.layout.worker_dir(worker_id)
+        return IndexedLog(d / "runs.jsonl", d / "runs.idx")
+
+    def event_index(self, worker_id: str) -> IdIndex:
+        return IdIndex(self.layout.worker_index(worker_id))
+
+    def apply(
+        self,
+        worker_id: str,
+        event_id: int,
+        *,
+        created: bytes | None = None,
+        entry: tuple[int, bytes] | None = None,
+        run: tuple[int, bytes] | None = None,
+        delete: bool = False,
+        check: bool = False,
+    ) -> None:
+        """Project one state change of `worker_id`.
+
+        Raises:
+            RecordCorrupt: with `check`, the transcript misses entries before this one.
+            OSError: the disk refused.
+        """
+        index = self.event_index(worker_id)
+        if not check or index.last() < event_id:
+            index.append(self.fds, event_id, self.write)
+        directory = self.layout.worker_dir(worker_id)
+        if delete:
+            self.fds.drop_under(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        if check or created is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        if created is not None:
+            write_atomic(directory / "worker.json", created, durable=False)
+        if entry is not None:
+            sequence, line = entry
+            log = self.transcript(worker_id)
+            if check:
+                count = log.count()
+                if sequence < count:
+                    return self._run(worker_id, run, check)
+                if sequence > count:
+                    raise RecordCorrupt(
+                        log.data, log.end_of(count - 1), f"entries {count} to {sequence - 1} are missing"
+                    )
+            log.append(self.fds, [(sequence, line)], self.write)
+        self._run(worker_id, run, check)
+
+    def _run(self, worker_id: str, run: tuple[int, bytes] | None, check: bool) -> None:
+        if run is None:
+            return
+        number, line = run
+        log = self.runs(worker_id)
+        if check:
+            last = log.last_key()
+            if last is not None and last >= number:
+                return
+        log.append(self.fds, [(number, line)], self.write)
+
+    def remove_stale(self, path: Path) -> None:
+        self.fds.drop(path)
+        path.unlink(missing_ok=True)
+
+
+def default_write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,67 @@
+"""Records: small JSON files replaced atomically (temp file in the same directory, fsync, rename, fsync dir)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+__all__ = ["RecordCorrupt", "fsync_dir", "read_record", "write_atomic"]
+
+T = TypeVar("T")
+
+
+class RecordCorrupt(Exception):
+    """A record or log line cannot be decoded; names the path and byte offset."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{path} at byte {offset}: {reason}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new content, never a mix.
+
+    With `durable`, the data and the rename are on disk when this returns.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def read_record(path: Path, type_: type[T]) -> T | None:
+    """Decode a JSON record; None when the file does not exist.
+
+    Raises:
+        RecordCorrupt: the file exists but is not a valid record.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RecordCorrupt(path, 0, str(exc)) from None

@@ -1,0 +1,299 @@
+"""Recovery at open: load Worker states, repair torn tails, replay the event log after the last checkpoint.
+
+Start-up reads each Worker's small state record and the log lines after the checkpoint; it never reads whole
+transcripts or the whole event log. What it repairs or cannot read becomes a diagnostic; a Worker whose record
+or transcript is damaged is reported as corrupt and the rest of the Runtime starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+from worker_runtime_core import Diagnostic, WorkerRef, is_valid_id
+from worker_runtime_core._times import format_time, now
+from worker_runtime_core.records import InputKeyRecord, WorkerRecord
+
+from .eventlog import EventLog
+from .layout import Layout
+from .lines import CheckpointRecord, decode_wal, encode
+from .logs import IdIndex, Repair
+from .projections import Projections, run_number
+from .records import RecordCorrupt, read_record
+
+__all__ = ["Loaded", "load"]
+
+_WORKER_DECODER = msgspec.json.Decoder(WorkerRecord)
+_KEY_DECODER = msgspec.json.Decoder(InputKeyRecord)
+
+
+class Loaded:
+    """What recovery found."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerRecord] = {}
+        self.keys: dict[tuple[str, str], InputKeyRecord] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.corrupt: dict[str, tuple[str, int]] = {}
+        self.checkpoint_id = 0
+        self.dirty: dict[str, bytes] = {}
+        self.replayed = 0
+
+
+class _Recovery:
+    def __init__(self, layout: Layout, wal: EventLog, projections: Projections, runtime_id: str, ttl: float) -> None:
+        self.layout = layout
+        self.wal = wal
+        self.projections = projections
+        self.runtime_id = runtime_id
+        self.ttl = ttl
+        self.out = Loaded()
+
+    def diagnose(self, level: str, code: str, message: str, path: object, offset: int | None, wid: str | None) -> None:
+        self.out.diagnostics.append(
+            Diagnostic(
+                level=level,  # type: ignore[arg-type]
+                code=code,
+                message=message,
+                path=str(path) if path is not None else None,
+                offset=offset,
+                worker_ref=WorkerRef(runtime_id=self.runtime_id, worker_id=wid) if wid else None,
+                created_at=format_time(now()),
+            )
+        )
+
+    def corrupt(self, wid: str, exc: RecordCorrupt) -> None:
+        self.out.corrupt[wid] = (str(exc.path), exc.offset)
+        self.diagnose("error", "store_corrupt", f"worker {wid!r}: {exc.reason}", exc.path, exc.offset, wid)
+
+    def repaired(self, report: Repair, wid: str | None) -> None:
+        if report.torn_bytes:
+            self.diagnose(
+                "warning",
+                "torn_tail_repaired",
+                f"cut a torn last line of {report.torn_bytes} bytes (a crash mid-write)",
+                report.path,
+                report.torn_at,
+                wid,
+            )
+        if report.rebuilt:
+            self.diagnose(
+                "warning", "index_rebuilt", "the offset index was missing and was rebuilt", report.path, None, wid
+            )
+
+    def run(self) -> Loaded:
+        self.load_checkpoint()
+        self.load_workers()
+        self.load_keys()
+        for report in self.wal.open():
+            self.repaired(report, None)
+        self.replay()
+        self.check_workers()
+        return self.out
+
+    def load_checkpoint(self) -> None:
+        try:
+            record = read_record(self.layout.checkpoint, CheckpointRecord)
+        except RecordCorrupt as exc:
+            self.diagnose("error", "checkpoint_corrupt", f"{exc.reason}; replaying the whole log", exc.path, 0, None)
+            return
+        self.out.checkpoint_id = record.event_id if record is not None else 0
+
+    def load_workers(self) -> None:
+        self.layout.workers.mkdir(parents=True, exist_ok=True)
+        for entry in os.scandir(self.layout.workers):
+            wid = entry.name
+            if not entry.is_dir():
+                continue
+            if not is_valid_id(wid):
+                self.diagnose("warning", "stray_directory", "not a worker id; ignored", entry.path, None, None)
+                continue
+            directory = self.layout.worker_dir(wid)
+            for name in ("state.json", "worker.json"):
+                path = directory / name
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                try:
+                    self.out.workers[wid] = _WORKER_DECODER.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.corrupt(wid, RecordCorrupt(path, 0, f"unreadable record: {exc}"))
+                break
+
+    def load_keys(self) -> None:
+        clock = now()
+        try:
+            data = self.layout.input_keys.read_bytes()
+        except FileNotFoundError:
+            return
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            try:
+                key = _KEY_DECODER.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.diagnose(
+                    "warning",
+                    "input_key_unreadable",
+                    "skipped an unreadable input key",
+                    self.layout.input_keys,
+                    offset,
+                    None,
+                )
+            else:
+                if key.created_at + self.ttl > clock:
+                    self.out.keys[(key.worker_id, key.input_id)] = key
+            offset += len(line)
+
+    def replay(self) -> None:
+        after = self.out.checkpoint_id
+        if after < self.wal.first_id - 1:
+            after = self.wal.first_id - 1
+        touched: set[str] = set()
+        while True:
+            lines = self.wal.read(after, 1000, self.wal.last_id)
+            if not lines:
+                break
+            for event_id, offset, line, log in lines:
+                after = event_id
+                try:
+                    record = decode_wal(line)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.diagnose("error", "event_unreadable", f"event {event_id}: {exc}", log.data, offset, None)
+                    continue
+                self.out.replayed += 1
+                self.apply(record, touched)
+
+    def apply(self, record: object, touched: set[str]) -> None:
+        from .lines import WalLineIn
+
+        assert isinstance(record, WalLineIn)
+        event = record.event
+        wid = event.worker_id
+        if record.input_key is not None:
+            key = record.input_key
+            self.out.keys[(key.worker_id, key.input_id)] = key
+        if wid is None or not is_valid_id(wid):
+            return
+        if record.delete_worker:
+            self.out.workers.pop(wid, None)
+            self.out.corrupt.pop(wid, None)
+            self.out.dirty.pop(wid, None)
+            for k in [k for k in self.out.keys if k[0] == wid]:
+                del self.out.keys[k]
+            self.projections.apply(wid, event.id, delete=True, check=True)
+            return
+        if wid in self.out.corrupt and record.worker is None:
+            return
+        if wid not in touched:  # first touch since the checkpoint: cut a torn tail before appending
+            touched.add(wid)
+            for log in (self.projections.transcript(wid), self.projections.runs(wid)):
+                if log.data.exists():
+                    self.repaired(log.repair(lambda _line, position: position, _any_line), wid)
+            self.projections.event_index(wid).truncate_torn()
+        created = None
+        if record.worker is not None:
+            state = encode(record.worker)
+            if wid in self.out.corrupt:
+                path, offset = self.out.corrupt.pop(wid)
+                self.diagnose(
+                    "warning", "record_repaired", "rebuilt the worker record from the event log", path, offset, wid
+                )
+            self.out.workers[wid] = record.worker
+            self.out.dirty[wid] = state
+            if event.kind == "worker_created":
+                created = state
+        entry = (record.entry.sequence, encode(record.entry) + b"\n") if record.entry is not None else None
+        run = None
+        if record.ended_run is not None:
+            number = run_number(record.ended_run.run_id)
+            if number is not None:
+                run = (number, encode(record.ended_run) + b"\n")
+        try:
+            self.projections.apply(wid, event.id, created=created, entry=entry, run=run, check=True)
+        except RecordCorrupt as exc:
+            self.corrupt(wid, exc)
+
+    def check_workers(self) -> None:
+        """A transcript index that disagrees with the state: repair it (rebuild, torn tail) or report the worker."""
+        for wid, record in self.out.workers.items():
+            if wid in self.out.corrupt:
+                continue
+            log = self.projections.transcript(wid)
+            count = log.count()
+            if count != record.transcript_len or (record.transcript_len and not log.index.exists()):
+                self.repaired(log.repair(lambda _line, position: position, _any_line), wid)
+                count = log.count()
+                if count > record.transcript_len:  # lines past what was acknowledged: cut them
+                    end = log.end_of(record.transcript_len - 1)
+                    os.truncate(log.data, end)
+                    os.truncate(log.index, record.transcript_len * 16)
+                    count = record.transcript_len
+                if count < record.transcript_len:
+                    self.corrupt(
+                        wid,
+                        RecordCorrupt(
+                            log.data,
+                            log.end_of(count - 1),
+                            f"transcript has {count} of {record.transcript_len} entries",
+                        ),
+                    )
+                    continue
+            runs = self.projections.runs(wid)
+            if runs.data.exists() and not runs.index.exists():
+                self.repaired(runs.repair(_run_key, _any_line), wid)
+            index = self.projections.event_index(wid)
+            if not index.path.exists() and record.last_event_id:
+                self.rebuild_event_index(wid, index)
+
+    def rebuild_event_index(self, wid: str, index: IdIndex) -> None:
+        """Scan the log for the events naming `wid` (a repair, once)."""
+        ids = []
+        after = self.wal.first_id - 1
+        from .lines import EventLine
+
+        decoder = msgspec.json.Decoder(EventLine)
+        while True:
+            lines = self.wal.read(after, 1000, self.wal.last_id)
+            if not lines:
+                break
+            for event_id, _, line, _ in lines:
+                after = event_id
+                try:
+                    if decoder.decode(line).event.worker_id == wid:
+                        ids.append(event_id)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+        index.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(index.path, "wb") as f:
+            for event_id in ids:
+                f.write(event_id.to_bytes(8, "little", signed=True))
+        self.diagnose(
+            "warning", "index_rebuilt", "the worker's event index was missing and was rebuilt", index.path, None, wid
+        )
+
+
+def _any_line(line: bytes) -> bool:
+    try:
+        msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+class _RunKey(msgspec.Struct):
+    run_id: str
+
+
+def _run_key(line: bytes, position: int) -> int:
+    try:
+        number = run_number(msgspec.json.decode(line, type=_RunKey).run_id)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        number = None
+    return number if number is not None else position
+
+
+def load(layout: Layout, wal: EventLog, projections: Projections, *, runtime_id: str, ttl: float) -> Loaded:
+    """Load Worker states, keys and the log; replay the log after the checkpoint; repair what a crash left."""
+    return _Recovery(layout, wal, projections, runtime_id, ttl).run()
