@@ -1,0 +1,133 @@
+"""IndexedLog and IdIndex: appends, O(page) reads, lookups, and repair after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from worker_runtime_store_fs.logs import FdCache, IdIndex, IndexedLog
+from worker_runtime_store_fs.projections import default_write
+
+
+def _line(n: int) -> bytes:
+    return json.dumps({"n": n}).encode() + b"\n"
+
+
+def _valid(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> IndexedLog:
+    return IndexedLog(tmp_path / "data.jsonl", tmp_path / "data.idx")
+
+
+def _fill(log: IndexedLog, n: int, key_base: int = 0) -> None:
+    fds = FdCache()
+    for start in range(0, n, 7):
+        log.append(fds, [(key_base + i, _line(i)) for i in range(start, min(n, start + 7))], default_write)
+    fds.close()
+
+
+def test_pages_come_back_as_written(log: IndexedLog) -> None:
+    _fill(log, 50)
+    assert log.count() == 50
+    page = log.read(45, 10)
+    assert [json.loads(line)["n"] for _, _, line in page] == [45, 46, 47, 48, 49]
+    assert [key for key, _, _ in page] == [45, 46, 47, 48, 49]
+    offsets = [offset for _, offset, _ in log.read(0, 50)]
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert log.read(50, 10) == []
+
+
+def test_keys_are_found_by_binary_search(log: IndexedLog) -> None:
+    _fill(log, 40, key_base=1000)
+    assert log.find(1000) == 0 and log.find(1039) == 39 and log.find(1017) == 17
+    assert log.find(999) == -1 and log.find(2000) == -1
+    assert log.bisect(1017) == 18 and log.bisect(0) == 0 and log.bisect(5000) == 40
+    assert log.last_key() == 1039
+
+
+def test_a_torn_last_line_is_cut_and_reported(log: IndexedLog) -> None:
+    _fill(log, 10)
+    size = log.data.stat().st_size
+    with open(log.data, "ab") as f:
+        f.write(b'{"n": 10')  # a crash in the middle of a write
+    report = log.repair(lambda _line, pos: pos, _valid)
+    assert report.torn_bytes == 8 and report.torn_at == size
+    assert log.data.stat().st_size == size and log.count() == 10
+
+
+def test_complete_lines_missing_from_the_index_are_indexed(log: IndexedLog) -> None:
+    _fill(log, 10)
+    with open(log.data, "ab") as f:
+        f.write(_line(10) + _line(11))  # written, then a crash before the index records
+    report = log.repair(lambda _line, pos: pos, _valid)
+    assert report.indexed == 2 and report.torn_bytes == 0
+    assert [json.loads(line)["n"] for _, _, line in log.read(10, 5)] == [10, 11]
+
+
+def test_a_missing_index_is_rebuilt(log: IndexedLog) -> None:
+    _fill(log, 25)
+    before = log.read(0, 25)
+    log.index.unlink()
+    report = log.repair(lambda _line, pos: pos, _valid)
+    assert report.rebuilt and report.indexed == 25
+    assert log.read(0, 25) == before
+
+
+def test_index_records_past_the_data_are_dropped(log: IndexedLog) -> None:
+    _fill(log, 10)
+    end = log.end_of(7)
+    os.truncate(log.data, end)  # the data lost its last two lines (a power cut with fsync=never)
+    log.repair(lambda _line, pos: pos, _valid)
+    assert log.count() == 8
+
+
+def test_a_failed_append_leaves_both_files_as_they_were(log: IndexedLog) -> None:
+    _fill(log, 5)
+    sizes = (log.data.stat().st_size, log.index.stat().st_size)
+    calls = 0
+
+    def fail_second(fd: int, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        default_write(fd, data)
+
+    fds = FdCache()
+    with pytest.raises(OSError):
+        log.append(fds, [(5, _line(5))], fail_second)
+    fds.close()
+    assert (log.data.stat().st_size, log.index.stat().st_size) == sizes
+
+
+def test_id_index_bisects(tmp_path: Path) -> None:
+    index = IdIndex(tmp_path / "w.idx")
+    fds = FdCache()
+    for event_id in [3, 7, 8, 20, 21]:
+        index.append(fds, event_id, default_write)
+    fds.close()
+    assert index.ids(0, 10) == [3, 7, 8, 20, 21]
+    assert index.bisect(7) == 2 and index.bisect(0) == 0 and index.bisect(21) == 5
+    assert index.last() == 21
+
+
+def test_the_fd_cache_closes_the_least_recently_used(tmp_path: Path) -> None:
+    fds = FdCache(capacity=2)
+    a, b, c = (tmp_path / n for n in "abc")
+    fd_a = fds.get(a)
+    fds.get(b)
+    assert fds.get(a) == fd_a  # reused
+    fds.get(c)  # evicts b, the least recently used
+    with pytest.raises(OSError):
+        os.fstat(fds._fds.get(b, -1))
+    fds.close()
