@@ -1,0 +1,153 @@
+"""The store protocol's contract, the same assertions for the memory store and the FS store (through Runtime)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from worker_runtime_core import (
+    CursorExpiredError,
+    Limits,
+    MemoryStore,
+    RunNotFoundError,
+    Runtime,
+    RuntimeStore,
+)
+from worker_runtime_store_fs import FsRuntimeStore
+
+StoreFactory = Callable[[Limits], RuntimeStore]
+
+
+@pytest.fixture(params=["memory", "fs"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    if request.param == "memory":
+        return lambda limits: MemoryStore(event_retention=limits.event_retention)
+    return lambda limits: FsRuntimeStore(
+        tmp_path / "store", event_retention=limits.event_retention, segment_bytes=4096, checkpoint_every=7
+    )
+
+
+@pytest.fixture
+async def rt(make_store: StoreFactory) -> AsyncIterator[Runtime]:
+    async with Runtime(runtime_id="rt-c", store=make_store(Limits())) as runtime:
+        yield runtime
+
+
+async def _run(rt: Runtime, wid: str, text: str) -> str:
+    ack = await rt.send_input(wid, text)
+    await rt.wait_for_run(wid, ack.run_id)
+    return ack.run_id
+
+
+def test_both_stores_implement_the_protocol(make_store: StoreFactory) -> None:
+    assert isinstance(make_store(Limits()), RuntimeStore)
+
+
+async def test_transcript_pages_at_any_position(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    for n in range(30):
+        await _run(rt, "w", f"m{n}")
+    contents = []
+    start: int | None = 0
+    while start is not None:
+        page = await rt.transcript("w", start=start, limit=7)
+        contents += [(e.sequence, e.content) for e in page.items]
+        start = page.next_start
+    assert contents == [(i, f"m{i // 2}") for i in range(60)]
+    assert (await rt.transcript("w", start=58, limit=7)).next_start is None
+
+
+async def test_event_pages_filtered_and_not_with_no_gaps(rt: Runtime) -> None:
+    for wid in ["a", "b", "c"]:
+        await rt.create_worker(worker_id=wid)
+    for n in range(10):
+        await _run(rt, "abc"[n % 3], f"m{n}")
+    ids = []
+    after = 0
+    while True:
+        page = await rt.read_events(after=after, limit=4)
+        ids += [e.id for e in page.events]
+        after = page.next_after
+        if not page.has_more:
+            break
+    assert ids == list(range(1, ids[-1] + 1))
+    b_events = []
+    after = 0
+    while True:
+        page = await rt.read_events(after=after, limit=2, worker_id="b")
+        b_events += page.events
+        after = page.next_after
+        if not page.has_more:
+            break
+    assert all(e.worker_ref is not None and e.worker_ref.worker_id == "b" for e in b_events)
+    assert [e.kind for e in b_events].count("run_completed") == 3
+    assert [e.id for e in b_events] == sorted(e.id for e in b_events)
+
+
+async def test_every_run_is_found_and_deleted_workers_lose_their_runs(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    run_ids = [await _run(rt, "w", f"m{n}") for n in range(5)]
+    for run_id in run_ids:
+        assert (await rt.get_run("w", run_id)).status == "completed"
+    with pytest.raises(RunNotFoundError):
+        await rt.get_run("w", "run-99999")
+    with pytest.raises(RunNotFoundError):
+        await rt.get_run("w", "not-a-run")
+    await rt.stop_worker("w")
+    await rt.delete_worker("w")
+    await rt.create_worker(worker_id="w")
+    assert (await rt.transcript("w")).total_items == 0
+    with pytest.raises(RunNotFoundError):
+        await rt.get_run("w", run_ids[0])
+    kinds = [e.kind for e in (await rt.read_events(worker_id="w", limit=1000)).events]
+    assert kinds.count("worker_created") == 2 and kinds.count("worker_deleted") == 1  # events stay
+
+
+async def test_long_poll_wakes_on_a_write(rt: Runtime) -> None:
+    await rt.create_worker(worker_id="w")
+    after = (await rt.read_events()).next_after
+    got = []
+
+    async def poll() -> None:
+        got.append(await rt.read_events(after=after, wait=30))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poll)
+        await anyio.wait_all_tasks_blocked()
+        await rt.send_input("w", "wake")
+    assert got[0].events[0].kind == "input_accepted"
+
+
+async def test_retention_keeps_at_least_the_newest(make_store: StoreFactory) -> None:
+    limits = Limits(event_retention=5)
+    async with Runtime(store=make_store(limits), limits=limits) as rt:
+        for n in range(80):
+            await rt.create_worker(worker_id=f"w{n:02d}")
+        with pytest.raises(CursorExpiredError) as info:
+            await rt.read_events(after=0)
+        oldest = info.value.details["oldest_id"]
+        page = await rt.read_events(after=oldest - 1, limit=1000)
+        assert page.events[-1].id == 81 and len(page.events) >= 5
+        assert [e.id for e in page.events] == list(range(oldest, 82))
+
+
+async def test_concurrent_inputs_on_many_workers_are_all_kept(rt: Runtime) -> None:
+    wids = [f"w{n}" for n in range(20)]
+    for wid in wids:
+        await rt.create_worker(worker_id=wid)
+
+    async def drive(wid: str) -> None:
+        for n in range(5):
+            await _run(rt, wid, f"{wid}-{n}")
+
+    async with anyio.create_task_group() as tg:
+        for wid in wids:
+            tg.start_soon(drive, wid)
+    for wid in wids:
+        items = (await rt.transcript(wid)).items
+        assert [e.content for e in items if e.role == "user"] == [f"{wid}-{n}" for n in range(5)]
+    ids = [e.id for e in (await rt.read_events(limit=1000)).events]
+    assert ids == list(range(1, len(ids) + 1))
