@@ -83,7 +83,7 @@ class EventLog:
     def append(self, fds: FdCache, lines: list[tuple[int, bytes]], write: Callable[[int, bytes], None]) -> None:
         first_id = lines[0][0]
         started = False
-        if not self.firsts or os.fstat(fds.get(self.logs[self.firsts[-1]].data)).st_size >= self.segment_bytes:
+        if not self.firsts or os.fstat(fds.get(str(self.logs[self.firsts[-1]].data))).st_size >= self.segment_bytes:
             self.firsts.append(first_id)
             self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
             started = True
@@ -93,7 +93,7 @@ class EventLog:
             if started:  # leave no empty segment behind
                 log = self.logs.pop(self.firsts.pop())
                 for path in (log.data, log.index):
-                    fds.drop(path)
+                    fds.drop(str(path))
                     path.unlink(missing_ok=True)
             raise
         self.last_id = lines[-1][0]
@@ -139,5 +139,5 @@ class EventLog:
             first = self.firsts.pop(0)
             log = self.logs.pop(first)
             for path in (log.data, log.index):
-                fds.drop(path)
+                fds.drop(str(path))
                 path.unlink(missing_ok=True)

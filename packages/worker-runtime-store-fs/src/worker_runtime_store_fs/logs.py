@@ -28,11 +28,11 @@ _SIZE = _REC.size
 class FdCache:
     """Open append descriptors, least recently used closed first. Used by the writer thread only."""
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, capacity: int = 512) -> None:
         self.capacity = capacity
-        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._fds: OrderedDict[str, int] = OrderedDict()
 
-    def get(self, path: Path) -> int:
+    def get(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is not None:
             self._fds.move_to_end(path)
@@ -44,13 +44,14 @@ class FdCache:
             os.close(old)
         return fd
 
-    def drop(self, path: Path) -> None:
+    def drop(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:
             os.close(fd)
 
-    def drop_under(self, directory: Path) -> None:
-        for path in [p for p in self._fds if directory in p.parents]:
+    def drop_under(self, directory: str) -> None:
+        prefix = directory.rstrip(os.sep) + os.sep
+        for path in [p for p in self._fds if p.startswith(prefix)]:
             self.drop(path)
 
     def close(self) -> None:
@@ -88,6 +89,8 @@ class IndexedLog:
     def __init__(self, data: Path, index: Path) -> None:
         self.data = data
         self.index = index
+        self._data_s = str(data)
+        self._index_s = str(index)
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -181,8 +184,8 @@ class IndexedLog:
 
         On an OSError both files are cut back to where they were, so nothing half-written stays behind.
         """
-        data_fd = fds.get(self.data)
-        index_fd = fds.get(self.index)
+        data_fd = fds.get(self._data_s)
+        index_fd = fds.get(self._index_s)
         data_size = os.fstat(data_fd).st_size
         index_size = os.fstat(index_fd).st_size
         records = bytearray()
@@ -264,6 +267,7 @@ class IdIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._path_s = str(path)
 
     def count(self) -> int:
         try:
@@ -303,7 +307,7 @@ class IdIndex:
         return found[0] if found else 0
 
     def append(self, fds: FdCache, event_id: int, write: Callable[[int, bytes], None]) -> None:
-        write(fds.get(self.path), _ID.pack(event_id))
+        write(fds.get(self._path_s), _ID.pack(event_id))
 
     def truncate_torn(self) -> None:
         size = self.count() * _ID.size

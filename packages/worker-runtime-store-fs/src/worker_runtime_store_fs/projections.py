@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 
 from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
@@ -30,17 +30,26 @@ class Projections:
         self.layout = layout
         self.fds = fds
         self.write = write
+        self._files: OrderedDict[str, _WorkerFiles] = OrderedDict()  # recently used workers' files
+
+    def _of(self, worker_id: str) -> _WorkerFiles:
+        files = self._files.get(worker_id)
+        if files is None:
+            files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
+            if len(self._files) > 4096:
+                self._files.popitem(last=False)
+        else:
+            self._files.move_to_end(worker_id)
+        return files
 
     def transcript(self, worker_id: str) -> IndexedLog:
-        d = self.layout.worker_dir(worker_id)
-        return IndexedLog(d / "transcript.jsonl", d / "transcript.idx")
+        return self._of(worker_id).transcript
 
     def runs(self, worker_id: str) -> IndexedLog:
-        d = self.layout.worker_dir(worker_id)
-        return IndexedLog(d / "runs.jsonl", d / "runs.idx")
+        return self._of(worker_id).runs
 
     def event_index(self, worker_id: str) -> IdIndex:
-        return IdIndex(self.layout.worker_index(worker_id))
+        return self._of(worker_id).events
 
     def apply(
         self,
@@ -59,12 +68,13 @@ class Projections:
             RecordCorrupt: with `check`, the transcript misses entries before this one.
             OSError: the disk refused.
         """
-        index = self.event_index(worker_id)
+        files = self._of(worker_id)
+        index = files.events
         if not check or index.last() < event_id:
             index.append(self.fds, event_id, self.write)
-        directory = self.layout.worker_dir(worker_id)
+        directory = files.directory
         if delete:
-            self.fds.drop_under(directory)
+            self.fds.drop_under(str(directory))
             shutil.rmtree(directory, ignore_errors=True)
             return
         if check or created is not None:
@@ -73,7 +83,7 @@ class Projections:
             write_atomic(directory / "worker.json", created, durable=False)
         if entry is not None:
             sequence, line = entry
-            log = self.transcript(worker_id)
+            log = files.transcript
             if check:
                 count = log.count()
                 if sequence < count:
@@ -96,9 +106,15 @@ class Projections:
                 return
         log.append(self.fds, [(number, line)], self.write)
 
-    def remove_stale(self, path: Path) -> None:
-        self.fds.drop(path)
-        path.unlink(missing_ok=True)
+
+class _WorkerFiles:
+    __slots__ = ("directory", "events", "runs", "transcript")
+
+    def __init__(self, layout: Layout, worker_id: str) -> None:
+        self.directory = layout.worker_dir(worker_id)
+        self.transcript = IndexedLog(self.directory / "transcript.jsonl", self.directory / "transcript.idx")
+        self.runs = IndexedLog(self.directory / "runs.jsonl", self.directory / "runs.idx")
+        self.events = IdIndex(layout.worker_index(worker_id))
 
 
 def default_write(fd: int, data: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import resource
 import threading
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -143,7 +144,7 @@ class FsRuntimeStore:
         self.checkpoint_every = checkpoint_every
         self._info = StoreInfo(kind="fs", path=str(self.layout.root), fsync=fsync)
         self._os_write = default_write  # the one place bytes reach a file; tests inject failures here
-        self._fds = FdCache()
+        self._fds = FdCache(_fd_budget())
         self._wal = EventLog(self.layout, segment_bytes)
         self._projections = Projections(self.layout, self._fds, self._write)
         self._io = threading.Lock()  # the writer thread, the flusher and close
@@ -355,7 +356,7 @@ class FsRuntimeStore:
         if current is None:
             return
         try:
-            os.fsync(self._fds.get(current.data))
+            os.fsync(self._fds.get(str(current.data)))
         except OSError as exc:
             # After a failed fsync the page cache can no longer be trusted: refuse writes until a restart.
             self._broken = f"fsync of {current.data} failed ({exc.strerror or exc}); restart the Runtime"
@@ -526,6 +527,14 @@ def _decode(decoder: msgspec.json.Decoder[T], line: bytes, path: Path, offset: i
         return decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise RecordCorrupt(path, offset, f"unreadable line: {exc}") from None
+
+
+def _fd_budget() -> int:
+    """Append descriptors to keep open: a quarter of the soft limit, between 64 and 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(64, min(4096, soft // 4))
 
 
 def _corrupt(exc: RecordCorrupt) -> StoreCorruptError:
