@@ -194,6 +194,8 @@ class WorkerBusyError(ConflictError):
 
     code = "worker_busy"
     retryable = True
+    #: Seconds the server asked to wait (its ``Retry-After`` header), set by the client.
+    retry_after: float | None = None
 
     @property
     def run_id(self) -> str | None:
