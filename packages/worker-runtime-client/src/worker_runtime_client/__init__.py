@@ -1,5 +1,98 @@
-"""The typed async client a Backend uses to drive worker-runtime processes."""
+"""worker-runtime-client: the typed async client a Backend uses to drive worker-runtime processes.
 
-__version__ = "0.0.1"
+It returns core's msgspec structs and raises core's error classes (re-exported here), so a Backend never touches
+raw HTTP or JSON. Depends on worker-runtime-core (the shared schema) and httpx.
+"""
 
-__all__ = ["__version__"]
+from worker_runtime_core import (
+    CapacityExceededError,
+    ConflictError,
+    CursorExpiredError,
+    ForbiddenHostError,
+    ForbiddenOriginError,
+    IdempotencyConflictError,
+    InternalError,
+    InvalidInputError,
+    InvalidJsonError,
+    InvalidRequestError,
+    InvalidWorkerIdError,
+    LimitTooLargeError,
+    MethodNotAllowedError,
+    NotFoundError,
+    OperationTimeoutError,
+    PayloadTooLargeError,
+    RunNotFoundError,
+    RuntimeUnavailableError,
+    StoreCorruptError,
+    UnauthorizedError,
+    UnknownProfileError,
+    UnsupportedCapabilityError,
+    UnsupportedMediaTypeError,
+    WorkerBusyError,
+    WorkerExistsError,
+    WorkerNotFoundError,
+    WorkerNotStoppedError,
+    WorkerRef,
+    WorkerRuntimeError,
+    WorkerStoppedError,
+)
+
+from ._client import ClientState, RuntimeClient
+from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUT, RetryPolicy
+from ._errors import (
+    ProtocolError,
+    RuntimeConnectionError,
+    RuntimeMismatchError,
+    RuntimeTimeoutError,
+    TransportError,
+    UnknownRuntimeError,
+)
+from ._pool import RuntimeEntry, RuntimePool
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
+    "CapacityExceededError",
+    "ClientState",
+    "ConflictError",
+    "CursorExpiredError",
+    "ForbiddenHostError",
+    "ForbiddenOriginError",
+    "IdempotencyConflictError",
+    "InternalError",
+    "InvalidInputError",
+    "InvalidJsonError",
+    "InvalidRequestError",
+    "InvalidWorkerIdError",
+    "LimitTooLargeError",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "OperationTimeoutError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "RetryPolicy",
+    "RunNotFoundError",
+    "RuntimeClient",
+    "RuntimeConnectionError",
+    "RuntimeEntry",
+    "RuntimeMismatchError",
+    "RuntimePool",
+    "RuntimeTimeoutError",
+    "RuntimeUnavailableError",
+    "StoreCorruptError",
+    "TransportError",
+    "UnauthorizedError",
+    "UnknownProfileError",
+    "UnknownRuntimeError",
+    "UnsupportedCapabilityError",
+    "UnsupportedMediaTypeError",
+    "WorkerBusyError",
+    "WorkerExistsError",
+    "WorkerNotFoundError",
+    "WorkerNotStoppedError",
+    "WorkerRef",
+    "WorkerRuntimeError",
+    "WorkerStoppedError",
+    "__version__",
+]

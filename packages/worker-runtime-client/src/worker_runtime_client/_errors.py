@@ -1,0 +1,65 @@
+"""Errors of the client beside the server's, which are core's classes raised with `.status` set.
+
+::
+
+    WorkerRuntimeError (core)
+    ├── ... every wire code: WorkerBusyError (with .retry_after), WorkerNotFoundError, ...
+    ├── TransportError                  the request did not get an answer (retryable)
+    │   ├── RuntimeConnectionError      could not connect, or the connection broke
+    │   └── RuntimeTimeoutError         no answer in time (also a TimeoutError)
+    ├── ProtocolError                   an answer that is not the contract's (non-JSON, not an envelope)
+    ├── RuntimeMismatchError            the server is another runtime than the one asked for
+    └── UnknownRuntimeError             a pool has no runtime with that id
+
+Transport errors keep the httpx error as `__cause__`. No message or repr carries the token.
+"""
+
+from __future__ import annotations
+
+from worker_runtime_core import WorkerRuntimeError
+
+__all__ = [
+    "ProtocolError",
+    "RuntimeConnectionError",
+    "RuntimeMismatchError",
+    "RuntimeTimeoutError",
+    "TransportError",
+    "UnknownRuntimeError",
+]
+
+
+class TransportError(WorkerRuntimeError):
+    """The request got no answer from the Runtime."""
+
+    code = "transport_error"
+    retryable = True
+
+
+class RuntimeConnectionError(TransportError):
+    """The client could not connect to the Runtime, or the connection broke."""
+
+    code = "connection_error"
+
+
+class RuntimeTimeoutError(TransportError, TimeoutError):
+    """The Runtime did not answer in time."""
+
+    code = "timeout"
+
+
+class ProtocolError(WorkerRuntimeError):
+    """The answer is not what the wire contract says (a non-JSON body, a missing envelope, a wrong shape)."""
+
+    code = "protocol_error"
+
+
+class RuntimeMismatchError(WorkerRuntimeError):
+    """The server at this address is another runtime than the one the client was made for."""
+
+    code = "runtime_mismatch"
+
+
+class UnknownRuntimeError(WorkerRuntimeError):
+    """A pool knows no runtime with this id."""
+
+    code = "unknown_runtime"

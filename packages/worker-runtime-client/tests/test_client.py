@@ -1,0 +1,341 @@
+"""RuntimeClient against a mocked server (respx): shapes, errors, retries, paging, identity."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import respx
+from client_helpers import BASE, body, error, event, input_ack, run, runtime_body, worker, worker_ack
+
+from worker_runtime_client import (
+    IdempotencyConflictError,
+    InvalidWorkerIdError,
+    OperationTimeoutError,
+    ProtocolError,
+    RetryPolicy,
+    RuntimeClient,
+    RuntimeConnectionError,
+    RuntimeMismatchError,
+    RuntimeTimeoutError,
+    RuntimeUnavailableError,
+    StoreCorruptError,
+    WorkerBusyError,
+    WorkerExistsError,
+    WorkerNotFoundError,
+    WorkerRuntimeError,
+)
+
+FAST = RetryPolicy(attempts=3, backoff_s=0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # respx patches httpx's transports; one backend is enough for the mocked tests
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[respx.MockRouter]:
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RuntimeClient]:
+    async with RuntimeClient(BASE, token="s3cret-token", retries=FAST) as c:
+        yield c
+
+
+def _json(request: httpx.Request) -> object:
+    return json.loads(request.content) if request.content else None
+
+
+async def test_every_call_uses_its_path_method_and_returns_structs(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body())
+    mock.get("/v1/workers/w1").respond(200, json=body(worker=worker()))
+    mock.get("/v1/workers/w1/runs/run-3").respond(200, json=body(run=run()))
+    stop = mock.post("/v1/workers/w1/stop").respond(200, json=body(ack=worker_ack("stopped", event_id=9)))
+    delete = mock.delete("/v1/workers/w1").respond(200, json=body(ack=worker_ack("deleted", event_id=10)))
+    mock.get("/v1/diagnostics").respond(200, json={"diagnostics": []})
+    summary = await client.runtime()
+    assert summary.runtime_id == "rt-1" and summary.limits.max_page == 1000
+    assert (await client.get_worker("w1")).worker_ref.worker_id == "w1"
+    assert (await client.get_run("w1", "run-3")).status == "completed"
+    ack = await client.stop_worker("w1", reason="bye")
+    assert (ack.status, ack.event_id) == ("stopped", 9)
+    assert _json(stop.calls.last.request) == {"reason": "bye"}
+    assert (await client.delete_worker("w1")).status == "deleted" and delete.called
+    assert await client.diagnostics() == []
+    for call in mock.calls:
+        assert call.request.headers["authorization"] == "Bearer s3cret-token"
+        assert call.request.headers["x-request-id"]
+
+
+async def test_send_input_always_carries_an_input_id(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    route = mock.post("/v1/workers/w1/input").respond(202, json=body(ack=input_ack()))
+    ack = await client.send_input("w1", "hello")
+    assert ack.run_id == "run-3"
+    sent = _json(route.calls.last.request)
+    assert isinstance(sent, dict) and sent["content"] == "hello" and sent["kind"] == "user"
+    assert sent["input_id"].startswith("in-")
+    await client.send_input("w1", "hello", kind="system", input_id="mine")
+    assert _json(route.calls.last.request) == {"content": "hello", "kind": "system", "input_id": "mine"}
+
+
+async def test_a_retried_send_input_reuses_its_input_id(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    route = mock.post("/v1/workers/w1/input")
+    route.side_effect = [
+        httpx.ReadTimeout("slow"),
+        httpx.Response(503, json=error("runtime_unavailable", retryable=True)),
+        httpx.Response(202, json=body(ack=input_ack(duplicate=True))),
+    ]
+    ack = await client.send_input("w1", "hello")
+    assert ack.duplicate and route.call_count == 3
+    ids = {_json(call.request)["input_id"] for call in route.calls}  # type: ignore[index]
+    request_ids = {call.request.headers["x-request-id"] for call in route.calls}
+    assert len(ids) == 1 and len(request_ids) == 1
+
+
+async def test_worker_busy_is_never_retried_and_carries_retry_after(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.post("/v1/workers/w1/input").respond(
+        409, json=error("worker_busy", details={"run_id": "run-1"}, retryable=True), headers={"Retry-After": "1"}
+    )
+    with pytest.raises(WorkerBusyError) as info:
+        await client.send_input("w1", "hello")
+    assert route.call_count == 1
+    assert (info.value.status, info.value.run_id, info.value.retry_after) == (409, "run-1", 1.0)
+
+
+async def test_errors_become_core_classes_with_status(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    mock.get("/v1/workers/gone").respond(404, json=error("worker_not_found", "no worker 'gone'"))
+    mock.get("/v1/workers/bad").respond(500, json=error("store_corrupt", details={"path": "/x", "offset": 4}))
+    mock.post("/v1/workers/w1/input").respond(409, json=error("idempotency_conflict"))
+    mock.get("/v1/workers/new").respond(418, json=error("teapot_error", "brand new"))
+    with pytest.raises(WorkerNotFoundError) as nf:
+        await client.get_worker("gone")
+    assert nf.value.status == 404 and nf.value.message == "no worker 'gone'"
+    with pytest.raises(StoreCorruptError) as corrupt:
+        await client.get_worker("bad")
+    assert corrupt.value.details == {"path": "/x", "offset": 4}
+    with pytest.raises(IdempotencyConflictError):
+        await client.send_input("w1", "x", input_id="k")
+    with pytest.raises(WorkerRuntimeError) as unknown:
+        await client.get_worker("new")
+    assert unknown.value.code == "teapot_error" and unknown.value.status == 418
+
+
+async def test_bodies_outside_the_contract_are_protocol_errors(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    mock.get("/v1/workers/html").respond(500, text="<html>oops</html>")
+    mock.get("/v1/workers/shape").respond(200, json={"worker": {"nope": 1}})
+    mock.get("/v1/workers/text").respond(200, text="not json")
+    for wid in ("html", "shape", "text"):
+        with pytest.raises(ProtocolError) as info:
+            await client.get_worker(wid)
+        assert info.value.status in (200, 500) and f"/v1/workers/{wid}" in info.value.message
+
+
+async def test_connection_failures_are_retried_then_raised_with_the_cause(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.get("/v1/workers/w1").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(RuntimeConnectionError) as info:
+        await client.get_worker("w1")
+    assert route.call_count == 3 and isinstance(info.value.__cause__, httpx.ConnectError)
+    assert info.value.retryable
+    mock.get("/v1/workers/w2").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(RuntimeTimeoutError):
+        await client.get_worker("w2")
+
+
+async def test_cancel_is_retried_only_when_it_names_a_run(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    route = mock.post("/v1/workers/w1/cancel")
+    route.side_effect = [httpx.Response(504, json=error("operation_timeout", retryable=True))]
+    with pytest.raises(OperationTimeoutError):
+        await client.cancel_worker("w1")
+    assert route.call_count == 1
+    route.side_effect = [httpx.ReadTimeout("slow")]
+    with pytest.raises(RuntimeTimeoutError):
+        await client.cancel_worker("w1")
+    assert route.call_count == 2
+    route.side_effect = [
+        httpx.Response(504, json=error("operation_timeout", retryable=True)),
+        httpx.Response(200, json=body(ack=worker_ack("idle", "run-3", 7))),
+    ]
+    ack = await client.cancel_worker("w1", run_id="run-3")
+    assert ack.cancelled_run_id == "run-3" and route.call_count == 4
+    assert _json(route.calls.last.request) == {"reason": None, "run_id": "run-3"}
+    route.side_effect = [httpx.ConnectError("down"), httpx.Response(200, json=body(ack=worker_ack()))]
+    await client.cancel_worker("w1")  # never connected: nothing was sent, so even this one is retried
+    assert route.call_count == 6
+
+
+async def test_unavailable_is_retried_for_every_call_and_502_only_without_an_envelope(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    delete = mock.delete("/v1/workers/w1")
+    delete.side_effect = [
+        httpx.Response(503, json=error("runtime_unavailable", retryable=True)),
+        httpx.Response(200, json=body(ack=worker_ack("deleted", event_id=3))),
+    ]
+    assert (await client.delete_worker("w1")).status == "deleted" and delete.call_count == 2
+    gateway = mock.get("/v1/workers/w1")
+    gateway.side_effect = [httpx.Response(502, text="bad gateway"), httpx.Response(200, json=body(worker=worker()))]
+    await client.get_worker("w1")
+    assert gateway.call_count == 2
+    proxied = mock.get("/v1/workers/w2").respond(502, json=error("internal_error"))
+    with pytest.raises(WorkerRuntimeError):
+        await client.get_worker("w2")
+    assert proxied.call_count == 1
+    exhausted = mock.get("/v1/workers/w3").respond(503, json=error("runtime_unavailable", retryable=True))
+    with pytest.raises(RuntimeUnavailableError):
+        await client.get_worker("w3")
+    assert exhausted.call_count == 3
+
+
+async def test_create_generates_the_id_and_a_retried_create_returns_its_worker(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    create = mock.post("/v1/workers")
+    create.side_effect = [httpx.ReadTimeout("lost answer"), httpx.Response(409, json=error("worker_exists"))]
+    fetch = mock.get(url__regex=r"/v1/workers/w-[0-9a-f]+$").mock(
+        side_effect=lambda request: httpx.Response(200, json=body(worker=worker(request.url.path.rsplit("/", 1)[1])))
+    )
+    made = await client.create_worker(display_name="x")
+    first, second = (_json(call.request) for call in create.calls)
+    assert isinstance(first, dict) and first == second and first["worker_id"].startswith("w-")
+    assert made.worker_ref.worker_id == first["worker_id"] and fetch.called
+    create.side_effect = [httpx.Response(409, json=error("worker_exists"))]
+    with pytest.raises(WorkerExistsError):  # answered at once: somebody else has that id
+        await client.create_worker(worker_id="taken")
+
+
+async def test_bad_ids_and_bad_create_fields_fail_before_sending(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    for bad in ["../x", "a/b", "", "x\n"]:
+        with pytest.raises(InvalidWorkerIdError):
+            await client.get_worker(bad)
+    with pytest.raises(WorkerRuntimeError):
+        await client.create_worker(intent={"kind": "nonsense"})
+    assert not mock.calls
+
+
+async def test_pages_are_followed(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    def workers(request: httpx.Request) -> httpx.Response:
+        after = request.url.params.get("after")
+        ids = ["a", "b"] if after is None else ["c"]
+        summaries = [
+            {k: v for k, v in body(worker=worker(i))["worker"].items() if k in {
+                "worker_ref", "display_name", "display_ref", "status", "profile", "created_at", "updated_at",
+                "active_run"}}
+            for i in ids
+        ]  # fmt: skip
+        return httpx.Response(200, json={"workers": summaries, "next_after": "b" if after is None else None})
+
+    mock.get("/v1/workers").mock(side_effect=workers)
+    assert [w.worker_ref.worker_id async for w in client.iter_workers(page_size=2)] == ["a", "b", "c"]
+
+    def transcript(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params["start"])
+        items = [
+            {"sequence": s, "role": "user", "content": f"m{s}", "run_id": None, "created_at": "x", "event_id": s + 1}
+            for s in range(start, min(start + 2, 5))
+        ]
+        nxt = start + len(items) if start + len(items) < 5 else None
+        page = {"worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"}, "start": start, "limit": 2,
+                "total_items": 5, "items": items, "next_start": nxt}  # fmt: skip
+        return httpx.Response(200, json={"transcript": page})
+
+    mock.get("/v1/workers/w1/transcript").mock(side_effect=transcript)
+    assert [e.content async for e in client.iter_transcript("w1", page_size=2)] == ["m0", "m1", "m2", "m3", "m4"]
+
+
+async def test_watch_events_resumes_from_its_cursor_and_never_repeats(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.get("/v1/events")
+    route.side_effect = [
+        httpx.Response(200, json={"events": [event(1), event(2)], "next_after": 2, "has_more": False}),
+        httpx.ConnectError("dropped"),
+        httpx.Response(200, json={"events": [event(2), event(3)], "next_after": 3, "has_more": False}),
+        httpx.Response(200, json={"events": [event(4)], "next_after": 4, "has_more": False}),
+    ]
+    seen = []
+    async for ev in client.watch_events(wait=5):
+        seen.append(ev.id)
+        if len(seen) == 4:
+            break
+    assert seen == [1, 2, 3, 4]
+    afters = [call.request.url.params["after"] for call in route.calls]
+    assert afters == ["0", "2", "2", "3"]
+    assert {call.request.url.params["wait"] for call in route.calls} == {"5"}
+
+
+async def test_wait_for_run_long_polls_the_workers_events(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    mock.get("/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=5)))
+    runs = mock.get("/v1/workers/w1/runs/run-3")
+    runs.side_effect = [
+        httpx.Response(200, json=body(run=run(status="running"))),
+        httpx.Response(200, json=body(run=run(status="timed_out"))),
+    ]
+    events = mock.get("/v1/events")
+    events.side_effect = [
+        httpx.Response(200, json={"events": [], "next_after": 5, "has_more": False}),
+        httpx.Response(200, json={"events": [event(6, "run_timed_out", "run-3")], "next_after": 6, "has_more": False}),
+    ]
+    finished = await client.wait_for_run("w1", "run-3", poll_wait=1)
+    assert finished.status == "timed_out"
+    params = [dict(call.request.url.params) for call in events.calls]
+    assert params == [{"after": "5", "worker_id": "w1", "wait": "1"}, {"after": "5", "worker_id": "w1", "wait": "1"}]
+
+
+async def test_a_client_for_another_runtime_sends_no_command(mock: respx.MockRouter) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body("rt-other"))
+    command = mock.post("/v1/workers/w1/input").respond(202, json=body(ack=input_ack()))
+    async with RuntimeClient(BASE, runtime_id="rt-1", retries=FAST) as client:
+        with pytest.raises(RuntimeMismatchError) as info:
+            await client.send_input("w1", "hi")
+    assert not command.called and info.value.details == {"expected": "rt-1", "actual": "rt-other"}
+
+
+async def test_the_right_runtime_is_checked_once(mock: respx.MockRouter) -> None:
+    identity = mock.get("/v1/runtime").respond(200, json=runtime_body("rt-1"))
+    mock.post("/v1/workers/w1/input").respond(202, json=body(ack=input_ack()))
+    async with RuntimeClient(BASE, runtime_id="rt-1", retries=FAST) as client:
+        await client.send_input("w1", "a")
+        await client.send_input("w1", "b")
+    assert identity.call_count == 1
+
+
+async def test_the_token_never_shows(mock: respx.MockRouter) -> None:
+    mock.get("/v1/workers/w1").mock(side_effect=httpx.ConnectError("refused"))
+    mock.get("/v1/workers/w2").respond(401, json=error("unauthorized"))
+    async with RuntimeClient(BASE, token="s3cret-token", retries=FAST) as client:
+        assert "s3cret" not in repr(client)
+        for wid in ("w1", "w2"):
+            with pytest.raises(WorkerRuntimeError) as info:
+                await client.get_worker(wid)
+            assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value)
+
+
+async def test_a_closed_client_refuses() -> None:
+    client = RuntimeClient(BASE)
+    async with client:
+        pass
+    with pytest.raises(RuntimeError):
+        await client.get_worker("w1")
+    with pytest.raises(RuntimeError):
+        async with client:
+            pass
+
+
+async def test_a_callers_own_httpx_client_is_used_and_left_open(mock: respx.MockRouter) -> None:
+    mock.get("/v1/workers/w1").respond(200, json=body(worker=worker()))
+    async with httpx.AsyncClient(base_url=BASE) as own:
+        async with RuntimeClient(BASE, client=own) as client:
+            await client.get_worker("w1")
+        assert not own.is_closed
