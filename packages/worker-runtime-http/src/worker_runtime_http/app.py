@@ -1,0 +1,213 @@
+"""`create_app`: the ASGI application of a Runtime, and its lifespan.
+
+One pure-ASGI callable does the per-request work in a single pass: the request id, the Host, Origin and token
+checks (`auth.Guard`), routing over Starlette `Route` objects, the handler (`routes.py`), and the response with
+its ``x-request-id``. Errors become envelopes through `errors.py`, the one place that knows statuses. There are
+no Request or Response objects, no middleware chain and no task per request on this path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
+
+from worker_runtime_core import MethodNotAllowedError, NotFoundError, Runtime, WorkerRuntimeError
+
+from . import routes
+from ._request import ClientGone
+from .auth import Guard
+from .errors import Headers, error_reply, internal_error_reply
+
+__all__ = ["RuntimeApp", "create_app"]
+
+logger = logging.getLogger("worker_runtime_http")
+access_logger = logging.getLogger("worker_runtime_http.access")
+
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+_NO_STORE = (b"cache-control", b"no-store")
+_JSON = (b"content-type", b"application/json")
+
+
+class _Routes:
+    """Starlette routes in `routes.ENDPOINTS` order; a path that matches with another method is a 405."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, endpoints: Iterable[routes.Endpoint]) -> None:
+        self._routes = [Route(e.path, e.handler, methods=[e.method], name=e.operation_id) for e in endpoints]
+
+    def match(self, scope: Scope) -> tuple[routes.Handler, dict[str, Any]]:
+        allow: list[str] = []
+        for route in self._routes:
+            found, child = route.matches(scope)
+            if found is Match.FULL:
+                return child["endpoint"], child["path_params"]
+            if found is Match.PARTIAL and route.methods:
+                allow.extend(m for m in sorted(route.methods) if m not in allow)
+        if allow:
+            allow.sort()
+            raise MethodNotAllowedError(
+                f"{scope['method']} is not allowed on {scope['path'][:200]} (allowed: {', '.join(allow)})",
+                details={"allow": allow},
+            )
+        raise NotFoundError(f"no route {scope['path'][:200]!r}", details={"path": scope["path"][:200]})
+
+
+class RuntimeApp:
+    """The ASGI application: HTTP requests, and a lifespan that starts and closes the Runtime it was given.
+
+    Build it with `create_app`.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        guard: Guard,
+        shutdown_grace_s: float,
+        openapi: Callable[[], bytes],
+    ) -> None:
+        self.runtime = runtime
+        self.guard = guard
+        self.shutdown_grace_s = shutdown_grace_s
+        self._ctx = routes.Context(runtime, openapi)
+        self._routes = _Routes(routes.ENDPOINTS)
+        self._public = routes.PUBLIC_PATHS
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1008, "reason": "no websockets here"})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        host = origin = authorization = request_id = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+                request_id = value
+        if request_id is None:
+            request_id = f"{self._id_prefix}-{next(self._ids)}".encode()
+        headers: Headers | None = None
+        try:
+            guard = self.guard
+            guard.check_host(host)
+            guard.check_origin(origin)
+            if scope["path"] not in self._public:
+                guard.check_token(authorization)
+            handler, params = self._routes.match(scope)
+            status, body = await handler(self._ctx, scope, receive, params)
+        except WorkerRuntimeError as exc:
+            status, body, headers = error_reply(exc)
+        except ClientGone:
+            _access_log(scope, 499, request_id, started)
+            return
+        except Exception as exc:
+            status, body, headers = internal_error_reply(
+                exc, method=scope["method"], path=scope["path"], request_id=request_id.decode()
+            )
+        if headers is None:
+            headers = [_JSON]
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"x-request-id", request_id))
+        headers.append(_NO_STORE)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        if access_logger.isEnabledFor(logging.INFO):
+            _access_log(scope, status, request_id, started)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start the Runtime if nobody has, serve, then close it with the grace period if it was started here."""
+        await receive()  # lifespan.startup
+        started_here = False
+        if self.runtime.status == "new":
+            try:
+                await self.runtime.start()
+            except Exception as exc:
+                logger.error("the Runtime failed to start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            started_here = True
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        if started_here:
+            await self.runtime.close(grace_s=self.shutdown_grace_s)
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _access_log(scope: Scope, status: int, request_id: bytes, started: float) -> None:
+    client = scope.get("client")
+    query = scope.get("query_string", b"")
+    target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+    duration_ms = (time.perf_counter() - started) * 1000
+    access_logger.info(
+        '%s "%s %s" %d %.2fms %s',
+        f"{client[0]}:{client[1]}" if client else "-",
+        scope["method"],
+        target,
+        status,
+        duration_ms,
+        request_id.decode(),
+        extra={
+            "request_id": request_id.decode(),
+            "method": scope["method"],
+            "path": target,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "client": f"{client[0]}:{client[1]}" if client else None,
+        },
+    )
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    bind: tuple[str, int] | None = None,
+    shutdown_grace_s: float = 10.0,
+) -> RuntimeApp:
+    """The ASGI application serving `runtime` under DESIGN.md's HTTP wire contract.
+
+    ::
+
+        runtime = Runtime(store=FsRuntimeStore("./.worker-runtime"))
+        app = create_app(runtime, token=os.environ["RUNTIME_TOKEN"], bind=("127.0.0.1", 8787))
+
+    Args:
+        runtime: the Runtime to serve. When it is new, the app's ASGI lifespan starts it and closes it at
+            shutdown; a Runtime started by the caller is left to the caller.
+        token: the bearer token every route but ``/healthz`` and ``/readyz`` requires; None requires none.
+        allowed_hosts: Host header values to accept (``name`` for any port, ``name:port``).
+        bind: the address the server listens on; on a loopback address the Host header must name it,
+            ``localhost``, ``127.0.0.1`` or ``[::1]`` with that port.
+        shutdown_grace_s: how long the lifespan lets active runs finish at shutdown before interrupting them.
+    """
+    from .openapi import openapi_bytes
+
+    return RuntimeApp(
+        runtime,
+        guard=Guard(token=token, allowed_hosts=allowed_hosts, bind=bind),
+        shutdown_grace_s=shutdown_grace_s,
+        openapi=openapi_bytes,
+    )

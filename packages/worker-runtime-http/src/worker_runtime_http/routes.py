@@ -1,0 +1,478 @@
+"""One function per endpoint, and `ENDPOINTS`: the table the app routes by and the OpenAPI document describes.
+
+A handler decodes with msgspec, calls the `Runtime` and encodes with msgspec; it returns the status and the
+encoded envelope and raises core's typed errors for everything else. No Worker semantics live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import msgspec
+from starlette.types import Receive, Scope
+
+from worker_runtime_core import (
+    CancelRequest,
+    CreateWorkerRequest,
+    DiagnosticsEnvelope,
+    ErrorEnvelope,
+    EventPage,
+    InputAckEnvelope,
+    InputRequest,
+    InvalidInputError,
+    InvalidRequestError,
+    RunEnvelope,
+    Runtime,
+    RuntimeEnvelope,
+    StopRequest,
+    TranscriptEnvelope,
+    WorkerAckEnvelope,
+    WorkerEnvelope,
+    WorkerRuntimeError,
+    WorkersPage,
+)
+
+from ._request import ClientGone, decode_body, parse_query, query_float, query_int, read_body, worker_id
+
+__all__ = ["ENDPOINTS", "Context", "Endpoint", "HealthStatus", "QueryParam", "Reply"]
+
+Reply = tuple[int, bytes]
+
+
+class HealthStatus(msgspec.Struct, frozen=True):
+    """Liveness or readiness: ``ok``, or ``stopping`` while the Runtime stops or recovers. Nothing else."""
+
+    status: Literal["ok", "stopping"]
+
+
+class Context:
+    """What handlers share: the Runtime, the body limit, and the encoder and decoders built once."""
+
+    __slots__ = ("encoder", "max_body_bytes", "openapi", "runtime")
+
+    def __init__(self, runtime: Runtime, openapi: Callable[[], bytes]) -> None:
+        self.runtime = runtime
+        self.max_body_bytes = runtime.limits.max_body_bytes
+        self.encoder = msgspec.json.Encoder()
+        self.openapi = openapi
+
+
+Handler = Callable[[Context, Scope, Receive, dict[str, Any]], Awaitable[Reply]]
+
+_CREATE = msgspec.json.Decoder(CreateWorkerRequest)
+_INPUT = msgspec.json.Decoder(InputRequest)
+_STOP = msgspec.json.Decoder(StopRequest)
+_CANCEL = msgspec.json.Decoder(CancelRequest)
+_OK = msgspec.json.encode(HealthStatus("ok"))
+_STOPPING = msgspec.json.encode(HealthStatus("stopping"))
+_NO_QUERY: frozenset[str] = frozenset()
+_WORKERS_QUERY = frozenset({"status", "limit", "after"})
+_TRANSCRIPT_QUERY = frozenset({"start", "limit"})
+_EVENTS_QUERY = frozenset({"after", "limit", "worker_id", "wait"})
+
+
+# --- health --------------------------------------------------------------------------------------------------
+
+
+async def healthz(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    return 200, _OK
+
+
+async def readyz(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    if ctx.runtime.status == "running":
+        return 200, _OK
+    return 503, _STOPPING
+
+
+async def openapi(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.openapi()
+
+
+# --- runtime -------------------------------------------------------------------------------------------------
+
+
+async def get_runtime(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.encoder.encode(RuntimeEnvelope(await ctx.runtime.summary()))
+
+
+async def get_diagnostics(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.encoder.encode(DiagnosticsEnvelope(await ctx.runtime.diagnostics()))
+
+
+async def read_events(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    query = parse_query(scope, _EVENTS_QUERY)
+    after = query_int(query, "after")
+    limit = query_int(query, "limit")
+    wait = query_float(query, "wait")
+    wid = query.get("worker_id")
+    rt = ctx.runtime
+    if not wait:
+        page = await rt.read_events(after=after or 0, limit=limit, worker_id=wid)
+        return 200, ctx.encoder.encode(page)
+    # A long poll: answer when an event matches or `wait` passes, and give up early when the client goes.
+    result: EventPage | None = None
+    error: WorkerRuntimeError | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_disconnect)
+        try:
+            result = await rt.read_events(after=after or 0, limit=limit, worker_id=wid, wait=wait)
+        except WorkerRuntimeError as exc:
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if result is None:
+        raise ClientGone
+    return 200, ctx.encoder.encode(result)
+
+
+# --- workers -------------------------------------------------------------------------------------------------
+
+
+async def list_workers(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    query = parse_query(scope, _WORKERS_QUERY)
+    status = query.get("status")
+    page: WorkersPage = await ctx.runtime.list_workers(
+        status=status,  # type: ignore[arg-type]  # the Runtime checks the value (422 invalid_request)
+        limit=query_int(query, "limit"),
+        after=query.get("after"),
+    )
+    return 200, ctx.encoder.encode(page)
+
+
+async def create_worker(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    parse_query(scope, _NO_QUERY)
+    request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _CREATE, InvalidRequestError)
+    return 201, ctx.encoder.encode(WorkerEnvelope(await ctx.runtime.create_worker(request)))
+
+
+async def get_worker(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.encoder.encode(WorkerEnvelope(await ctx.runtime.get_worker(wid)))
+
+
+async def delete_worker(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.encoder.encode(WorkerAckEnvelope(await ctx.runtime.delete_worker(wid)))
+
+
+async def get_run(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    return 200, ctx.encoder.encode(RunEnvelope(await ctx.runtime.get_run(wid, params["run_id"])))
+
+
+async def send_input(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _INPUT, InvalidInputError)
+    ack = await ctx.runtime.send_input(wid, request.content, kind=request.kind, input_id=request.input_id)
+    return 202, ctx.encoder.encode(InputAckEnvelope(ack))
+
+
+async def stop_worker(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _STOP, InvalidRequestError)
+    return 200, ctx.encoder.encode(WorkerAckEnvelope(await ctx.runtime.stop_worker(wid, reason=request.reason)))
+
+
+async def cancel_worker(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _CANCEL, InvalidRequestError)
+    ack = await ctx.runtime.cancel_worker(wid, run_id=request.run_id, reason=request.reason)
+    return 200, ctx.encoder.encode(WorkerAckEnvelope(ack))
+
+
+async def read_transcript(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    query = parse_query(scope, _TRANSCRIPT_QUERY)
+    start = query_int(query, "start")
+    page = await ctx.runtime.transcript(wid, start=0 if start is None else start, limit=query_int(query, "limit"))
+    return 200, ctx.encoder.encode(TranscriptEnvelope(page))
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A query parameter as the OpenAPI document shows it."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A route: method, path, handler, and what the OpenAPI document says about it.
+
+    `errors` are the wire codes this route answers beside the ones every route shares (see `openapi.py`).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    status: int
+    response: Any
+    request: Any = None
+    request_required: bool = False
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[str, ...] = ()
+    public: bool = False
+    description: str = ""
+    alternatives: dict[int, Any] = field(default_factory=dict)
+
+
+_LIMIT = QueryParam(
+    "limit",
+    {"type": "integer", "minimum": 1},
+    "Page size: `default_page` (100) when absent, at most `max_page` (1000).",
+)
+_WORKER_ID_QUERY = QueryParam(
+    "worker_id", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}, "Only events naming this Worker."
+)
+
+#: Every route of the app, hot ones first (the router tries them in this order).
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/v1/workers/{worker_id}/input",
+        send_input,
+        "sendInput",
+        "Send input to a Worker: starts one run",
+        202,
+        InputAckEnvelope,
+        request=InputRequest,
+        request_required=True,
+        errors=(
+            "invalid_worker_id",
+            "invalid_input",
+            "unknown_profile",
+            "worker_not_found",
+            "worker_busy",
+            "worker_stopped",
+            "idempotency_conflict",
+            "store_corrupt",
+            "runtime_unavailable",
+        ),
+        description=(
+            "Answers once the input is durable, before the run does anything. A repeated `input_id` returns the "
+            "first ack with `duplicate: true`. A busy Worker answers 409 `worker_busy` naming the active run in "
+            "`details.run_id`, with `Retry-After: 1`."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workers/{worker_id}",
+        get_worker,
+        "getWorker",
+        "A Worker in full",
+        200,
+        WorkerEnvelope,
+        errors=("invalid_worker_id", "worker_not_found", "store_corrupt", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/events",
+        read_events,
+        "readEvents",
+        "Events of the runtime-wide log, optionally long-polled",
+        200,
+        EventPage,
+        query=(
+            QueryParam("after", {"type": "integer", "minimum": 0}, "Return events with an id above this (default 0)."),
+            _LIMIT,
+            _WORKER_ID_QUERY,
+            QueryParam(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": 30},
+                "Seconds to wait when nothing matches (0 to `max_wait_s`): the answer comes as soon as one event "
+                "matches, else after `wait` with an empty page.",
+            ),
+        ),
+        errors=("invalid_request", "limit_too_large", "cursor_expired", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workers/{worker_id}/transcript",
+        read_transcript,
+        "readTranscript",
+        "A page of a Worker's transcript",
+        200,
+        TranscriptEnvelope,
+        query=(QueryParam("start", {"type": "integer", "minimum": 0}, "First sequence (default 0)."), _LIMIT),
+        errors=(
+            "invalid_worker_id",
+            "invalid_request",
+            "limit_too_large",
+            "worker_not_found",
+            "store_corrupt",
+            "runtime_unavailable",
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workers/{worker_id}/runs/{run_id}",
+        get_run,
+        "getRun",
+        "Any run of a Worker, finished or not",
+        200,
+        RunEnvelope,
+        errors=("invalid_worker_id", "worker_not_found", "run_not_found", "store_corrupt", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workers/{worker_id}/cancel",
+        cancel_worker,
+        "cancelWorker",
+        "Cancel the active run (only `run_id`, when given); answers once it has ended",
+        200,
+        WorkerAckEnvelope,
+        request=CancelRequest,
+        errors=(
+            "invalid_worker_id",
+            "invalid_request",
+            "worker_not_found",
+            "store_corrupt",
+            "runtime_unavailable",
+            "operation_timeout",
+        ),
+        description="With no active run (or another one named) nothing changes: `cancelled_run_id` and `event_id` "
+        "are null.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workers/{worker_id}/stop",
+        stop_worker,
+        "stopWorker",
+        "Stop a Worker for good, cancelling its active run; idempotent",
+        200,
+        WorkerAckEnvelope,
+        request=StopRequest,
+        errors=(
+            "invalid_worker_id",
+            "invalid_request",
+            "worker_not_found",
+            "store_corrupt",
+            "runtime_unavailable",
+            "operation_timeout",
+        ),
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/workers/{worker_id}",
+        delete_worker,
+        "deleteWorker",
+        "Delete a stopped Worker with its transcript and state (its events stay)",
+        200,
+        WorkerAckEnvelope,
+        errors=("invalid_worker_id", "worker_not_found", "worker_not_stopped", "store_corrupt", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workers",
+        list_workers,
+        "listWorkers",
+        "Workers ordered by worker id",
+        200,
+        WorkersPage,
+        query=(
+            QueryParam("status", {"enum": ["idle", "busy", "stopped"]}, "Only Workers with this status."),
+            _LIMIT,
+            QueryParam(
+                "after",
+                {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+                "Return Workers whose id sorts after this one (the previous page's `next_after`).",
+            ),
+        ),
+        errors=("invalid_request", "limit_too_large", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workers",
+        create_worker,
+        "createWorker",
+        "Create a Worker",
+        201,
+        WorkerEnvelope,
+        request=CreateWorkerRequest,
+        errors=(
+            "invalid_request",
+            "unknown_profile",
+            "unsupported_capability",
+            "worker_exists",
+            "capacity_exceeded",
+            "runtime_unavailable",
+        ),
+        description="An empty body creates a Worker with a generated id, intent `assistant` and the default profile.",
+    ),
+    Endpoint(
+        "GET", "/v1/runtime", get_runtime, "getRuntime", "What this Runtime says about itself", 200, RuntimeEnvelope
+    ),
+    Endpoint(
+        "GET",
+        "/v1/diagnostics",
+        get_diagnostics,
+        "getDiagnostics",
+        "Store repairs, corrupt records and failed runs (the newest 1000)",
+        200,
+        DiagnosticsEnvelope,
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "getOpenApi",
+        "This OpenAPI document",
+        200,
+        dict[str, Any],
+    ),
+    Endpoint(
+        "GET",
+        "/healthz",
+        healthz,
+        "healthz",
+        "Liveness: ok while the process serves (no token needed, nothing revealed)",
+        200,
+        HealthStatus,
+        public=True,
+    ),
+    Endpoint(
+        "GET",
+        "/readyz",
+        readyz,
+        "readyz",
+        "Readiness: ok while the Runtime accepts input, 503 `stopping` while it stops or recovers",
+        200,
+        HealthStatus,
+        public=True,
+        alternatives={503: HealthStatus},
+    ),
+)
+
+#: Paths that need no token.
+PUBLIC_PATHS = frozenset(e.path for e in ENDPOINTS if e.public)
+
+#: The error envelope, for the OpenAPI document.
+ERROR_TYPE = ErrorEnvelope
