@@ -63,9 +63,12 @@ class Guard:
                 continue
             if value.startswith("["):  # [::1] or [::1]:8787
                 has_port = "]:" in value
-            else:
-                has_port = value.count(":") == 1
-            (self._exact if has_port else self._any_port).add(_host_name(value).encode("idna"))
+            elif value.count(":") == 1:  # name:port
+                has_port = True
+            else:  # a name, or a bare IPv6 address
+                has_port = False
+                value = _host_name(value)
+            (self._exact if has_port else self._any_port).add(value.encode())
         if bind is not None and is_loopback_host(bind[0]):
             host, port = bind
             for name in {*LOOPBACK_NAMES, _host_name(host)}:

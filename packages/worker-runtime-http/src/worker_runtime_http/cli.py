@@ -130,14 +130,15 @@ def serve(flags: dict[str, Any], environ: dict[str, str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(exc.message, EXIT_CONFIG)
     config = loaded.config
+    public = not is_loopback_host(config.host)
+    if public and loaded.token is None and not config.insecure:
+        return _fail(
+            f"refusing to listen on {config.host} (not a loopback address) without a token: give --token-file, "
+            "--token-env or --token, or --insecure to allow it",
+            EXIT_CONFIG,
+        )
     configure_logging(config.log_level, config.log_format)
-    if not is_loopback_host(config.host):
-        if loaded.token is None and not config.insecure:
-            return _fail(
-                f"refusing to listen on {config.host} (not a loopback address) without a token: give --token-file, "
-                "--token-env or --token, or --insecure to allow it",
-                EXIT_CONFIG,
-            )
+    if public:
         if loaded.token is None:
             logger.warning("listening on %s without a token (--insecure): anyone who reaches it drives it", config.host)
     if loaded.token_source == flag_name("token"):

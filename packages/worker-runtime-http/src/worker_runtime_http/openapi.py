@@ -136,7 +136,7 @@ def build_openapi() -> dict[str, Any]:
                 response["content"] = {
                     "application/json": {
                         "schema": schema_of[id(kind)],
-                        "examples": {code: _example(code) for code in codes},
+                        "examples": {code: {"$ref": f"#/components/examples/{code}"} for code in codes},
                     }
                 }
                 if "worker_busy" in codes:
@@ -181,6 +181,7 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
+            "examples": {code: _example(code) for code in all_codes},
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "headers": {
                 "XRequestId": {

@@ -1,0 +1,73 @@
+"""The command line, in process: help, refusals in one line, the openapi command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker_runtime_http.cli import main
+from worker_runtime_http.openapi import openapi_bytes
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("worker-runtime-http: error: ")
+    return lines[0]
+
+
+def test_serve_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--host", "--port", "--runtime-id", "--display-name", "--store", "--store-path", "--fsync", "--token",
+        "--token-env", "--token-file", "--config", "--log-level", "--log-format", "--insecure", "--allowed-hosts",
+        "--shutdown-grace-s", "--fsync-interval-ms", "--default-profile",
+    ):  # fmt: skip
+        assert flag in out, flag
+    assert "WORKER_RUNTIME_STORE_PATH" in out
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+def test_a_public_bind_without_a_token_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.delenv("WORKER_RUNTIME_TOKEN", raising=False)
+    assert main(["serve", "--store", "memory", "--host", host]) == 2
+    line = one_error_line(capsys)
+    assert f"refusing to listen on {host}" in line
+    assert "--insecure" in line
+
+
+def test_a_config_mistake_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text("[limits]\nmax_page = -1\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert str(config) in line and "limits.max_page" in line
+
+
+def test_an_unknown_engine_in_a_profile_names_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "runtime.toml"
+    config.write_text('store = "memory"\n[profiles.x]\nengine = "warp"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert str(config) in line and "warp" in line
+
+
+def test_the_openapi_command_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["openapi"]) == 0
+    assert capsys.readouterr().out.encode() == openapi_bytes()
+
+
+def test_the_openapi_check_fails_on_a_stale_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+    target.write_text("{}")
+    assert main(["openapi", "--output", str(target), "--check"]) == 1
+    assert "hatch run openapi" in one_error_line(capsys)
+    assert main(["openapi", "--output", str(target)]) == 0
+    assert main(["openapi", "--output", str(target), "--check"]) == 0

@@ -1,0 +1,114 @@
+"""The OpenAPI 3.1 document: generated from the structs, in sync with the checked-in file, complete, served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from worker_runtime_core import error_class_for_code
+from worker_runtime_http import build_openapi
+from worker_runtime_http.errors import status_for
+from worker_runtime_http.openapi import openapi_bytes
+from worker_runtime_http.routes import ENDPOINTS
+
+CHECKED_IN = Path(__file__).resolve().parents[1] / "openapi.json"
+
+DESIGN_ROUTES = {
+    ("get", "/v1/runtime"),
+    ("get", "/v1/workers"),
+    ("post", "/v1/workers"),
+    ("get", "/v1/workers/{worker_id}"),
+    ("delete", "/v1/workers/{worker_id}"),
+    ("get", "/v1/workers/{worker_id}/runs/{run_id}"),
+    ("post", "/v1/workers/{worker_id}/input"),
+    ("post", "/v1/workers/{worker_id}/stop"),
+    ("post", "/v1/workers/{worker_id}/cancel"),
+    ("get", "/v1/workers/{worker_id}/transcript"),
+    ("get", "/v1/events"),
+    ("get", "/v1/diagnostics"),
+    ("get", "/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+}
+
+DESIGN_SUCCESS = {
+    ("post", "/v1/workers"): "201",
+    ("post", "/v1/workers/{worker_id}/input"): "202",
+}
+
+
+def test_the_checked_in_file_is_in_sync() -> None:
+    assert CHECKED_IN.read_bytes() == openapi_bytes(), "regenerate it: hatch run openapi"
+
+
+def test_it_is_openapi_3_1_with_bearer_auth() -> None:
+    doc = build_openapi()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert doc["security"] == [{"bearerAuth": []}]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_it_lists_exactly_design_md_s_routes() -> None:
+    doc = build_openapi()
+    listed = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert listed == DESIGN_ROUTES
+    assert {(e.method.lower(), e.path) for e in ENDPOINTS} == DESIGN_ROUTES
+
+
+def test_success_statuses_are_design_md_s() -> None:
+    doc = build_openapi()
+    for method, path in DESIGN_ROUTES:
+        expected = DESIGN_SUCCESS.get((method, path), "200")
+        assert expected in doc["paths"][path][method]["responses"], (method, path)
+
+
+def test_every_error_code_is_listed_under_its_status() -> None:
+    doc = build_openapi()
+    codes = set(doc["x-error-codes"])
+    for code, entry in doc["x-error-codes"].items():
+        cls = error_class_for_code(code)
+        assert cls is not None
+        assert entry["status"] == status_for(cls)
+        assert entry["retryable"] == cls.retryable
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for code in op["x-error-codes"]:
+                status = str(status_for(error_class_for_code(code)))  # type: ignore[arg-type]
+                assert f"`{code}`" in op["responses"][status]["description"], (method, path, code)
+                assert code in codes
+    design_codes = {
+        "invalid_json", "invalid_request", "invalid_input", "invalid_worker_id", "limit_too_large",
+        "unknown_profile", "unsupported_capability", "worker_not_found", "run_not_found", "not_found",
+        "worker_exists", "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped",
+        "idempotency_conflict", "cursor_expired", "unauthorized", "forbidden_origin", "forbidden_host",
+        "method_not_allowed", "payload_too_large", "unsupported_media_type", "runtime_unavailable",
+        "operation_timeout", "store_corrupt", "internal_error",
+    }  # fmt: skip
+    assert codes == design_codes
+
+
+def test_schemas_are_the_structs_and_refs_resolve() -> None:
+    doc = build_openapi()
+    schemas = doc["components"]["schemas"]
+    assert {"InputRequest", "InputAck", "WorkerDetail", "ErrorBody", "EventPage", "RuntimeSummary"} <= set(schemas)
+    text = msgspec.json.encode(doc).decode()
+    for ref in set(__import__("re").findall(r'"\$ref":"#/components/(\w+)/([^"]+)"', text)):
+        assert ref[1] in doc["components"][ref[0]], ref
+    body = doc["paths"]["/v1/workers/{worker_id}/input"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/InputRequest"}
+
+
+def test_busy_documents_retry_after() -> None:
+    doc = build_openapi()
+    conflict = doc["paths"]["/v1/workers/{worker_id}/input"]["post"]["responses"]["409"]
+    assert "Retry-After" in conflict["headers"]
+
+
+async def test_the_served_document_is_the_file(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.content == CHECKED_IN.read_bytes()
