@@ -57,6 +57,8 @@ def _codes(endpoint: Endpoint) -> tuple[str, ...]:
     if endpoint.request is not None:
         codes.extend(BODY_ERRORS)
     codes.extend(endpoint.errors)
+    if "{" in endpoint.path:  # a path parameter with an (encoded) slash leaves the route: 404 `not_found`
+        codes.append("not_found")
     return tuple(dict.fromkeys(codes))
 
 
