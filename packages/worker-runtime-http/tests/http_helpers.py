@@ -133,7 +133,7 @@ class ServerProcess:
                     raise AssertionError(f"process exited; no line matches {pattern!r}:\n" + "\n".join(self.lines))
                 await self._changed.wait()
 
-    def signal(self, signum: int = signal.SIGTERM) -> None:
+    def signal(self, signum: signal.Signals = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
 
     async def wait(self, within: float = 20) -> int:

@@ -94,7 +94,7 @@ def requests(draw: st.DrawFn) -> tuple[Endpoint, str, dict[str, str], Any]:
             query[param.name] = draw(values)
     if draw(st.integers(0, 9)) == 0:
         query["unknown"] = "1"
-    body = None
+    body: Any = None
     if endpoint.request is InputRequest and draw(st.booleans()):
         body = draw(VALID_INPUT)
     elif endpoint.request is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
-from http_helpers import Gate, error_of, serving
+from http_helpers import Gate, client_for, error_of, serving
 
-from worker_runtime_core import Limits, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StoreCorruptError
+from worker_runtime_http import create_app
 
 GATE = {"kind": "named", "name": "gate"}
 
@@ -476,3 +477,74 @@ async def test_diagnostics_list_failed_runs(rt: Runtime, client: httpx.AsyncClie
     diagnostics = response.json()["diagnostics"]
     assert [d["code"] for d in diagnostics] == ["engine_error"]
     assert set(diagnostics[0]) == {"level", "code", "message", "path", "offset", "worker_ref", "created_at"}
+
+
+# --- timeouts and damage -------------------------------------------------------------------------------------
+
+
+class Stubborn:
+    """An engine that ignores cancellation until released (a misbehaving plugin)."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+
+    def engine(self) -> type[Engine]:
+        outer = self
+
+        class StubbornEngine(Engine):
+            name = "stubborn"
+
+            async def run(self, ctx: RunContext) -> None:
+                outer.started.set()
+                with anyio.CancelScope(shield=True):
+                    await outer.release.wait()
+
+        return StubbornEngine
+
+
+@pytest.mark.parametrize("action", ["cancel", "stop"])
+async def test_a_cancel_or_stop_past_the_operation_timeout_is_504_and_completes_later(action: str) -> None:
+    stubborn = Stubborn()
+    runtime = Runtime(
+        runtime_id="rt-test",
+        limits=Limits(operation_timeout_s=0.05),
+        profiles={"stubborn": ProfileConfig("stubborn")},
+        engines={"stubborn": stubborn.engine()},
+    )
+    async with runtime as rt, client_for(create_app(rt), token=None) as client:
+        await client.post("/v1/workers", json={"worker_id": "w1", "profile": {"kind": "named", "name": "stubborn"}})
+        run_id = (await client.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]["run_id"]
+        await stubborn.started.wait()
+        response = await client.post(f"/v1/workers/w1/{action}")
+        assert response.status_code == 504
+        error = error_of(response)
+        assert (error["code"], error["retryable"]) == ("operation_timeout", True)
+        stubborn.release.set()
+        run = await rt.wait_for_run("w1", run_id)
+        assert run.status == "cancelled"
+        if action == "stop":  # the stop completes in the Runtime's own task once the run has ended
+            after, kinds = 0, []
+            with anyio.fail_after(5):
+                while "worker_stopped" not in kinds:
+                    page = (await client.get(f"/v1/events?worker_id=w1&after={after}&wait=5")).json()
+                    kinds += [e["kind"] for e in page["events"]]
+                    after = page["next_after"]
+            assert (await client.get("/v1/workers/w1")).json()["worker"]["status"] == "stopped"
+
+
+async def test_a_corrupt_worker_is_500_store_corrupt_with_path_and_offset(
+    rt: Runtime, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def corrupt(worker_id: str) -> object:
+        raise StoreCorruptError("damaged", details={"path": "/store/w1/state", "offset": 12})
+
+    monkeypatch.setattr(rt, "get_worker", corrupt)
+    response = await client.get("/v1/workers/w1")
+    assert response.status_code == 500
+    assert error_of(response) == {
+        "code": "store_corrupt",
+        "message": "damaged",
+        "details": {"path": "/store/w1/state", "offset": 12},
+        "retryable": False,
+    }
