@@ -1177,29 +1177,26 @@ class Runtime:
     def _ref(self, worker_id: str) -> WorkerRef:
         return WorkerRef(runtime_id=self.runtime_id, worker_id=worker_id)
 
+    def _summary_fields(self, record: WorkerRecord) -> dict[str, Any]:
+        """The fields a worker summary and a worker detail share."""
+        return {
+            "worker_ref": self._ref(record.worker_id),
+            "display_name": record.display_name,
+            "display_ref": f"{record.display_name or record.worker_id}@{self.display_name}",
+            "status": record.status,
+            "profile": record.profile,
+            "created_at": format_time(record.created_at),
+            "updated_at": format_time(record.updated_at),
+            "active_run": record.active_run.to_wire() if record.active_run is not None else None,
+        }
+
     def _summary(self, record: WorkerRecord) -> WorkerSummary:
-        return WorkerSummary(
-            worker_ref=self._ref(record.worker_id),
-            display_name=record.display_name,
-            display_ref=f"{record.display_name or record.worker_id}@{self.display_name}",
-            status=record.status,  # type: ignore[arg-type]
-            profile=record.profile,
-            created_at=format_time(record.created_at),
-            updated_at=format_time(record.updated_at),
-            active_run=record.active_run.to_wire() if record.active_run is not None else None,
-        )
+        return WorkerSummary(**self._summary_fields(record))
 
     def _detail(self, record: WorkerRecord) -> WorkerDetail:
         extra = record.extra or _NO_EXTRA
         return WorkerDetail(
-            worker_ref=self._ref(record.worker_id),
-            display_name=record.display_name,
-            display_ref=f"{record.display_name or record.worker_id}@{self.display_name}",
-            status=record.status,  # type: ignore[arg-type]
-            profile=record.profile,
-            created_at=format_time(record.created_at),
-            updated_at=format_time(record.updated_at),
-            active_run=record.active_run.to_wire() if record.active_run is not None else None,
+            **self._summary_fields(record),
             intent=record.intent,
             profile_selector=record.profile_selector,
             config_bundle=extra.config_bundle,

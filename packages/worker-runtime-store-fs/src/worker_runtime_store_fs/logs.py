@@ -77,10 +77,19 @@ class Repair:
         return bool(self.indexed or self.torn_bytes or self.rebuilt)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _read_records(path: Path, size: int, first: int, n: int) -> bytes:
+    """Records `first` to `first + n` of a file of fixed-size records (whole records only; b"" when missing)."""
+    if n <= 0:
+        return b""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        raw = os.pread(fd, n * size, first * size)
+    finally:
+        os.close(fd)
+    return raw[: len(raw) - len(raw) % size]
 
 
 class IndexedLog:
@@ -102,18 +111,8 @@ class IndexedLog:
 
     def entries(self, first: int, n: int) -> list[tuple[int, int]]:
         """Index records ``(key, end)`` of lines `first` to `first + n` (fewer at the end)."""
-        if n <= 0:
-            return []
-        try:
-            fd = os.open(self.index, os.O_RDONLY)
-        except FileNotFoundError:
-            return []
-        try:
-            raw = os.pread(fd, n * _SIZE, first * _SIZE)
-        finally:
-            os.close(fd)
-        usable = len(raw) - len(raw) % _SIZE
-        return list(_REC.iter_unpack(raw[:usable]))
+        raw = _read_records(self.index, _SIZE, first, n)
+        return list(_REC.iter_unpack(raw))
 
     def end_of(self, position: int) -> int:
         """End offset of line `position`, 0 for position -1."""
@@ -276,18 +275,8 @@ class IdIndex:
             return 0
 
     def ids(self, first: int, n: int) -> list[int]:
-        if n <= 0:
-            return []
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return []
-        try:
-            raw = os.pread(fd, n * _ID.size, first * _ID.size)
-        finally:
-            os.close(fd)
-        usable = len(raw) - len(raw) % _ID.size
-        return [value for (value,) in _ID.iter_unpack(raw[:usable])]
+        raw = _read_records(self.path, _ID.size, first, n)
+        return [value for (value,) in _ID.iter_unpack(raw)]
 
     def bisect(self, event_id: int) -> int:
         """Position of the first id above `event_id`."""
