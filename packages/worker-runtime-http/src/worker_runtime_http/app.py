@@ -32,33 +32,40 @@ logger = logging.getLogger("worker_runtime_http")
 access_logger = logging.getLogger("worker_runtime_http.access")
 
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
-_NO_STORE = (b"cache-control", b"no-store")
 _JSON = (b"content-type", b"application/json")
 
 
 class _Routes:
-    """Starlette routes in `routes.ENDPOINTS` order; a path that matches with another method is a 405."""
+    """Starlette routes in `routes.ENDPOINTS` order; a path that matches with another method is a 405.
 
-    __slots__ = ("_routes",)
+    Routes are grouped by the number of ``/`` in their path (a ``{param}`` never holds one), so a request is
+    matched against the few routes of its shape only.
+    """
+
+    __slots__ = ("_by_shape",)
 
     def __init__(self, endpoints: Iterable[routes.Endpoint]) -> None:
-        self._routes = [Route(e.path, e.handler, methods=[e.method], name=e.operation_id) for e in endpoints]
+        self._by_shape: dict[int, list[Route]] = {}
+        for e in endpoints:
+            route = Route(e.path, e.handler, methods=[e.method], name=e.operation_id)
+            self._by_shape.setdefault(e.path.count("/"), []).append(route)
 
     def match(self, scope: Scope) -> tuple[routes.Handler, dict[str, Any]]:
+        path: str = scope["path"]
         allow: list[str] = []
-        for route in self._routes:
+        for route in self._by_shape.get(path.count("/"), ()):
             found, child = route.matches(scope)
             if found is Match.FULL:
                 return child["endpoint"], child["path_params"]
             if found is Match.PARTIAL and route.methods:
-                allow.extend(m for m in sorted(route.methods) if m not in allow)
+                allow.extend(m for m in route.methods if m not in allow)
         if allow:
             allow.sort()
             raise MethodNotAllowedError(
-                f"{scope['method']} is not allowed on {scope['path'][:200]} (allowed: {', '.join(allow)})",
+                f"{scope['method']} is not allowed on {path[:200]} (allowed: {', '.join(allow)})",
                 details={"allow": allow},
             )
-        raise NotFoundError(f"no route {scope['path'][:200]!r}", details={"path": scope["path"][:200]})
+        raise NotFoundError(f"no route {path[:200]!r}", details={"path": path[:200]})
 
 
 class RuntimeApp:
@@ -95,7 +102,8 @@ class RuntimeApp:
             await send({"type": "websocket.close", "code": 1008, "reason": "no websockets here"})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        logged = access_logger.isEnabledFor(logging.INFO)
+        started = time.perf_counter() if logged else 0.0
         host = origin = authorization = request_id = None
         for name, value in scope["headers"]:
             if name == b"host":
@@ -120,7 +128,8 @@ class RuntimeApp:
         except WorkerRuntimeError as exc:
             status, body, headers = error_reply(exc)
         except ClientGone:
-            _access_log(scope, 499, request_id, started)
+            if logged:
+                _access_log(scope, 499, request_id, started)
             return
         except Exception as exc:
             status, body, headers = internal_error_reply(
@@ -130,10 +139,9 @@ class RuntimeApp:
             headers = [_JSON]
         headers.append((b"content-length", str(len(body)).encode()))
         headers.append((b"x-request-id", request_id))
-        headers.append(_NO_STORE)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        if access_logger.isEnabledFor(logging.INFO):
+        if logged:
             _access_log(scope, status, request_id, started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
