@@ -1,5 +1,8 @@
 """Finding engine classes: the built-in ones and those registered under the ``worker_runtime.engines`` entry
-point group (the entry point's value is an `Engine` subclass)."""
+point group (the entry point's value is an `Engine` subclass).
+
+The `openai` engine is built in but its SDK is an extra: its module imports the SDK only when a profile naming it
+is built, so the name is always known and core without the extra still imports."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from ..errors import ConfigError
 from .base import Engine
 from .command import CommandEngine
 from .echo import EchoEngine
+from .openai import OpenAIEngine
 
 __all__ = ["ENTRY_POINT_GROUP", "BUILTIN_ENGINES", "discover_engines"]
 
 ENTRY_POINT_GROUP = "worker_runtime.engines"
-BUILTIN_ENGINES: Mapping[str, type[Engine]] = {"echo": EchoEngine, "command": CommandEngine}
+BUILTIN_ENGINES: Mapping[str, type[Engine]] = {"echo": EchoEngine, "command": CommandEngine, "openai": OpenAIEngine}
 
 
 def discover_engines(extra: Mapping[str, type[Engine]] | None = None) -> dict[str, type[Engine]]:

@@ -1,0 +1,568 @@
+"""The `openai` engine against a respx-mocked provider: request shape, usage, errors, secrets, cancel, the extra."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pytest
+from openai_helpers import (
+    BASE_URL,
+    completion,
+    llm_profile,
+    llm_runtime,
+    llm_worker,
+    mock_provider,
+    sent_json,
+)
+
+from worker_runtime_core import ConfigError, ProfileConfig, Runtime, UnknownProfileError
+from worker_runtime_core.engines.openai import INSTALL_HINT, OpenAIEngine, OpenAIOptions
+
+KEY = "sk-test-7f3c9e1d2b4a6f8e0c1d3b5a7e9f2c4d"
+
+# --- the request -----------------------------------------------------------------------------------------------
+
+
+async def test_request_carries_model_options_system_prompt_intent_and_input() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion("hi there"))
+        async with llm_runtime(system_prompt="Be brief.", temperature=0.2, max_tokens=64) as rt:
+            wid = await llm_worker(rt, intent={"kind": "task", "objective": "summarise the logs"})
+            ack = await rt.send_input(wid, "what failed?")
+            run = await rt.wait_for_run(wid, ack.run_id)
+    assert run.status == "completed"
+    body = sent_json(route)
+    assert body["model"] == "test-model"
+    assert body["temperature"] == 0.2 and body["max_tokens"] == 64
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief.\n\nYou work on one task. Objective: summarise the logs"},
+        {"role": "user", "content": "what failed?"},
+    ]
+    assert "stream" not in body or body["stream"] is False
+
+
+async def test_options_left_unset_are_not_sent() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "hi")).run_id)
+    body = sent_json(route)
+    assert "temperature" not in body and "max_tokens" not in body
+    assert body["messages"][0] == {"role": "system", "content": "You are an assistant."}
+
+
+@pytest.mark.parametrize(
+    ("intent", "rendered"),
+    [
+        (
+            {"kind": "assistant", "purpose": "answer billing questions"},
+            "You are an assistant. Purpose: answer billing questions",
+        ),
+        ({"kind": "role", "role": "code reviewer"}, "Your role: code reviewer."),
+        (
+            {"kind": "role", "role": "tester", "purpose": "find edge cases"},
+            "Your role: tester. Purpose: find edge cases",
+        ),
+    ],
+)
+async def test_the_intent_is_rendered_as_system_context(intent: dict[str, str], rendered: str) -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt, intent=intent)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "go")).run_id)
+    assert sent_json(route)["messages"][0] == {"role": "system", "content": rendered}
+
+
+async def test_history_sends_the_newest_entries_up_to_the_bound() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = [httpx.Response(200, json=completion(f"reply {i}")) for i in range(3)]
+        async with llm_runtime(history=3) as rt:
+            wid = await llm_worker(rt)
+            for text in ("one", "two", "three"):
+                await rt.wait_for_run(wid, (await rt.send_input(wid, text)).run_id)
+    first, second, third = (sent_json(route, i)["messages"][1:] for i in range(3))
+    assert first == [{"role": "user", "content": "one"}]
+    assert second == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "reply 0"},
+        {"role": "user", "content": "two"},
+    ]
+    # four entries came before the third input; the bound keeps the newest three
+    assert third == [
+        {"role": "assistant", "content": "reply 0"},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "reply 1"},
+        {"role": "user", "content": "three"},
+    ]
+
+
+async def test_history_zero_sends_only_the_context_and_the_input() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime(history=0) as rt:
+            wid = await llm_worker(rt)
+            for text in ("one", "two"):
+                await rt.wait_for_run(wid, (await rt.send_input(wid, text)).run_id)
+    assert sent_json(route)["messages"][1:] == [{"role": "user", "content": "two"}]
+
+
+async def test_system_input_is_sent_as_a_system_message() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "user one")).run_id)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "be formal", kind="system")).run_id)
+    assert sent_json(route)["messages"][1:] == [
+        {"role": "user", "content": "user one"},
+        {"role": "assistant", "content": "hello back"},
+        {"role": "system", "content": "be formal"},
+    ]
+
+
+async def test_tool_entries_in_the_history_are_sent_as_user_text() -> None:
+    """A ``tool`` entry answers no tool call of this request, so it goes as labelled user text."""
+
+    class ToolThenAsk(OpenAIEngine):
+        name = "tool-then-ask"
+
+        async def run(self, ctx: Any) -> None:
+            if ctx.content == "tool":
+                await ctx.emit("exit code 0", role="tool")
+            else:
+                await super().run(ctx)
+
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        profile = llm_profile()
+        async with Runtime(
+            profiles={"llm": ProfileConfig("tool-then-ask", **profile.options)}, engines={"tool-then-ask": ToolThenAsk}
+        ) as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "tool")).run_id)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "and now?")).run_id)
+    assert sent_json(route)["messages"][1:] == [
+        {"role": "user", "content": "tool"},
+        {"role": "user", "content": "[tool output]\nexit code 0"},
+        {"role": "user", "content": "and now?"},
+    ]
+
+
+async def test_the_reply_becomes_one_assistant_entry_of_the_run() -> None:
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(json=completion("the answer is 42"))
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            ack = await rt.send_input(wid, "question")
+            await rt.wait_for_run(wid, ack.run_id)
+            items = (await rt.transcript(wid)).items
+    assert [(e.role, e.content, e.run_id) for e in items] == [
+        ("user", "question", ack.run_id),
+        ("assistant", "the answer is 42", ack.run_id),
+    ]
+
+
+async def test_a_refusal_is_the_reply_when_there_is_no_content() -> None:
+    body = completion(None)
+    body["choices"][0]["message"]["refusal"] = "I can't help with that."
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(json=body)
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "completed" and items[-1].content == "I can't help with that."
+
+
+async def test_a_retryable_answer_is_retried_up_to_max_retries() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = [
+            httpx.Response(503, json={"error": {"message": "busy"}}, headers={"retry-after-ms": "1"}),
+            httpx.Response(200, json=completion("second time lucky")),
+        ]
+        async with llm_runtime(max_retries=1) as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert run.status == "completed" and route.call_count == 2
+
+
+# --- the API key -----------------------------------------------------------------------------------------------
+
+
+async def test_without_a_key_no_authorization_header_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the SDK's own variable is not read
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert "authorization" not in route.calls[-1].request.headers
+
+
+async def test_the_key_from_api_key_env_is_sent_as_a_bearer_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_KEY", KEY)
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime(api_key_env="LLM_KEY") as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert route.calls[-1].request.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_the_key_from_api_key_file_is_sent_stripped(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {KEY}\n")
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(json=completion())
+        async with llm_runtime(api_key_file=str(key_file)) as rt:
+            wid = await llm_worker(rt)
+            await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert route.calls[-1].request.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_an_unset_key_variable_fails_at_profile_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LLM_KEY"):
+        Runtime(profiles={"llm": llm_profile(api_key_env="LLM_KEY")})
+
+
+@pytest.mark.parametrize("content", [None, "  \n"])
+async def test_a_missing_or_empty_key_file_fails_at_profile_load(tmp_path: Path, content: str | None) -> None:
+    key_file = tmp_path / "key"
+    if content is not None:
+        key_file.write_text(content)
+    with pytest.raises(ConfigError, match="api_key_file"):
+        Runtime(profiles={"llm": llm_profile(api_key_file=str(key_file))})
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"api_key_env": "A", "api_key_file": "b"}, "at most one"),
+        ({"api_key": KEY}, "unknown field `api_key`"),
+        ({"api_key_env": KEY}, "api_key_env"),
+        ({"model": ""}, "model"),
+        ({"base_url": "127.0.0.1:8080/v1"}, "base_url"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"request_timeout_s": 0}, "request_timeout_s"),
+        ({"max_retries": 11}, "max_retries"),
+        ({"history": 1001}, "history"),
+        ({"history": -1}, "history"),
+    ],
+)
+async def test_invalid_options_fail_at_profile_load(options: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ConfigError, match="profile 'llm'") as caught:
+        Runtime(profiles={"llm": llm_profile(**options)})
+    assert complaint in caught.value.message
+    assert KEY not in caught.value.message
+
+
+async def test_a_profile_without_a_model_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="model"):
+        Runtime(profiles={"llm": ProfileConfig("openai", base_url=BASE_URL)})
+
+
+async def test_the_engine_needs_options_so_it_has_no_builtin_profile() -> None:
+    async with Runtime() as rt:
+        assert "openai" in (await rt.summary()).capabilities.engines
+        with pytest.raises(UnknownProfileError):
+            await rt.create_worker(profile={"kind": "builtin", "name": "openai"})
+
+
+async def test_the_key_shows_in_no_error_repr_event_or_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LLM_KEY", KEY)
+    echoing = {"error": {"message": f"Incorrect API key provided: {KEY}", "code": "invalid_api_key"}}
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = [
+            httpx.Response(401, json=echoing),
+            httpx.Response(500, json={"error": {"message": f"upstream said {KEY}"}}),
+            httpx.Response(400, json={"error": {"message": f"bad header Bearer {KEY}"}}),
+            httpx.Response(200, json={"error": {"message": f"proxy rejected {KEY}"}}),
+        ]
+        profiles = {"llm": llm_profile(api_key_env="LLM_KEY")}
+        async with Runtime(profiles=profiles) as rt:
+            wid = await llm_worker(rt)
+            errors = []
+            for _ in range(4):
+                run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+                assert run.error is not None
+                errors.append(run.error)
+            shown = [
+                repr(profiles),
+                repr(rt._profiles.get("llm").engine),  # type: ignore[union-attr]
+                repr(rt._profiles.get("llm").engine.options),  # type: ignore[union-attr]
+                msgspec.json.encode(await rt.get_worker(wid)).decode(),
+                msgspec.json.encode((await rt.read_events()).events).decode(),
+                msgspec.json.encode(await rt.diagnostics()).decode(),
+                msgspec.json.encode(await rt.summary()).decode(),
+            ]
+    assert [e.code for e in errors] == [
+        "provider_auth",
+        "provider_unavailable",
+        "provider_bad_request",
+        "provider_bad_response",
+    ]
+    assert "bad header Bearer ***" in errors[2].message  # the provider's text is kept, the key redacted
+    for text in [*(e.message for e in errors), *shown, caplog.text]:
+        assert KEY not in text
+    assert route.call_count == 4
+
+
+# --- usage -----------------------------------------------------------------------------------------------------
+
+
+async def test_usage_lands_on_the_run_the_worker_and_the_runtime() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = [
+            httpx.Response(200, json=completion("a", prompt_tokens=10, completion_tokens=3)),
+            httpx.Response(200, json=completion("b", prompt_tokens=25, completion_tokens=4)),
+        ]
+        async with llm_runtime() as rt:
+            w1 = await llm_worker(rt, "w1")
+            w2 = await llm_worker(rt, "w2")
+            run1 = await rt.wait_for_run(w1, (await rt.send_input(w1, "q1")).run_id)
+            run2 = await rt.wait_for_run(w1, (await rt.send_input(w1, "q2")).run_id)
+            detail1, detail2, summary = await rt.get_worker(w1), await rt.get_worker(w2), await rt.summary()
+    assert run1.usage is not None and (run1.usage.input_tokens, run1.usage.output_tokens) == (10, 3)
+    assert run2.usage is not None and (run2.usage.input_tokens, run2.usage.output_tokens) == (25, 4)
+    assert (detail1.usage.runs, detail1.usage.input_tokens, detail1.usage.output_tokens) == (2, 35, 7)
+    assert (detail2.usage.runs, detail2.usage.input_tokens, detail2.usage.output_tokens) == (0, 0, 0)
+    assert (summary.usage.runs, summary.usage.input_tokens, summary.usage.output_tokens) == (2, 35, 7)
+
+
+async def test_a_reply_without_usage_counts_the_run_but_no_tokens() -> None:
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(json=completion("a", prompt_tokens=None))
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            detail = await rt.get_worker(wid)
+    assert run.status == "completed" and run.usage is None
+    assert (detail.usage.runs, detail.usage.input_tokens, detail.usage.output_tokens) == (1, 0, 0)
+
+
+async def test_usage_of_a_reply_without_content_is_still_counted() -> None:
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(json=completion("", prompt_tokens=40, completion_tokens=64))
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            summary = await rt.summary()
+    assert run.status == "failed" and run.usage is not None and run.usage.output_tokens == 64
+    assert summary.usage.output_tokens == 64
+
+
+# --- provider errors -------------------------------------------------------------------------------------------
+
+
+def _status(status: int, body: Any = None) -> httpx.Response:
+    return httpx.Response(status, json=body if body is not None else {"error": {"message": f"status {status}"}})
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "fragment"),
+    [
+        (_status(401), "provider_auth", "HTTP 401"),
+        (_status(403), "provider_auth", "HTTP 403"),
+        (
+            _status(404, {"error": {"message": "The model `nope` does not exist", "code": "model_not_found"}}),
+            "provider_not_found",
+            "does not exist",
+        ),
+        (
+            _status(400, {"error": {"message": "no such model", "code": "model_not_found"}}),
+            "provider_not_found",
+            "no such model",
+        ),
+        (_status(404, {"error": "model 'nope' not found"}), "provider_not_found", "model 'nope' not found"),
+        (_status(429), "provider_rate_limited", "HTTP 429"),
+        (_status(500), "provider_unavailable", "HTTP 500"),
+        (_status(503), "provider_unavailable", "HTTP 503"),
+        (_status(408), "provider_timeout", "HTTP 408"),
+        (
+            _status(400, {"error": {"message": "context length exceeded"}}),
+            "provider_bad_request",
+            "context length exceeded",
+        ),
+        (_status(422), "provider_bad_request", "HTTP 422"),
+        (httpx.Response(200, text="<html>hello</html>"), "provider_bad_response", "not a chat completion"),
+        (httpx.Response(200, json={"object": "list"}), "provider_bad_response", "not a chat completion"),
+        (httpx.Response(200, json={"choices": []}), "provider_bad_response", "no choices"),
+        (httpx.Response(200, json=completion("")), "provider_bad_response", "no content"),
+        (httpx.Response(200, json=completion(None)), "provider_bad_response", "no content"),
+        (
+            httpx.Response(200, json={"error": {"message": "model is loading"}}),
+            "provider_bad_response",
+            "model is loading",
+        ),
+        (httpx.ConnectError("connection refused"), "provider_connection", "cannot reach"),
+        (httpx.ReadTimeout("timed out"), "provider_timeout", "did not answer within"),
+        (httpx.ConnectTimeout("timed out"), "provider_timeout", "did not answer within"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+async def test_provider_errors_fail_the_run_with_their_code_and_the_worker_stays_usable(
+    answer: httpx.Response | Exception, code: str, fragment: str
+) -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = [answer, httpx.Response(200, json=completion("recovered"))]
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            failed = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            after = await rt.get_worker(wid)
+            nxt = await rt.wait_for_run(wid, (await rt.send_input(wid, "again")).run_id)
+            items = (await rt.transcript(wid)).items
+            diagnostics = await rt.diagnostics()
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == code and fragment in failed.error.message
+    assert after.status == "idle"
+    assert nxt.status == "completed"
+    assert [(e.role, e.content) for e in items] == [("user", "q"), ("user", "again"), ("assistant", "recovered")]
+    assert [d.code for d in diagnostics] == [code]
+
+
+async def test_retries_are_spent_before_the_run_fails() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").respond(
+            429, json={"error": {"message": "slow down"}}, headers={"retry-after-ms": "1"}
+        )
+        async with llm_runtime(max_retries=2) as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert run.error is not None and run.error.code == "provider_rate_limited"
+    assert "after 2 retries" in run.error.message and route.call_count == 3
+
+
+# --- cancel, stop, timeout -------------------------------------------------------------------------------------
+
+
+class HangingProvider:
+    """A route side effect that answers only when released; records whether the request was aborted."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+        self.aborted = False
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except anyio.get_cancelled_exc_class():
+            self.aborted = True
+            raise
+        return httpx.Response(200, json=completion("too late"))
+
+
+async def test_cancel_aborts_the_request_in_flight_and_appends_nothing() -> None:
+    hanging = HangingProvider()
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions")
+        route.side_effect = hanging
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            ack = await rt.send_input(wid, "long question")
+            await hanging.started.wait()
+            cancel = await rt.cancel_worker(wid, reason="enough")
+            run = await rt.get_run(wid, ack.run_id)
+            items_after_cancel = (await rt.transcript(wid)).items
+            route.side_effect = None
+            route.respond(json=completion("short answer"))
+            nxt = await rt.wait_for_run(wid, (await rt.send_input(wid, "short question")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert cancel.status == "idle" and cancel.cancelled_run_id == ack.run_id
+    assert run.status == "cancelled" and run.error is None and run.usage is None
+    assert hanging.aborted
+    assert [e.role for e in items_after_cancel] == ["user"]
+    assert nxt.status == "completed"
+    assert [(e.content, e.run_id) for e in items] == [
+        ("long question", ack.run_id),
+        ("short question", nxt.run_id),
+        ("short answer", nxt.run_id),
+    ]
+
+
+async def test_stop_aborts_the_request_in_flight() -> None:
+    hanging = HangingProvider()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=hanging)
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            ack = await rt.send_input(wid, "q")
+            await hanging.started.wait()
+            stop = await rt.stop_worker(wid)
+            run = await rt.get_run(wid, ack.run_id)
+            items = (await rt.transcript(wid)).items
+    assert stop.status == "stopped" and stop.cancelled_run_id == ack.run_id
+    assert run.status == "cancelled" and hanging.aborted
+    assert [e.role for e in items] == ["user"]
+
+
+async def test_the_profile_timeout_ends_a_hanging_request_timed_out() -> None:
+    hanging = HangingProvider()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=hanging)
+        async with llm_runtime(timeout_s=0.05) as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "timed_out" and run.error is not None and run.error.code == "timed_out"
+    assert hanging.aborted and [e.role for e in items] == ["user"]
+
+
+async def test_closing_the_runtime_interrupts_a_request_in_flight() -> None:
+    hanging = HangingProvider()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=hanging)
+        rt = Runtime(profiles={"llm": llm_profile()})
+        async with rt:
+            wid = await llm_worker(rt)
+            ack = await rt.send_input(wid, "q")
+            await hanging.started.wait()
+        assert rt.status == "closed"
+    assert ack.run_id and hanging.aborted
+
+
+# --- the extra -------------------------------------------------------------------------------------------------
+
+
+async def test_without_the_sdk_an_openai_profile_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` now raises ImportError
+    with pytest.raises(ConfigError) as caught:
+        Runtime(profiles={"llm": llm_profile()})
+    assert INSTALL_HINT in caught.value.message
+    assert INSTALL_HINT == "pip install 'worker-runtime-core[openai]'"
+
+
+async def test_without_the_sdk_core_still_works_and_knows_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)
+    async with Runtime() as rt:
+        wid = (await rt.create_worker()).worker_ref.worker_id
+        run = await rt.wait_for_run(wid, (await rt.send_input(wid, "hi")).run_id)
+        engines = (await rt.summary()).capabilities.engines
+    assert run.status == "completed"
+    assert "openai" in engines
+
+
+def test_options_struct_defaults() -> None:
+    opts = msgspec.convert({"model": "m"}, OpenAIOptions)
+    assert (opts.base_url, opts.api_key_env, opts.api_key_file) == ("https://api.openai.com/v1", None, None)
+    assert (opts.request_timeout_s, opts.max_retries, opts.history) == (300.0, 2, 20)
+    assert (opts.system_prompt, opts.temperature, opts.max_tokens) == (None, None, None)
