@@ -204,3 +204,15 @@ async def test_after_close_commands_are_503_runtime_unavailable(gate: Gate) -> N
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"status": "stopping"}
+
+
+async def test_while_the_runtime_starts_health_is_ok_readiness_503_and_the_api_503(gate: Gate) -> None:
+    app = create_app(make_runtime(gate), token=None)  # not started: the process serves HTTP while the store recovers
+    async with client_for(app, token=None) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"status": "stopping"})
+        for path in ("/v1/runtime", "/v1/diagnostics", "/v1/workers", "/v1/events", "/v1/workers/w1"):
+            response = await client.get(path)
+            assert response.status_code == 503, path
+            assert error_of(response)["code"] == "runtime_unavailable"

@@ -63,3 +63,5 @@ def configure_logging(level: str, fmt: str) -> None:
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+        # uvicorn's start and stop lines repeat ours; its warnings and errors stay (all of it at debug).
+        uv.setLevel(logging.DEBUG if level.lower() == "debug" else max(logging.WARNING, root.level))

@@ -221,21 +221,26 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) -> int:
+    """Serve HTTP first (``/healthz`` is 200 and ``/readyz`` 503 while the store recovers), then start the Runtime;
+    on the first signal close the Runtime while HTTP still answers, then stop HTTP."""
     config = loaded.config
     store_path = (await runtime.summary()).store.path
     stop = anyio.Event()  # a signal came, or the HTTP server ended on its own
     closed = anyio.Event()  # the Runtime is closed and its store flushed
     done = anyio.Event()  # the HTTP server has shut down
     failed: list[BaseException] = []
+    start_error: list[WorkerRuntimeError] = []
 
-    async def own_runtime(*, task_status: TaskStatus[WorkerRuntimeError | None]) -> None:
+    async def own_runtime(*, task_status: TaskStatus[None]) -> None:
         """Start the Runtime and, once told to stop, close it: in one task, where its task group lives."""
         try:
             await runtime.start()
         except WorkerRuntimeError as exc:  # the store is locked, belongs to another runtime id, cannot open
-            task_status.started(exc)
+            start_error.append(exc)
+            closed.set()
+            task_status.started()
             return
-        task_status.started(None)
+        task_status.started()
         try:
             await stop.wait()
             logger.info(
@@ -262,60 +267,60 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
                     handler.flush()
                 os._exit(128 + signum)
 
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    app = create_app(
+        runtime,
+        token=loaded.token,
+        allowed_hosts=config.allowed_hosts,
+        bind=(config.host if is_loopback_host(config.host) else host, port),
+        shutdown_grace_s=config.shutdown_grace_s,
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            lifespan="off",  # the Runtime is started and closed by own_runtime below
+            log_config=None,
+            access_log=False,  # the app writes its own access log (worker_runtime_http.access)
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+
+    async def run_server() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except (Exception, SystemExit) as exc:  # uvicorn exits on a failed start-up: stop, then report it
+            failed.append(exc)
+        finally:
+            done.set()
+            stop.set()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
-        error = await tg.start(own_runtime)
-        if error is not None:
-            tg.cancel_scope.cancel()
-            return _fail(error.message, EXIT_START)
-        host, port = sock.getsockname()[:2]
-        app = create_app(
-            runtime,
-            token=loaded.token,
-            allowed_hosts=config.allowed_hosts,
-            bind=(config.host if is_loopback_host(config.host) else host, port),
-            shutdown_grace_s=config.shutdown_grace_s,
-        )
-        server = _Server(
-            uvicorn.Config(
-                app,
-                lifespan="off",  # the Runtime is started and closed by own_runtime above
-                log_config=None,
-                log_level=config.log_level,
-                access_log=False,  # the app writes its own access log (worker_runtime_http.access)
-                server_header=False,
-                proxy_headers=False,
-                timeout_graceful_shutdown=5,
-            )
-        )
-
-        async def run_server() -> None:
-            try:
-                await server.serve(sockets=[sock])
-            except (Exception, SystemExit) as exc:  # uvicorn exits on a failed start-up: stop, then report it
-                failed.append(exc)
-            finally:
-                done.set()
-                stop.set()
-
         tg.start_soon(run_server)
         with anyio.CancelScope() as waiting:
             tg.start_soon(_cancel_when, stop, waiting)
             await server.ready.wait()
-            shown = f"[{host}]" if ":" in host else host
-            logger.info(
-                "listening on http://%s:%d (runtime %s, store %s%s, %s)",
-                shown,
-                port,
-                runtime.runtime_id,
-                config.store,
-                f" at {store_path} (fsync {config.fsync})" if config.store == "fs" else "",
-                f"bearer token from {loaded.token_source}" if loaded.token else "no token",
-            )
-        await closed.wait()
+        if server.ready.is_set():
+            logger.debug("accepting connections on %s; starting the Runtime", url)
+            await tg.start(own_runtime)
+            if not start_error and not stop.is_set():
+                logger.info(
+                    "listening on %s (runtime %s, store %s%s, %s)",
+                    url,
+                    runtime.runtime_id,
+                    config.store,
+                    f" at {store_path} (fsync {config.fsync})" if config.store == "fs" else "",
+                    f"bearer token from {loaded.token_source}" if loaded.token else "no token",
+                )
+            await closed.wait()
         server.should_exit = True
         await done.wait()
         tg.cancel_scope.cancel()
+    if start_error:
+        return _fail(start_error[0].message, EXIT_START)
     if failed:
         logger.error("the HTTP server stopped on its own: %r", failed[0])
         return EXIT_START

@@ -27,6 +27,7 @@ from worker_runtime_core import (
     RunEnvelope,
     Runtime,
     RuntimeEnvelope,
+    RuntimeUnavailableError,
     StopRequest,
     TranscriptEnvelope,
     WorkerAckEnvelope,
@@ -95,13 +96,22 @@ async def openapi(ctx: Context, scope: Scope, receive: Receive, params: dict[str
 # --- runtime -------------------------------------------------------------------------------------------------
 
 
+def _require_started(runtime: Runtime) -> None:
+    """The summary and diagnostics mean nothing before the Runtime has opened its store (the process serves HTTP
+    while the store recovers)."""
+    if runtime.status == "new":
+        raise RuntimeUnavailableError("the Runtime is starting (recovering its store); retry shortly")
+
+
 async def get_runtime(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
     parse_query(scope, _NO_QUERY)
+    _require_started(ctx.runtime)
     return 200, ctx.encoder.encode(RuntimeEnvelope(await ctx.runtime.summary()))
 
 
 async def get_diagnostics(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
     parse_query(scope, _NO_QUERY)
+    _require_started(ctx.runtime)
     return 200, ctx.encoder.encode(DiagnosticsEnvelope(await ctx.runtime.diagnostics()))
 
 
@@ -426,7 +436,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         description="An empty body creates a Worker with a generated id, intent `assistant` and the default profile.",
     ),
     Endpoint(
-        "GET", "/v1/runtime", get_runtime, "getRuntime", "What this Runtime says about itself", 200, RuntimeEnvelope
+        "GET",
+        "/v1/runtime",
+        get_runtime,
+        "getRuntime",
+        "What this Runtime says about itself",
+        200,
+        RuntimeEnvelope,
+        errors=("runtime_unavailable",),
     ),
     Endpoint(
         "GET",
@@ -436,6 +453,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Store repairs, corrupt records and failed runs (the newest 1000)",
         200,
         DiagnosticsEnvelope,
+        errors=("runtime_unavailable",),
     ),
     Endpoint(
         "GET",
