@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -566,3 +568,12 @@ def test_options_struct_defaults() -> None:
     assert (opts.base_url, opts.api_key_env, opts.api_key_file) == ("https://api.openai.com/v1", None, None)
     assert (opts.request_timeout_s, opts.max_retries, opts.history) == (300.0, 2, 20)
     assert (opts.system_prompt, opts.temperature, opts.max_tokens) == (None, None, None)
+
+
+async def test_the_readme_profile_for_a_local_server_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if 'engine = "openai"' in b]
+    assert len(blocks) == 1
+    profiles = tomllib.loads(blocks[0])["profiles"]
+    async with Runtime(profiles=profiles) as rt:
+        assert "local-llm" in (await rt.summary()).capabilities.profiles
