@@ -73,3 +73,19 @@ def test_a_broken_entry_point_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
     with pytest.raises(ConfigError, match="broken"):
         Runtime()
+
+
+def test_an_engine_that_cannot_be_built_names_its_profile() -> None:
+    from worker_runtime_core import Engine, RunContext
+
+    class Picky(Engine):
+        name = "picky"
+
+        def __init__(self, options: object) -> None:
+            raise ConfigError("needs a key")
+
+        async def run(self, ctx: RunContext) -> None:  # pragma: no cover - never built
+            raise AssertionError
+
+    with pytest.raises(ConfigError, match=r"profile 'p' \(engine 'picky'\): needs a key"):
+        Runtime(profiles={"p": ProfileConfig("picky")}, engines={"picky": Picky})

@@ -72,7 +72,11 @@ class ProfileTable:
             options = msgspec.convert(config.options, cls.options_type)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"profile {name!r} (engine {config.engine!r}): {exc}") from None
-        return Profile(name, config.engine, cls(options), config.timeout_s)
+        try:
+            engine = cls(options)
+        except ConfigError as exc:  # an engine that cannot be built (a missing extra, an unset key): name the profile
+            raise ConfigError(f"profile {name!r} (engine {config.engine!r}): {exc.message}") from None
+        return Profile(name, config.engine, engine, config.timeout_s)
 
     def names(self) -> list[str]:
         return sorted(self._profiles)
