@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from typing import IO
 
 import anyio
 import httpx
@@ -27,6 +28,11 @@ import httpx
 from worker_runtime_client import RuntimeClient
 
 TOKEN = "bench-token"
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
 
 
 def _start() -> tuple[subprocess.Popen[str], str]:
@@ -39,8 +45,7 @@ def _start() -> tuple[subprocess.Popen[str], str]:
     for line in proc.stderr:
         found = re.search(r"listening on (http://\S+)", line)
         if found:
-            stderr = proc.stderr
-            threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()  # keep the pipe drained
+            threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()  # the access log goes on
             return proc, found.group(1)
     raise RuntimeError("the server did not start")
 
