@@ -1,6 +1,6 @@
 """HTTP benchmark: the Runtime's routes against a bare Starlette + msgspec route, side by side, with wrk.
 
-Run it with ``python packages/worker-runtime-http/tools/bench_http.py`` (needs ``wrk``: ``apt-get install wrk``).
+Run it with ``hatch run bench-http`` (needs ``wrk``: ``apt-get install wrk``).
 Each server runs in its own process on uvicorn (one worker process) pinned to one core; wrk runs pinned to the
 other core. Measured, in one run:
 
