@@ -134,7 +134,9 @@ async def test_bodies_outside_the_contract_are_protocol_errors(mock: respx.MockR
     mock.get("/v1/workers/html").respond(500, text="<html>oops</html>")
     mock.get("/v1/workers/shape").respond(200, json={"worker": {"nope": 1}})
     mock.get("/v1/workers/text").respond(200, text="not json")
-    for wid in ("html", "shape", "text"):
+    mock.get("/v1/workers/bytes").respond(200, content=b'{"worker": "\xff\xfe"}')
+    mock.get("/v1/workers/ebytes").respond(500, content=b'{"error": {"code": "\xff"}}')
+    for wid in ("html", "shape", "text", "bytes", "ebytes"):
         with pytest.raises(ProtocolError) as info:
             await client.get_worker(wid)
         assert info.value.status in (200, 500) and f"/v1/workers/{wid}" in info.value.message

@@ -194,6 +194,10 @@ async def test_calls_before_start_and_after_close_are_runtime_unavailable() -> N
     rt = Runtime()
     with pytest.raises(RuntimeUnavailableError):
         await rt.create_worker()
+    with pytest.raises(RuntimeUnavailableError):
+        await rt.summary()  # its id is not known before start
+    with pytest.raises(RuntimeUnavailableError):
+        await rt.diagnostics()
     async with rt:
         await rt.create_worker(worker_id="w")
     assert rt.status == "closed"

@@ -403,7 +403,7 @@ def _worker_path(worker_id: str) -> str:
 def _decode_success(response: httpx.Response, type_: type[T], method: str, path: str) -> T:
     try:
         return _decoder(type_).decode(response.content)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise ProtocolError(
             f"{method} {path}: HTTP {response.status_code} with an unexpected body ({exc}): {_snippet(response)}",
             status=response.status_code,
@@ -413,7 +413,7 @@ def _decode_success(response: httpx.Response, type_: type[T], method: str, path:
 def _decode_error(response: httpx.Response, method: str, path: str) -> WorkerRuntimeError:
     try:
         body = _ERROR_DECODER.decode(response.content).error
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return ProtocolError(
             f"{method} {path}: HTTP {response.status_code} without an error envelope: {_snippet(response)}",
             status=response.status_code,

@@ -52,6 +52,7 @@ from .models import (
     RunError,
     RunInfo,
     RuntimeSummary,
+    StoreInfo,
     TokenUsage,
     TranscriptEntry,
     UsageTotals,
@@ -267,6 +268,11 @@ class Runtime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    @property
+    def store_info(self) -> StoreInfo:
+        """Kind, path and fsync policy of the store; known before start."""
+        return self._store.info
 
     @property
     def status(self) -> Literal["new", "running", "stopping", "closed"]:
@@ -801,7 +807,13 @@ class Runtime:
         )
 
     async def summary(self) -> RuntimeSummary:
-        """What this Runtime says about itself: identity, status, store, worker counts, limits, capabilities."""
+        """What this Runtime says about itself: identity, status, store, worker counts, limits, capabilities.
+
+        Raises:
+            RuntimeUnavailableError: the Runtime has not started (its id may not be known yet).
+        """
+        if self._state == "new":
+            raise RuntimeUnavailableError("the Runtime has not started")
         counts = self._counts
         runs, tokens_in, tokens_out = self._usage
         return RuntimeSummary(
@@ -824,7 +836,13 @@ class Runtime:
         )
 
     async def diagnostics(self) -> list[Diagnostic]:
-        """Store repairs, corrupt records and failed runs, oldest first (the newest 1000 are kept)."""
+        """Store repairs, corrupt records and failed runs, oldest first (the newest 1000 are kept).
+
+        Raises:
+            RuntimeUnavailableError: the Runtime has not started.
+        """
+        if self._state == "new":
+            raise RuntimeUnavailableError("the Runtime has not started")
         return list(self._diagnostics)
 
     # --- internals: the run ----------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
     """Serve HTTP first (``/healthz`` is 200 and ``/readyz`` 503 while the store recovers), then start the Runtime;
     on the first signal close the Runtime while HTTP still answers, then stop HTTP."""
     config = loaded.config
-    store_path = (await runtime.summary()).store.path
+    store_path = runtime.store_info.path
     stop = anyio.Event()  # a signal came, or the HTTP server ended on its own
     closed = anyio.Event()  # the Runtime is closed and its store flushed
     done = anyio.Event()  # the HTTP server has shut down
