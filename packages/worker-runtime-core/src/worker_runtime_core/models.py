@@ -194,17 +194,9 @@ class WorkerSummary(msgspec.Struct, frozen=True, kw_only=True):
     active_run: RunInfo | None
 
 
-class WorkerDetail(msgspec.Struct, frozen=True, kw_only=True):
+class WorkerDetail(WorkerSummary, frozen=True, kw_only=True):
     """A Worker in full: the summary fields plus what it was created with and its counters."""
 
-    worker_ref: WorkerRef
-    display_name: str | None
-    display_ref: str
-    status: WorkerStatus
-    profile: str
-    created_at: str
-    updated_at: str
-    active_run: RunInfo | None
     intent: Intent
     profile_selector: ProfileSelector
     config_bundle: ConfigBundleRef | None
