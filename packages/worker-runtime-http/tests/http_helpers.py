@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import httpx
 from anyio.streams.text import TextReceiveStream
+from core_helpers import Gate  # the gate engine the core tests use: runs wait until the test releases them
 
 from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
 from worker_runtime_http import create_app
@@ -23,27 +24,6 @@ from worker_runtime_http import create_app
 TOKEN = "s3cret-token"
 BASE_URL = "http://127.0.0.1:8787"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-class Gate:
-    """Controls the `gate` engine: each run sets `started`, then waits for `release` before it answers."""
-
-    def __init__(self) -> None:
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-
-    def engine(self) -> type[Engine]:
-        gate = self
-
-        class GateEngine(Engine):
-            name = "gate"
-
-            async def run(self, ctx: RunContext) -> None:
-                gate.started.set()
-                await gate.release.wait()
-                await ctx.emit(f"released {ctx.content}")
-
-        return GateEngine
 
 
 class Boom(Engine):
