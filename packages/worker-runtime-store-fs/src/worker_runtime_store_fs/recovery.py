@@ -17,7 +17,7 @@ from worker_runtime_core.records import InputKeyRecord, WorkerRecord
 
 from .eventlog import EventLog
 from .layout import Layout
-from .lines import CheckpointRecord, decode_wal, encode
+from .lines import CheckpointRecord, EventLine, WalLineIn, decode_wal, encode
 from .logs import IdIndex, Repair
 from .projections import Projections, run_number
 from .records import RecordCorrupt, read_record
@@ -26,6 +26,7 @@ __all__ = ["Loaded", "load"]
 
 _WORKER_DECODER = msgspec.json.Decoder(WorkerRecord)
 _KEY_DECODER = msgspec.json.Decoder(InputKeyRecord)
+_EVENT_LINE_DECODER = msgspec.json.Decoder(EventLine)
 
 
 class Loaded:
@@ -165,10 +166,7 @@ class _Recovery:
                 self.out.replayed += 1
                 self.apply(record, touched)
 
-    def apply(self, record: object, touched: set[str]) -> None:
-        from .lines import WalLineIn
-
-        assert isinstance(record, WalLineIn)
+    def apply(self, record: WalLineIn, touched: set[str]) -> None:
         event = record.event
         wid = event.worker_id
         if record.input_key is not None:
@@ -251,9 +249,7 @@ class _Recovery:
         """Scan the log for the events naming `wid` (a repair, once)."""
         ids = []
         after = self.wal.first_id - 1
-        from .lines import EventLine
-
-        decoder = msgspec.json.Decoder(EventLine)
+        decoder = _EVENT_LINE_DECODER
         while True:
             lines = self.wal.read(after, 1000, self.wal.last_id)
             if not lines:
