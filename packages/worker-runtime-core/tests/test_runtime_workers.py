@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from worker_runtime_core import (
@@ -85,7 +87,8 @@ async def test_unknown_profile_and_missing_capability_are_refused(rt: Runtime) -
 
 
 async def test_invalid_and_unknown_ids_on_every_worker_method(rt: Runtime) -> None:
-    for bad in ["..", "a/b", "", "a\n", "x" * 129]:
+    bad_ids: list[Any] = ["..", "a/b", "", "a\n", "x" * 129, None, 5, ["w"]]
+    for bad in bad_ids:
         with pytest.raises(InvalidWorkerIdError):
             await rt.get_worker(bad)
         with pytest.raises(InvalidWorkerIdError):

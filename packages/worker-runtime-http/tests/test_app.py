@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from http_helpers import AUTH, BASE_URL, TOKEN, Gate, client_for, error_of, make_runtime
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from worker_runtime_core import Runtime
 from worker_runtime_http import create_app
@@ -130,6 +132,30 @@ async def test_the_access_log_names_method_path_status_and_request_id(
 async def test_a_success_carries_only_the_headers_it_needs(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/runtime")
     assert set(response.headers) == {"content-type", "content-length", "x-request-id"}
+
+
+async def test_a_get_route_answers_head_with_the_same_status_and_no_body(client: httpx.AsyncClient) -> None:
+    response = await client.head("/v1/runtime")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert (await client.head("/v1/workers/ghost")).status_code == 404
+
+
+async def test_path_parameters_reach_the_handler_as_written(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/workers", json={"worker_id": "w.1-a_b"})
+    assert created.status_code == 201
+    found = await client.get("/v1/workers/w.1-a_b")
+    assert found.json()["worker"]["worker_ref"]["worker_id"] == "w.1-a_b"
+    run = await client.get("/v1/workers/w.1-a_b/runs/run-404")
+    assert error_of(run)["code"] == "run_not_found"
+
+
+async def test_mounted_under_a_prefix_the_routes_answer_below_it(gate: Gate) -> None:
+    async with make_runtime(gate) as rt:
+        outer = Starlette(routes=[Mount("/rt", app=create_app(rt, token=TOKEN))])
+        async with client_for(outer) as client:
+            assert (await client.get("/rt/v1/runtime")).json()["runtime"]["runtime_id"] == "rt-test"
+            assert error_of(await client.get("/rt/v1/nowhere"))["code"] == "not_found"
 
 
 async def test_routes_table_is_in_the_app_order(client: httpx.AsyncClient) -> None:

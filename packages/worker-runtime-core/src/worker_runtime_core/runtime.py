@@ -239,6 +239,7 @@ class Runtime:
         self._closed_event: anyio.Event | None = None
         self._tg: TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._scope_type: type[anyio.CancelScope] = anyio.CancelScope  # the event loop's own, once started
         self._started_at = 0.0
         self._next_event_id = 1
         self._writes_in_flight = 0
@@ -311,6 +312,8 @@ class Runtime:
         await tg.__aenter__()
         self._tg = tg
         self._loop = _running_asyncio_loop()
+        # anyio.CancelScope() looks its event loop up on every call; a run's scope is made by the class it returns.
+        self._scope_type = type(anyio.CancelScope())
         self._started_at = clock
         self._state = "running"
         for record in state.workers:
@@ -504,7 +507,7 @@ class Runtime:
             UnknownProfileError: the Worker's profile no longer exists.
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
-        wid = _check_worker_id(worker_id)
+        wid = worker_id if type(worker_id) is str and worker_id in self._workers else _check_worker_id(worker_id)
         max_bytes = self.limits.max_input_bytes
         if kind not in _INPUT_KINDS:
             raise InvalidInputError(f"kind must be 'user' or 'system', not {kind!r}", details={"field": "kind"})
@@ -865,7 +868,7 @@ class Runtime:
         assert profile is not None
         if active.end_status is None:
             timeout = profile.timeout_s
-            scope = anyio.CancelScope(deadline=anyio.current_time() + timeout if timeout else math.inf)
+            scope = self._scope_type(deadline=anyio.current_time() + timeout if timeout else math.inf)
             active.scope = scope
             try:
                 with scope:
@@ -1160,15 +1163,18 @@ class Runtime:
             raise RuntimeUnavailableError(f"the Runtime is {self._state}; it accepts no new work")
 
     def _worker(self, worker_id: str) -> WorkerRecord:
-        wid = _check_worker_id(worker_id)
-        self._require_started()
-        record = self._workers.get(wid)
+        # A key of `_workers` passed the id check when its Worker was made: only a miss needs the pattern.
+        record = self._workers.get(worker_id) if type(worker_id) is str else None
         if record is None:
+            wid = _check_worker_id(worker_id)
+            self._require_started()
             raise WorkerNotFoundError(f"no worker {wid!r}", details={"worker_id": wid})
-        damage = self._corrupt.get(wid)
+        self._require_started()
+        damage = self._corrupt.get(worker_id) if self._corrupt else None
         if damage is not None:
             raise StoreCorruptError(
-                f"the store's data for worker {wid!r} is corrupt", details={"path": damage[0], "offset": damage[1]}
+                f"the store's data for worker {worker_id!r} is corrupt",
+                details={"path": damage[0], "offset": damage[1]},
             )
         return record
 

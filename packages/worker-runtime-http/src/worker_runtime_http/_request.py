@@ -84,6 +84,8 @@ def query_float(query: dict[str, str], name: str) -> float | None:
 
 def is_json_media_type(value: bytes) -> bool:
     """True for ``application/json`` with no charset or ``charset=utf-8`` (other parameters are ignored)."""
+    if value == b"application/json":
+        return True
     main, _, params = value.partition(b";")
     if main.strip().lower() != b"application/json":
         return False

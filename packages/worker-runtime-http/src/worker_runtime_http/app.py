@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from starlette.routing import Match, Route
+from starlette.convertors import StringConvertor
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from worker_runtime_core import MethodNotAllowedError, NotFoundError, Runtime, WorkerRuntimeError
@@ -39,30 +40,35 @@ class _Routes:
     """Starlette routes in `routes.ENDPOINTS` order; a path that matches with another method is a 405.
 
     Routes are grouped by the number of ``/`` in their path (a ``{param}`` never holds one), so a request is
-    matched against the few routes of its shape only.
+    matched against the few routes of its shape only, with each `Route`'s compiled path pattern. Every parameter
+    is a plain string, so the pattern's groups are the path parameters as they are (`Route.matches` would build
+    a child scope per candidate route).
     """
 
     __slots__ = ("_by_shape",)
 
     def __init__(self, endpoints: Iterable[routes.Endpoint]) -> None:
-        self._by_shape: dict[int, list[Route]] = {}
+        self._by_shape: dict[int, list[tuple[re.Pattern[str], frozenset[str], routes.Handler]]] = {}
         for e in endpoints:
             route = Route(e.path, e.handler, methods=[e.method], name=e.operation_id)
-            self._by_shape.setdefault(e.path.count("/"), []).append(route)
+            if any(not isinstance(c, StringConvertor) for c in route.param_convertors.values()):
+                raise ValueError(f"{e.path}: only string path parameters are supported")
+            shape = self._by_shape.setdefault(e.path.count("/"), [])
+            shape.append((route.path_regex, frozenset(route.methods or ()), e.handler))
 
-    def match(self, scope: Scope) -> tuple[routes.Handler, dict[str, Any]]:
-        path: str = scope["path"]
+    def match(self, method: str, path: str) -> tuple[routes.Handler, dict[str, Any]]:
         allow: list[str] = []
-        for route in self._by_shape.get(path.count("/"), ()):
-            found, child = route.matches(scope)
-            if found is Match.FULL:
-                return child["endpoint"], child["path_params"]
-            if found is Match.PARTIAL and route.methods:
-                allow.extend(m for m in route.methods if m not in allow)
+        for pattern, methods, handler in self._by_shape.get(path.count("/"), ()):
+            found = pattern.match(path)
+            if found is None:
+                continue
+            if method in methods:
+                return handler, found.groupdict()
+            allow.extend(m for m in methods if m not in allow)
         if allow:
             allow.sort()
             raise MethodNotAllowedError(
-                f"{scope['method']} is not allowed on {path[:200]} (allowed: {', '.join(allow)})",
+                f"{method} is not allowed on {path[:200]} (allowed: {', '.join(allow)})",
                 details={"allow": allow},
             )
         raise NotFoundError(f"no route {path[:200]!r}", details={"path": path[:200]})
@@ -89,7 +95,7 @@ class RuntimeApp:
         self._routes = _Routes(routes.ENDPOINTS)
         self._public = routes.PUBLIC_PATHS
         self._ids = itertools.count(1)
-        self._id_prefix = secrets.token_hex(4)
+        self._id_prefix = secrets.token_hex(4).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -115,15 +121,12 @@ class RuntimeApp:
             elif name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
                 request_id = value
         if request_id is None:
-            request_id = f"{self._id_prefix}-{next(self._ids)}".encode()
+            request_id = b"%s-%d" % (self._id_prefix, next(self._ids))
         headers: Headers | None = None
         try:
-            guard = self.guard
-            guard.check_host(host)
-            guard.check_origin(origin)
-            if scope["path"] not in self._public:
-                guard.check_token(authorization)
-            handler, params = self._routes.match(scope)
+            path = _route_path(scope)
+            self.guard.check(host, origin, authorization, path in self._public)
+            handler, params = self._routes.match(scope["method"], path)
             status, body = await handler(self._ctx, scope, receive, params)
         except WorkerRuntimeError as exc:
             status, body, headers = error_reply(exc)
@@ -136,9 +139,10 @@ class RuntimeApp:
                 exc, method=scope["method"], path=scope["path"], request_id=request_id.decode()
             )
         if headers is None:
-            headers = [_JSON]
-        headers.append((b"content-length", str(len(body)).encode()))
-        headers.append((b"x-request-id", request_id))
+            headers = [_JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", request_id)]
+        else:
+            headers.append((b"content-length", b"%d" % len(body)))
+            headers.append((b"x-request-id", request_id))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if logged:
@@ -161,6 +165,15 @@ class RuntimeApp:
         if started_here:
             await self.runtime.close(grace_s=self.shutdown_grace_s)
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point: `scope["path"]` without `root_path`, when the app is mounted under one."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _access_log(scope: Scope, status: int, request_id: bytes, started: float) -> None:

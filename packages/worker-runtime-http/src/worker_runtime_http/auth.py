@@ -82,6 +82,15 @@ class Guard:
         """Whether requests need a bearer token."""
         return self._token is not None
 
+    def check(self, host: bytes | None, origin: bytes | None, authorization: bytes | None, public: bool) -> None:
+        """All three checks in DESIGN.md's order; a `public` route (health probes) needs no token."""
+        if self.checks_host:
+            self.check_host(host)
+        if origin is not None:
+            self.check_origin(origin)
+        if not public and self._token is not None:
+            self.check_token(authorization)
+
     def check_host(self, host: bytes | None) -> None:
         """Raise `ForbiddenHostError` unless the Host header is allowed (or Host is not checked)."""
         if not self.checks_host:
