@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_runtime_http.cli import main
+from worker_runtime_http.cli import UVICORN_OPTIONS, main
 from worker_runtime_http.openapi import openapi_bytes
 
 
@@ -71,3 +71,16 @@ def test_the_openapi_check_fails_on_a_stale_file(capsys: pytest.CaptureFixture[s
     assert "hatch run openapi" in one_error_line(capsys)
     assert main(["openapi", "--output", str(target)]) == 0
     assert main(["openapi", "--output", str(target), "--check"]) == 0
+
+
+def test_serve_runs_uvicorn_with_the_c_parser_and_no_server_header() -> None:
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("never called")
+
+    config = Config(app, **UVICORN_OPTIONS)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    assert not config.server_header

@@ -1102,7 +1102,8 @@ class Runtime:
             raise RuntimeUnavailableError(f"the store cannot write: {type(exc).__name__}: {exc}") from exc
         else:
             self._last_written_id = batch.event.id
-            self._notify_events()
+            if self._event_signal is not None:
+                self._notify_events()
         finally:
             self._writes_in_flight -= 1
             if self._write_failed and not self._writes_in_flight:

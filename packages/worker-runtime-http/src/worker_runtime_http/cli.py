@@ -37,6 +37,12 @@ logger = logging.getLogger("worker_runtime_http")
 PROG = "worker-runtime-http"
 EXIT_CONFIG = 2
 EXIT_START = 1
+#: The uvicorn settings `serve` runs with (`tools/bench_http.py` serves both of its apps with them as well).
+UVICORN_OPTIONS: dict[str, Any] = {
+    "http": "httptools",  # the C parser; h11 spends most of a small request validating headers in Python
+    "server_header": False,
+    "proxy_headers": False,
+}
 
 _HELP: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     # setting: (help, metavar, extra argparse options)
@@ -282,9 +288,8 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
             lifespan="off",  # the Runtime is started and closed by own_runtime below
             log_config=None,
             access_log=False,  # the app writes its own access log (worker_runtime_http.access)
-            server_header=False,
-            proxy_headers=False,
             timeout_graceful_shutdown=5,
+            **UVICORN_OPTIONS,
         )
     )
 
