@@ -851,8 +851,39 @@ class Runtime:
     # --- internals: the run ----------------------------------------------------------------------------------
 
     async def _run(self, active: _ActiveRun) -> None:
+        """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
         try:
-            await self._serve_run(active)
+            status = "completed"
+            error: RunError | None = None
+            profile = active.profile
+            assert profile is not None
+            if active.end_status is None:
+                timeout = profile.timeout_s
+                scope = self._scope_type(deadline=anyio.current_time() + timeout if timeout else math.inf)
+                active.scope = scope
+                try:
+                    with scope:
+                        await profile.engine.run(_Context(self, active))
+                except EngineError as exc:
+                    status, error = "failed", RunError(code=exc.code, message=exc.message)
+                except WorkerRuntimeError as exc:
+                    status, error = "failed", RunError(code=exc.code, message=exc.message)
+                except Exception as exc:
+                    logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
+                    status, error = "failed", RunError(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+                if active.end_status is not None:
+                    status, error = active.end_status, None
+                elif scope.cancelled_caught:
+                    status = "timed_out"
+                    error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
+            else:
+                status = active.end_status
+            active.decided = True
+            if self._store_suspends:
+                with anyio.CancelScope(shield=True):
+                    await self._end_run(active, status, error)
+            else:
+                await self._end_run(active, status, error)  # a memory write never suspends: nothing to shield
         finally:
             if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
                 logger.error("run %s ended without its terminal state", active.record.run_id)
@@ -860,39 +891,6 @@ class Runtime:
                 self._active.pop(active.worker.worker_id, None)
                 if active.done is not None:
                     active.done.set()
-
-    async def _serve_run(self, active: _ActiveRun) -> None:
-        status = "completed"
-        error: RunError | None = None
-        profile = active.profile
-        assert profile is not None
-        if active.end_status is None:
-            timeout = profile.timeout_s
-            scope = self._scope_type(deadline=anyio.current_time() + timeout if timeout else math.inf)
-            active.scope = scope
-            try:
-                with scope:
-                    await profile.engine.run(_Context(self, active))
-            except EngineError as exc:
-                status, error = "failed", RunError(code=exc.code, message=exc.message)
-            except WorkerRuntimeError as exc:
-                status, error = "failed", RunError(code=exc.code, message=exc.message)
-            except Exception as exc:
-                logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
-                status, error = "failed", RunError(code="engine_error", message=f"{type(exc).__name__}: {exc}")
-            if active.end_status is not None:
-                status, error = active.end_status, None
-            elif scope.cancelled_caught:
-                status = "timed_out"
-                error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
-        else:
-            status = active.end_status
-        active.decided = True
-        if self._store_suspends:
-            with anyio.CancelScope(shield=True):
-                await self._end_run(active, status, error)
-        else:
-            await self._end_run(active, status, error)  # a memory write never suspends: nothing to shield
 
     async def _end_run(self, active: _ActiveRun, status: str, error: RunError | None) -> None:
         record = active.worker

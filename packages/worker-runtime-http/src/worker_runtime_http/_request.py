@@ -150,7 +150,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks) if chunks else b"{}"
+    if not chunks:
+        return b"{}"
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_body(data: bytes, decoder: msgspec.json.Decoder[T], invalid: type[InvalidRequestError]) -> T:
