@@ -41,8 +41,10 @@ Every `/v1` route and this document need `Authorization: Bearer <token>` when th
 Every error is `{"error": {"code", "message", "details", "retryable"}}`; `x-error-codes` lists each code with
 its status. An unknown route is 404 `not_found` and a known path with another method 405
 `method_not_allowed` (with an `Allow` header). Checks run in this order: Host, Origin, token, route, media
-type and size, body. A request body is `application/json` (a `charset=utf-8` parameter is accepted); an
-empty body needs no Content-Type and means `{}`."""
+type and size, body. A query parameter with an empty value (`?limit=`) counts as absent; an unknown or
+repeated one is 422 `invalid_request` (`/healthz` and `/readyz` ignore their query). A request body is
+`application/json` (a `charset=utf-8` parameter is accepted); an empty body needs no Content-Type and means
+`{}`."""
 
 
 def _error_class(code: str) -> type[WorkerRuntimeError]:
@@ -108,9 +110,16 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "minLength": 1},
             }
         )
-    for q in endpoint.query:
+    for q in endpoint.query:  # `?limit=` is `limit` left out (`_request.parse_query`): say so with allowEmptyValue
         params.append(
-            {"name": q.name, "in": "query", "required": False, "description": q.description, "schema": q.schema}
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "allowEmptyValue": True,
+                "description": q.description,
+                "schema": q.schema,
+            }
         )
     return params
 
