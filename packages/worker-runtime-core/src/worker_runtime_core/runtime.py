@@ -230,6 +230,8 @@ class Runtime:
             store if store is not None else MemoryStore(event_retention=self.limits.event_retention)
         )
         self._store_suspends = not isinstance(self._store, MemoryStore)
+        # The plain MemoryStore's write is synchronous underneath: called directly, a write costs no coroutine.
+        self._append = self._store.append if type(self._store) is MemoryStore else None
         self._profiles = ProfileTable(profiles or {}, discover_engines(engines), default_profile)
         self._requested_id = runtime_id
         self._requested_name = display_name
@@ -1087,7 +1089,9 @@ class Runtime:
             raise RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
         self._writes_in_flight += 1
         try:
-            if self._store_suspends:
+            if self._append is not None:
+                self._append(batch)
+            elif self._store_suspends:
                 with anyio.CancelScope(shield=True):
                     await self._store.write(batch)
             else:

@@ -49,6 +49,10 @@ class MemoryStore:
         return StoreState(runtime_id=rid, display_name=display_name or rid, created_at=now())
 
     async def write(self, batch: Batch) -> None:
+        self.append(batch)
+
+    def append(self, batch: Batch) -> None:
+        """`write` without the coroutine: it never suspends (the Runtime calls it directly)."""
         event = batch.event
         self._events.append(event)
         wid = event.worker_id
