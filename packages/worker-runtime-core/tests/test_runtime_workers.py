@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -84,6 +85,16 @@ async def test_unknown_profile_and_missing_capability_are_refused(rt: Runtime) -
         await rt.create_worker(requested_capabilities=[{"name": "browser"}])
     assert info.value.details["capability"] == "browser"
     assert (await rt.summary()).workers.total == 0
+
+
+async def test_a_str_subclass_id_finds_its_worker(rt: Runtime) -> None:
+    class Known(StrEnum):
+        W1 = "w1"
+
+    await rt.create_worker(worker_id="w1")
+    assert (await rt.get_worker(Known.W1)).worker_ref.worker_id == "w1"
+    ack = await rt.send_input(Known.W1, "hi")
+    assert (await rt.wait_for_run(Known.W1, ack.run_id)).status == "completed"
 
 
 async def test_invalid_and_unknown_ids_on_every_worker_method(rt: Runtime) -> None:

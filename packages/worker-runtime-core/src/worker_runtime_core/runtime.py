@@ -1171,8 +1171,11 @@ class Runtime:
         if record is None:
             wid = _check_worker_id(worker_id)
             self._require_started()
-            raise WorkerNotFoundError(f"no worker {wid!r}", details={"worker_id": wid})
-        self._require_started()
+            record = self._workers.get(wid)  # a str subclass (a StrEnum member, say) finds its Worker here
+            if record is None:
+                raise WorkerNotFoundError(f"no worker {wid!r}", details={"worker_id": wid})
+        else:
+            self._require_started()
         damage = self._corrupt.get(worker_id) if self._corrupt else None
         if damage is not None:
             raise StoreCorruptError(
