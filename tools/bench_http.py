@@ -127,6 +127,13 @@ def serve(kind: str, port: int, workers: int, gc_mode: str) -> None:
         pass
 
 
+def _lua(kind: str, method: str, workers: int) -> str:
+    """The wrk script for one server (``runtime`` or ``bare``) and route (``get`` or ``post``)."""
+    prefix = "/v1/workers/" if kind == "runtime" else "/bare/workers/"
+    template = GET_LUA if method == "get" else POST_LUA
+    return template % {"workers": workers, "token": TOKEN, "prefix": prefix}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,9 +203,7 @@ def _count_instructions(kind: str, method: str, args: argparse.Namespace) -> tup
         out = os.path.join(tmp, "callgrind.out")
         proc, port = _start(kind, args.workers, core=0, gc_mode=args.gc, callgrind_out=out)
         try:
-            prefix = "/v1/workers/" if kind == "runtime" else "/bare/workers/"
-            template = GET_LUA if method == "get" else POST_LUA
-            lua = template % {"workers": args.workers, "token": TOKEN, "prefix": prefix}
+            lua = _lua(kind, method, args.workers)
             _wrk(port, lua, 3, args.connections, core=1)  # warm-up, not counted
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
             result = _wrk(port, lua, args.seconds, args.connections, core=1)
@@ -270,11 +275,9 @@ def main() -> None:
             # seconds, and a ratio taken within one round sees both servers under about the same drift.
             kinds = ("runtime", "bare") if n % 2 == 0 else ("bare", "runtime")
             for kind in kinds:
-                prefix = "/v1/workers/" if kind == "runtime" else "/bare/workers/"
                 proc, port = _start(kind, args.workers, core=0, gc_mode=args.gc)
                 try:
-                    template = GET_LUA if method == "get" else POST_LUA
-                    lua = template % {"workers": args.workers, "token": TOKEN, "prefix": prefix}
+                    lua = _lua(kind, method, args.workers)
                     _wrk(port, lua, 2, args.connections, core=1)  # warm-up
                     runs[kind].append(_wrk(port, lua, args.seconds, args.connections, core=1))
                 finally:

@@ -84,11 +84,9 @@ class Guard:
 
     def check(self, host: bytes | None, origin: bytes | None, authorization: bytes | None, public: bool) -> None:
         """All three checks in DESIGN.md's order; a `public` route (health probes) needs no token."""
-        if self.checks_host:
-            self.check_host(host)
-        if origin is not None:
-            self.check_origin(origin)
-        if not public and self._token is not None:
+        self.check_host(host)
+        self.check_origin(origin)
+        if not public:
             self.check_token(authorization)
 
     def check_host(self, host: bytes | None) -> None:
