@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -342,6 +343,34 @@ async def test_a_runtime_restarted_with_a_lower_max_wait_is_read_again(
     assert seen == [1, 2]
     assert [call.request.url.params["wait"] for call in events.calls] == ["20.0", "20.0", "2.0"]
     assert identity.call_count == 2
+
+
+async def test_a_server_that_allows_no_wait_is_polled_with_a_pause_not_a_spin(
+    mock: respx.MockRouter, client: RuntimeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body(max_wait_s=0))
+    events = mock.get("/v1/events")
+    events.side_effect = [
+        httpx.Response(200, json={"events": [], "next_after": 0, "has_more": False}),
+        httpx.Response(200, json={"events": [event(1)], "next_after": 1, "has_more": False}),
+        httpx.Response(200, json={"events": [event(2)], "next_after": 2, "has_more": False}),
+    ]
+    pauses: list[float] = []
+    sleep = anyio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", recorded_sleep)
+    seen = []
+    async for ev in client.watch_events():
+        seen.append(ev.id)
+        if len(seen) == 2:
+            break
+    assert seen == [1, 2]
+    assert {call.request.url.params["wait"] for call in events.calls} == {"0.0"}
+    assert pauses == [1.0]  # after the empty page only
 
 
 async def test_a_client_for_another_runtime_sends_no_command(mock: respx.MockRouter) -> None:
