@@ -25,7 +25,7 @@ from worker_runtime_client import (
     WorkerRef,
     WorkerStoppedError,
 )
-from worker_runtime_core import ProfileConfig, Runtime
+from worker_runtime_core import Limits, ProfileConfig, RunInfo, Runtime
 from worker_runtime_http import create_app
 
 TOKEN = "e2e-token"
@@ -40,6 +40,21 @@ class Recorder(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.seen.add((request.method, request.url.path))
+        return await self.inner.handle_async_request(request)
+
+
+class PollSpy(httpx.AsyncBaseTransport):
+    """Passes requests to the app, remembers the `wait` of each events long-poll, and says when one was sent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.waits: list[float] = []
+        self.polled = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/events" and "wait" in request.url.params:
+            self.waits.append(float(request.url.params["wait"]))
+            self.polled.set()
         return await self.inner.handle_async_request(request)
 
 
@@ -90,6 +105,29 @@ async def test_cancel_of_a_long_command_run_and_busy(served: tuple[RuntimeClient
     cancel = await client.cancel_worker(wid, run_id=ack.run_id, reason="enough")
     assert cancel.cancelled_run_id == ack.run_id and cancel.status == "idle"
     assert (await client.wait_for_run(wid, ack.run_id, timeout=30)).status == "cancelled"
+
+
+async def test_wait_for_run_and_watch_events_keep_to_a_short_max_wait() -> None:
+    profiles = {"slow": ProfileConfig("command", argv=SLEEPER, kill_grace_s=1)}
+    async with Runtime(runtime_id="rt-short", profiles=profiles, limits=Limits(max_wait_s=2)) as runtime:
+        spy = PollSpy(httpx.ASGITransport(app=create_app(runtime)))
+        async with RuntimeClient("http://rt.test", transport=spy) as client:
+            wid = (await client.create_worker(profile={"kind": "named", "name": "slow"})).worker_ref.worker_id
+            ack = await client.send_input(wid, "work")
+            ended: list[RunInfo] = []
+
+            async def wait() -> None:
+                ended.append(await client.wait_for_run(wid, ack.run_id, timeout=30))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                with anyio.fail_after(30):
+                    await spy.polled.wait()  # the run is still going: wait_for_run is in its long-poll
+                await client.cancel_worker(wid, run_id=ack.run_id)
+            assert [run.status for run in ended] == ["cancelled"]
+            events = [e.kind for e in await _take(client.watch_events(worker_id=wid), 3)]
+    assert events == ["worker_created", "input_accepted", "run_cancelled"]
+    assert len(spy.waits) >= 2 and set(spy.waits) == {2.0}
 
 
 async def test_every_path_the_client_calls_is_in_the_openapi_document(

@@ -25,7 +25,7 @@ def ref(worker_id: str = "w1", runtime_id: str = "rt-1") -> WorkerRef:
     return WorkerRef(runtime_id=runtime_id, worker_id=worker_id)
 
 
-def runtime_body(runtime_id: str = "rt-1") -> dict[str, Any]:
+def runtime_body(runtime_id: str = "rt-1", *, max_wait_s: float = 30) -> dict[str, Any]:
     return {
         "runtime": {
             "runtime_id": runtime_id,
@@ -40,7 +40,7 @@ def runtime_body(runtime_id: str = "rt-1") -> dict[str, Any]:
                 "max_page": 1000,
                 "max_body_bytes": 1048576,
                 "max_input_bytes": 262144,
-                "max_wait_s": 30,
+                "max_wait_s": max_wait_s,
                 "max_workers": 100000,
                 "operation_timeout_s": 10,
                 "idempotency_ttl_s": 86400,

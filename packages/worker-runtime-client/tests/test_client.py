@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -12,6 +13,7 @@ from client_helpers import BASE, body, error, event, input_ack, run, runtime_bod
 
 from worker_runtime_client import (
     IdempotencyConflictError,
+    InvalidRequestError,
     InvalidWorkerIdError,
     OperationTimeoutError,
     ProtocolError,
@@ -259,6 +261,7 @@ async def test_pages_are_followed(mock: respx.MockRouter, client: RuntimeClient)
 async def test_watch_events_resumes_from_its_cursor_and_never_repeats(
     mock: respx.MockRouter, client: RuntimeClient
 ) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body())
     route = mock.get("/v1/events")
     route.side_effect = [
         httpx.Response(200, json={"events": [event(1), event(2)], "next_after": 2, "has_more": False}),
@@ -278,6 +281,7 @@ async def test_watch_events_resumes_from_its_cursor_and_never_repeats(
 
 
 async def test_wait_for_run_long_polls_the_workers_events(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body())
     mock.get("/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=5)))
     runs = mock.get("/v1/workers/w1/runs/run-3")
     runs.side_effect = [
@@ -293,6 +297,80 @@ async def test_wait_for_run_long_polls_the_workers_events(mock: respx.MockRouter
     assert finished.status == "timed_out"
     params = [dict(call.request.url.params) for call in events.calls]
     assert params == [{"after": "5", "worker_id": "w1", "wait": "1"}, {"after": "5", "worker_id": "w1", "wait": "1"}]
+
+
+async def test_long_polls_never_ask_more_than_the_servers_max_wait_read_once(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    identity = mock.get("/v1/runtime").respond(200, json=runtime_body(max_wait_s=3))
+    mock.get("/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=5)))
+    running, done = body(run=run(status="running")), body(run=run())
+    runs = mock.get("/v1/workers/w1/runs/run-3")
+    runs.side_effect = [httpx.Response(200, json=b) for b in (running, done, running, done)]
+    page = {"events": [event(6, "run_completed", "run-3")], "next_after": 6, "has_more": False}
+    events = mock.get("/v1/events").respond(200, json=page)
+    assert (await client.wait_for_run("w1", "run-3")).status == "completed"  # default: 25, above the server's 3
+    assert (await client.wait_for_run("w1", "run-3", poll_wait=1)).status == "completed"  # the caller's, smaller
+    async for _ in client.watch_events(wait=60):
+        break
+    assert [call.request.url.params["wait"] for call in events.calls] == ["3.0", "1", "3.0"]
+    assert identity.call_count == 1
+    for bad in (-1, float("nan")):
+        with pytest.raises(InvalidRequestError):
+            await client.wait_for_run("w1", "run-3", poll_wait=bad)
+    assert len(events.calls) == 3
+
+
+async def test_a_runtime_restarted_with_a_lower_max_wait_is_read_again(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    identity = mock.get("/v1/runtime")
+    identity.side_effect = [
+        httpx.Response(200, json=runtime_body(max_wait_s=20)),
+        httpx.Response(200, json=runtime_body(max_wait_s=2)),
+    ]
+    events = mock.get("/v1/events")
+    events.side_effect = [
+        httpx.Response(200, json={"events": [event(1)], "next_after": 1, "has_more": False}),
+        httpx.Response(422, json=error("invalid_request", "wait must be 0 to 2 seconds", {"field": "wait"})),
+        httpx.Response(200, json={"events": [event(2)], "next_after": 2, "has_more": False}),
+    ]
+    seen = []
+    async for ev in client.watch_events():
+        seen.append(ev.id)
+        if len(seen) == 2:
+            break
+    assert seen == [1, 2]
+    assert [call.request.url.params["wait"] for call in events.calls] == ["20.0", "20.0", "2.0"]
+    assert identity.call_count == 2
+
+
+async def test_a_server_that_allows_no_wait_is_polled_with_a_pause_not_a_spin(
+    mock: respx.MockRouter, client: RuntimeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body(max_wait_s=0))
+    events = mock.get("/v1/events")
+    events.side_effect = [
+        httpx.Response(200, json={"events": [], "next_after": 0, "has_more": False}),
+        httpx.Response(200, json={"events": [event(1)], "next_after": 1, "has_more": False}),
+        httpx.Response(200, json={"events": [event(2)], "next_after": 2, "has_more": False}),
+    ]
+    pauses: list[float] = []
+    sleep = anyio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", recorded_sleep)
+    seen = []
+    async for ev in client.watch_events():
+        seen.append(ev.id)
+        if len(seen) == 2:
+            break
+    assert seen == [1, 2]
+    assert {call.request.url.params["wait"] for call in events.calls} == {"0.0"}
+    assert pauses == [1.0]  # after the empty page only
 
 
 async def test_a_client_for_another_runtime_sends_no_command(mock: respx.MockRouter) -> None:

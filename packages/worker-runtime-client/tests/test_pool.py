@@ -6,9 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
-from client_helpers import body, input_ack, runtime_body, worker
+from client_helpers import body, event, input_ack, run, runtime_body, worker
 
 from worker_runtime_client import RuntimeMismatchError, RuntimePool, UnknownRuntimeError, WorkerRef
 from worker_runtime_core import ConfigError
@@ -52,6 +53,59 @@ async def test_a_runtime_answering_under_another_id_is_refused(mock: respx.MockR
         with pytest.raises(RuntimeMismatchError):
             await pool.stop_worker(WorkerRef(runtime_id="rt-eu", worker_id="w1"))
     assert not command.called
+
+
+async def test_the_pool_watches_events_and_lists_workers_per_runtime(mock: respx.MockRouter) -> None:
+    identities = {}
+    for rid, url, max_wait in (("rt-eu", "http://eu.test", 4), ("rt-us", "http://us.test", 30)):
+        identities[rid] = mock.get(f"{url}/v1/runtime").respond(200, json=runtime_body(rid, max_wait_s=max_wait))
+
+    def workers(request: httpx.Request) -> httpx.Response:
+        first = request.url.params.get("after") is None
+        page = [body(worker=worker("a" if first else "b"))["worker"]]
+        return httpx.Response(200, json={"workers": page, "next_after": "a" if first else None})
+
+    listed = mock.get("http://eu.test/v1/workers").mock(side_effect=workers)
+    page = {"events": [event(7, "run_completed", "run-3"), event(8)], "next_after": 8, "has_more": False}
+    eu_events = mock.get("http://eu.test/v1/events").respond(200, json=page)
+    us_events = mock.get("http://us.test/v1/events").respond(200, json=page)
+    mock.get("http://eu.test/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=6)))
+    runs = mock.get("http://eu.test/v1/workers/w1/runs/run-3")
+    runs.side_effect = [httpx.Response(200, json=body(run=run(status=s))) for s in ("running", "completed")]
+    items = [{"sequence": 0, "role": "user", "content": "hi", "run_id": None, "created_at": "x", "event_id": 1}]
+    page_of_one = {"worker_ref": {"runtime_id": "rt-eu", "worker_id": "w1"}, "start": 0, "limit": 1,
+                   "total_items": 1, "items": items, "next_start": None}  # fmt: skip
+    transcript = mock.get("http://eu.test/v1/workers/w1/transcript").respond(200, json={"transcript": page_of_one})
+    pool = RuntimePool({"rt-eu": {"base_url": "http://eu.test"}, "rt-us": {"base_url": "http://us.test"}})
+    async with pool:
+        assert [w.worker_ref.worker_id async for w in pool.iter_workers("rt-eu", status="idle", page_size=1)] == [
+            "a",
+            "b",
+        ]
+        seen = []
+        async for ev in pool.watch_events("rt-eu", 6, worker_id="w1"):
+            seen.append(ev.id)
+            if len(seen) == 2:
+                break
+        assert seen == [7, 8]
+        async for _ in pool.watch_events("rt-us", wait=10):
+            break
+        ref = WorkerRef(runtime_id="rt-eu", worker_id="w1")
+        assert (await pool.wait_for_run(ref, "run-3", poll_wait=60)).status == "completed"
+        assert [e.content async for e in pool.iter_transcript(ref, page_size=1)] == ["hi"]
+        with pytest.raises(UnknownRuntimeError):
+            pool.watch_events("rt-asia")
+    assert [dict(c.request.url.params) for c in listed.calls] == [
+        {"status": "idle", "limit": "1"},
+        {"status": "idle", "limit": "1", "after": "a"},
+    ]
+    assert [dict(c.request.url.params) for c in eu_events.calls] == [
+        {"after": "6", "worker_id": "w1", "wait": "4.0"},  # the default 25, capped at rt-eu's max_wait_s
+        {"after": "6", "worker_id": "w1", "wait": "4.0"},  # wait_for_run's 60, capped the same
+    ]
+    assert [c.request.url.params["wait"] for c in us_events.calls] == ["10"]
+    assert transcript.calls.last.request.url.params["limit"] == "1"
+    assert {rid: route.call_count for rid, route in identities.items()} == {"rt-eu": 1, "rt-us": 1}
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])

@@ -13,6 +13,13 @@ import pytest
 from worker_runtime_core import ConfigError, ProfileConfig, Runtime
 
 PY = sys.executable
+#: A linter in miniature: findings on stdout, a summary on stderr, then the exit status the input names.
+FINDINGS = (
+    "import sys; code = int(sys.stdin.read()); print(f'-:1:1: F401 found {code}'); "
+    "sys.stderr.write('1 error'); exit(code)"
+)
+#: Much more stderr than a run's error keeps, bytes that are not UTF-8 among it, and a marker at its very end.
+NOISY = "import sys; sys.stderr.buffer.write(b'\\xff\\xfe' + b'e' * 20000 + b'\\xff the end'); exit(2)"
 
 
 def _gone(pid: int) -> bool:
@@ -49,6 +56,10 @@ async def rt(fifo: Path) -> AsyncIterator[Runtime]:
         profiles={
             "upper": ProfileConfig("command", argv=[PY, "-c", "import sys; print(sys.stdin.read().upper(), end='')"]),
             "fail": ProfileConfig("command", argv=[PY, "-c", "import sys; sys.stderr.write('bad things'); exit(3)"]),
+            "findings": ProfileConfig("command", argv=[PY, "-c", FINDINGS]),
+            "linter": ProfileConfig("command", argv=[PY, "-c", FINDINGS], ok_exit_codes=[0, 1]),
+            "noisy": ProfileConfig("command", argv=[PY, "-c", NOISY]),
+            "quiet": ProfileConfig("command", argv=[PY, "-c", "pass"]),
             "chatty": ProfileConfig("command", argv=[PY, "-c", "print('x' * 5000)"], max_output_bytes=1000),
             "sleeper": ProfileConfig("command", argv=[PY, "-c", sleeper], kill_grace_s=5),
             "family": ProfileConfig("command", argv=["sh", "-c", family], kill_grace_s=5),
@@ -87,7 +98,44 @@ async def test_a_non_zero_exit_fails_the_run_with_stderr(rt: Runtime) -> None:
     run = await rt.wait_for_run(wid, run_id)
     assert run.status == "failed" and run.error is not None
     assert run.error.code == "command_failed"
-    assert "exit code 3" in run.error.message and "bad things" in run.error.message
+    assert run.error.message == "exit status 3: bad things"
+    assert (await rt.get_worker(wid)).transcript_len == 1  # no stdout: no empty entry
+
+
+async def test_a_non_zero_exit_keeps_stdout_as_the_entry(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "findings", "1")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "failed" and run.error is not None
+    assert (run.error.code, run.error.message) == ("command_failed", "exit status 1: 1 error")
+    entry = (await rt.transcript(wid)).items[-1]
+    assert (entry.sequence, entry.role, entry.run_id) == (1, "assistant", run_id)
+    assert entry.content == "-:1:1: F401 found 1\n"
+
+
+async def test_an_exit_code_in_ok_exit_codes_completes_the_run(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "linter", "1")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "completed" and run.error is None
+    assert (await rt.transcript(wid)).items[-1].content == "-:1:1: F401 found 1\n"
+    again = await rt.send_input(wid, "2")  # not in [0, 1]: fails, output kept
+    run = await rt.wait_for_run(wid, again.run_id)
+    assert run.status == "failed" and run.error is not None and run.error.message == "exit status 2: 1 error"
+    assert [e.content for e in (await rt.transcript(wid, start=2)).items] == ["2", "-:1:1: F401 found 2\n"]
+
+
+async def test_the_stderr_in_a_failed_runs_error_is_a_bounded_tail(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "noisy")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.error is not None and run.error.code == "command_failed"
+    prefix, tail = run.error.message.split(": ", 1)
+    assert prefix == "exit status 2" and len(tail) == 500
+    assert tail.endswith("eee\ufffd the end")
+
+
+async def test_empty_stdout_adds_no_entry(rt: Runtime) -> None:
+    wid, run_id = await _run(rt, "quiet")
+    run = await rt.wait_for_run(wid, run_id)
+    assert run.status == "completed"
     assert (await rt.get_worker(wid)).transcript_len == 1
 
 
@@ -150,3 +198,7 @@ def test_bad_command_options_are_a_config_error() -> None:
         Runtime(profiles={"x": ProfileConfig("command", argv=["true"], nope=1)})
     with pytest.raises(ConfigError, match="unknown engine"):
         Runtime(profiles={"x": ProfileConfig("warp-drive")})
+    Runtime(profiles={"x": ProfileConfig("command", argv=["true"], ok_exit_codes=[0, 1, 255])})
+    for bad in ([], [-1], [256], ["1"], [True], 0):
+        with pytest.raises(ConfigError, match=r"Expected .* at `\$\.ok_exit_codes"):
+            Runtime(profiles={"x": ProfileConfig("command", argv=["true"], ok_exit_codes=bad)})

@@ -61,6 +61,9 @@ T = TypeVar("T")
 _ENCODER = msgspec.json.Encoder()
 _ERROR_DECODER = msgspec.json.Decoder(ErrorEnvelope)
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+#: Pause between long-polls when the server allows no `wait` (``max_wait_s = 0``) and nothing came, so a watch
+#: never spins on an empty log.
+_NO_WAIT_PAUSE_S = 1.0
 
 
 def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
@@ -121,6 +124,7 @@ class RuntimeClient:
         self._state = ClientState.UNOPENED
         self._checked = runtime_id is None
         self._check_lock: anyio.Lock | None = None
+        self._max_wait_s: float | None = None  # the server's `limits.max_wait_s`, read once from GET /v1/runtime
 
     def __repr__(self) -> str:
         return f"RuntimeClient(base_url={self.base_url!r}, runtime_id={self.runtime_id!r})"
@@ -153,6 +157,7 @@ class RuntimeClient:
                 details={"expected": self.runtime_id, "actual": envelope.runtime.runtime_id},
             )
         self._checked = True
+        self._max_wait_s = envelope.runtime.limits.max_wait_s
         return envelope.runtime
 
     async def diagnostics(self) -> list[Diagnostic]:
@@ -248,16 +253,18 @@ class RuntimeClient:
     ) -> RunInfo:
         """Wait until a run has any terminal status (``timed_out`` included) and return it.
 
-        Waits on the events long-poll of this Worker, not by polling the run.
+        Waits on the events long-poll of this Worker, not by polling the run; each poll waits `poll_wait`
+        seconds at most, never more than the server's ``limits.max_wait_s``.
 
         Raises:
             OperationTimeoutError: `timeout` seconds passed first (the run goes on).
         """
+        _check_wait(poll_wait, "poll_wait")
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             cursor = (await self.get_worker(worker_id)).last_event_id
             run = await self.get_run(worker_id, run_id)
             while run.status not in TERMINAL_RUN_STATUSES:
-                page = await self.events(after=cursor, worker_id=worker_id, wait=poll_wait)
+                page = await self._long_poll(cursor, worker_id, poll_wait)
                 cursor = page.next_after
                 if any(e.run_id == run_id and e.kind.startswith("run_") for e in page.events):
                     run = await self.get_run(worker_id, run_id)
@@ -311,12 +318,14 @@ class RuntimeClient:
         self, after: int = 0, *, worker_id: str | None = None, wait: float = 25.0
     ) -> AsyncIterator[Event]:
         """Every event after `after`, forever: long-polls, resumes from its cursor after a reconnect, and never
-        yields an event twice. Transport failures are retried with backoff; `CursorExpiredError` is raised."""
+        yields an event twice. Each poll waits `wait` seconds at most, never more than the server's
+        ``limits.max_wait_s``. Transport failures are retried with backoff; `CursorExpiredError` is raised."""
+        _check_wait(wait, "wait")
         cursor = after
         failures = 0
         while True:
             try:
-                page = await self.events(after=cursor, worker_id=worker_id, wait=wait)
+                page = await self._long_poll(cursor, worker_id, wait)
             except (RuntimeConnectionError, RuntimeTimeoutError) as exc:
                 failures += 1
                 if failures >= self.retries.attempts:
@@ -330,6 +339,35 @@ class RuntimeClient:
                     yield event
 
     # --- plumbing --------------------------------------------------------------------------------------------
+
+    async def _long_poll(self, after: int, worker_id: str | None, wait: float) -> EventPage:
+        """One events long-poll of at most `wait` seconds, capped at the server's `max_wait_s` (read once). A
+        server that refuses the `wait` (restarted with a lower limit) gets its limit read again, once."""
+        capped = await self._capped_wait(wait)
+        try:
+            page = await self.events(after=after, worker_id=worker_id, wait=capped)
+        except InvalidRequestError as exc:
+            if exc.details.get("field") != "wait":
+                raise
+            self._max_wait_s = None
+            capped = await self._capped_wait(wait)
+            page = await self.events(after=after, worker_id=worker_id, wait=capped)
+        if not capped and not page.events:
+            await anyio.sleep(_NO_WAIT_PAUSE_S)
+        return page
+
+    async def _capped_wait(self, wait: float) -> float:
+        if self._max_wait_s is None:
+            async with self._lock():
+                if self._max_wait_s is None:
+                    await self.runtime()
+        assert self._max_wait_s is not None
+        return min(wait, self._max_wait_s)
+
+    def _lock(self) -> anyio.Lock:
+        if self._check_lock is None:
+            self._check_lock = anyio.Lock()
+        return self._check_lock
 
     async def _call(
         self,
@@ -377,15 +415,18 @@ class RuntimeClient:
             raise error
 
     async def _check_identity(self) -> None:
-        if self._check_lock is None:
-            self._check_lock = anyio.Lock()
-        async with self._check_lock:
+        async with self._lock():
             if not self._checked:
                 await self.runtime()
 
 
 def _params(**values: object) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _check_wait(wait: float, name: str) -> None:
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:  # `not >=` refuses NaN too
+        raise InvalidRequestError(f"{name} must be a number of seconds >= 0, not {wait!r}", details={"field": name})
 
 
 def _segment(value: str) -> str:

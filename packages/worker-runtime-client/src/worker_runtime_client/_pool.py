@@ -16,6 +16,7 @@ import msgspec
 from worker_runtime_core import (
     ConfigError,
     Diagnostic,
+    Event,
     EventPage,
     InputAck,
     RunInfo,
@@ -27,6 +28,7 @@ from worker_runtime_core import (
     WorkerRef,
     WorkersPage,
     WorkerStatus,
+    WorkerSummary,
     is_valid_id,
 )
 
@@ -172,11 +174,21 @@ class RuntimePool:
     ) -> WorkersPage:
         return await self.client(runtime_id).list_workers(status=status, limit=limit, after=after)
 
+    def iter_workers(
+        self, runtime_id: str, *, status: WorkerStatus | None = None, page_size: int | None = None
+    ) -> AsyncIterator[WorkerSummary]:
+        return self.client(runtime_id).iter_workers(status=status, page_size=page_size)
+
     async def create_worker(self, runtime_id: str, /, **fields: Any) -> WorkerDetail:
         return await self.client(runtime_id).create_worker(**fields)
 
     async def events(self, runtime_id: str, after: int = 0, **kwargs: Any) -> EventPage:
         return await self.client(runtime_id).events(after, **kwargs)
+
+    def watch_events(
+        self, runtime_id: str, after: int = 0, *, worker_id: str | None = None, wait: float = 25.0
+    ) -> AsyncIterator[Event]:
+        return self.client(runtime_id).watch_events(after, worker_id=worker_id, wait=wait)
 
     # --- one Worker, by its WorkerRef ---------------------------------------------------------------------
 
@@ -191,8 +203,15 @@ class RuntimePool:
     async def get_run(self, ref: WorkerRef, run_id: str) -> RunInfo:
         return await self.client(ref.runtime_id).get_run(ref.worker_id, run_id)
 
-    async def wait_for_run(self, ref: WorkerRef, run_id: str, timeout: float | None = None) -> RunInfo:  # noqa: ASYNC109
-        return await self.client(ref.runtime_id).wait_for_run(ref.worker_id, run_id, timeout)
+    async def wait_for_run(
+        self,
+        ref: WorkerRef,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        poll_wait: float = 25.0,
+    ) -> RunInfo:
+        return await self.client(ref.runtime_id).wait_for_run(ref.worker_id, run_id, timeout, poll_wait=poll_wait)
 
     async def stop_worker(self, ref: WorkerRef, reason: str | None = None) -> WorkerAck:
         return await self.client(ref.runtime_id).stop_worker(ref.worker_id, reason)
@@ -206,5 +225,7 @@ class RuntimePool:
     async def transcript(self, ref: WorkerRef, start: int = 0, limit: int | None = None) -> TranscriptPage:
         return await self.client(ref.runtime_id).transcript(ref.worker_id, start, limit)
 
-    def iter_transcript(self, ref: WorkerRef, start: int = 0) -> AsyncIterator[TranscriptEntry]:
-        return self.client(ref.runtime_id).iter_transcript(ref.worker_id, start)
+    def iter_transcript(
+        self, ref: WorkerRef, start: int = 0, *, page_size: int | None = None
+    ) -> AsyncIterator[TranscriptEntry]:
+        return self.client(ref.runtime_id).iter_transcript(ref.worker_id, start, page_size=page_size)

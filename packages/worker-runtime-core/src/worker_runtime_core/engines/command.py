@@ -16,7 +16,8 @@ from .base import Engine, RunContext
 
 __all__ = ["CommandEngine", "CommandOptions"]
 
-_STDERR_TAIL = 2048
+_STDERR_TAIL_CHARS = 500  # of stderr, in a failed run's error message
+_STDERR_TAIL_BYTES = 4 * _STDERR_TAIL_CHARS  # enough bytes for that many characters of UTF-8
 
 
 class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -28,6 +29,8 @@ class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         env: variables added to the Runtime's environment for the program.
         max_output_bytes: more stdout than this fails the run with ``output_too_large``.
         kill_grace_s: on cancel, seconds between SIGTERM and SIGKILL to the program's process group.
+        ok_exit_codes: exit statuses that complete the run (a linter's 1, "found something", for one); any other
+            fails it with ``command_failed``.
     """
 
     argv: Annotated[list[str], msgspec.Meta(min_length=1)]
@@ -35,12 +38,16 @@ class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     env: dict[str, str] | None = None
     max_output_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
     kill_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    ok_exit_codes: Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=255)]], msgspec.Meta(min_length=1)] = (
+        msgspec.field(default_factory=lambda: [0])
+    )
 
 
 class CommandEngine(Engine):
     """Per input: start `argv` in a new session, write the input to stdin, append stdout as an ``assistant``
-    entry. A non-zero exit fails the run with ``command_failed`` (stderr's tail in the message); a program that
-    cannot start fails it with ``command_not_found``. On cancel, stop or timeout the process group gets SIGTERM,
+    entry (none when stdout is empty). An exit status outside `ok_exit_codes` keeps that entry and then fails the
+    run with ``command_failed``, ``exit status N: <tail of stderr>``; a program that cannot start fails it with
+    ``command_not_found``. On cancel, stop or timeout the process group gets SIGTERM,
     then SIGKILL after `kill_grace_s`; the run ends only once the program is gone. When the program exits, what
     is left of its process group is killed, so grandchildren never keep a run alive.
     """
@@ -95,7 +102,7 @@ class CommandEngine(Engine):
             assert process.stderr is not None
             async for chunk in process.stderr:
                 err.extend(chunk)
-                del err[:-_STDERR_TAIL]
+                del err[:-_STDERR_TAIL_BYTES]
 
         try:
             async with anyio.create_task_group() as tg:
@@ -109,10 +116,11 @@ class CommandEngine(Engine):
                 await _terminate(process, opts.kill_grace_s)
         if too_large:
             raise EngineError("output_too_large", f"the program wrote more than {opts.max_output_bytes} bytes")
-        if returncode != 0:
-            tail = err.decode(errors="replace").strip()
-            raise EngineError("command_failed", f"exit code {returncode}" + (f": {tail}" if tail else ""))
-        await ctx.emit(out.decode(errors="replace"))
+        if out:  # kept on a failed exit too: a linter's findings are its output
+            await ctx.emit(out.decode(errors="replace"))
+        if returncode not in opts.ok_exit_codes:
+            tail = err.decode(errors="replace").strip()[-_STDERR_TAIL_CHARS:]
+            raise EngineError("command_failed", f"exit status {returncode}" + (f": {tail}" if tail else ""))
 
 
 def _signal_group(process: Process, sig: int) -> None:
