@@ -1,7 +1,8 @@
 """Refresh the lock files of the Hatch environments: `hatch run lock` (after changing a dependency on purpose).
 
-Each locked environment of ``hatch.toml`` (``default``, the lean serving one, and ``dev``, the test toolchain) has a
-constraints file in ``locks/``: every package it installs, pinned to one release. Hatch hands the file to uv
+Each locked environment of ``hatch.toml`` (``default``, the lean serving one, ``dev``, the test toolchain, and
+``gen-client``, the OpenAPI client generator) has a constraints file in ``locks/``: every package it installs,
+pinned to one release. Hatch hands the file to uv
 (``UV_CONSTRAINT`` in the environment's ``env-vars``), so ``hatch run serve`` and ``hatch run test`` install exactly
 those releases on every machine. The packages' own dependency ranges stay ranges; ``hatch run latest:test`` runs the
 suite against the newest releases they allow.
@@ -23,7 +24,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCKED_ENVS = ("default", "dev")
+LOCKED_ENVS = ("default", "dev", "gen-client")
 WORKSPACE = ("worker-runtime-core", "worker-runtime-store-fs", "worker-runtime-http", "worker-runtime-client")
 PYTHON = "3.11"
 
