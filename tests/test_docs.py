@@ -24,6 +24,7 @@ from worker_runtime_core import errors as core_errors
 from worker_runtime_core import models as core_models
 from worker_runtime_core.engines import BUILTIN_ENGINES
 from worker_runtime_core.engines.openai import PROVIDER_ERROR_CODES
+from worker_runtime_core.profiles import ProfileTable
 from worker_runtime_core.records import EVENT_DATA_TYPES
 from worker_runtime_http import cli
 from worker_runtime_http.config import SETTINGS, ServerConfig, env_name, flag_name
@@ -376,6 +377,52 @@ def test_the_runtimes_file_keys_are_documented() -> None:
     assert_same(rows, (f.name for f in fields), "keys of a runtimes file entry")
     for field in fields:
         assert_default(rows[field.name][1], field, field_default(field), f"runtimes file {field.name}")
+
+
+def _blocks(path: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_every_toml_example_in_the_configuration_doc_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the example profile names this variable
+    blocks = _blocks(CONFIGURATION, "toml")
+    assert blocks, "configuration.md has no toml examples"
+    profiles: list[tuple[str, dict[str, Any]]] = []
+    for block in blocks:
+        table = tomllib.loads(block)
+        if "runtimes" in table:
+            continue  # a Backend's runtimes file: checked below
+        msgspec.convert(table, ServerConfig)  # every key known, every value of the right type
+        profiles.extend(table.get("profiles", {}).items())
+    assert profiles, "configuration.md shows no profile"
+    for name, profile in profiles:
+        for engine, option in PENDING_OPTIONS:
+            if profile.get("engine") == engine:
+                profile.pop(option, None)
+        ProfileTable({name: profile}, BUILTIN_ENGINES)  # the engine accepts the options
+
+
+def test_the_runtimes_file_example_is_valid() -> None:
+    examples = [tomllib.loads(b) for b in _blocks(CONFIGURATION, "toml") if "[runtimes." in b]
+    assert len(examples) == 1
+    for runtime_id, entry in examples[0]["runtimes"].items():
+        assert core.is_valid_id(runtime_id)
+        msgspec.convert(entry, RuntimeEntry)
+
+
+async def test_the_engine_example_runs_as_written() -> None:
+    (source,) = [b for b in _blocks(PYTHON_API, "python") if "class ShoutEngine" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "python-api.md", "exec"), namespace)
+    profiles = {"shout": core.ProfileConfig(engine="shout", suffix="?")}
+    async with core.Runtime(engines={"shout": namespace["ShoutEngine"]}, profiles=profiles) as rt:
+        wid = (await rt.create_worker(profile=core.NamedProfile(name="shout"))).worker_ref.worker_id
+        done = await rt.wait_for_run(wid, (await rt.send_input(wid, "hey")).run_id)
+        failed = await rt.wait_for_run(wid, (await rt.send_input(wid, " ")).run_id)
+        page = await rt.transcript(wid)
+    assert (done.status, done.usage) == ("completed", core.TokenUsage(input_tokens=0, output_tokens=1))
+    assert page.items[1].content == "HEY?"
+    assert failed.error == core.RunError(code="nothing_to_shout", message="the input is blank")
 
 
 # --- the Python API ----------------------------------------------------------------------------------------------
