@@ -3,7 +3,7 @@ import pytest
 import worker_runtime_core as core
 from worker_runtime_core import errors
 
-DESIGN_CODES = {
+CONTRACT_CODES = {
     "invalid_json", "invalid_request", "invalid_input", "invalid_worker_id", "limit_too_large", "unknown_profile",
     "unsupported_capability", "worker_not_found", "run_not_found", "not_found", "worker_exists",
     "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped", "idempotency_conflict",
@@ -14,7 +14,7 @@ DESIGN_CODES = {
 
 
 def test_every_wire_code_has_its_own_class() -> None:
-    for code in DESIGN_CODES:
+    for code in CONTRACT_CODES:
         cls = core.error_class_for_code(code)
         assert cls is not None, code
         assert cls.code == code
@@ -22,7 +22,7 @@ def test_every_wire_code_has_its_own_class() -> None:
 
 
 def test_only_busy_unavailable_and_timeout_are_retryable() -> None:
-    retryable = {code for code in DESIGN_CODES if core.error_class_for_code(code).retryable}  # type: ignore[union-attr]
+    retryable = {code for code in CONTRACT_CODES if core.error_class_for_code(code).retryable}  # type: ignore[union-attr]
     assert retryable == {"worker_busy", "runtime_unavailable", "operation_timeout"}
 
 

@@ -1,4 +1,4 @@
-"""Settings: flag > WORKER_RUNTIME_* > TOML file > default, DESIGN.md's file shape, one clear error per mistake."""
+"""Settings: flag > WORKER_RUNTIME_* > TOML file > default, the documented file shape, one clear error per mistake."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from worker_runtime_core import ConfigError, Limits
 from worker_runtime_http.config import SETTINGS, ServerConfig, env_name, flag_name, load_config
 
-DESIGN_FILE = """\
+EXAMPLE_FILE = """\
 runtime_id = "rt-eu-1"
 display_name = "EU workers"
 host = "127.0.0.1"
@@ -58,7 +58,7 @@ def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None)
     return load_config(flags or {}, env or {})
 
 
-def test_the_defaults_are_design_md_s() -> None:
+def test_the_defaults_are_the_documented_ones() -> None:
     config = load().config
     assert (config.host, config.port, config.store, config.store_path) == ("127.0.0.1", 8787, "fs", "./.worker-runtime")
     assert config.fsync == "always"
@@ -67,10 +67,10 @@ def test_the_defaults_are_design_md_s() -> None:
     assert config.limits == Limits()
 
 
-def test_design_md_s_example_file_loads(tmp_path: Path) -> None:
+def test_the_documented_example_file_loads(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("tok-from-file\n")
-    path = write(tmp_path, DESIGN_FILE.format(token_file=token_file))
+    path = write(tmp_path, EXAMPLE_FILE.format(token_file=token_file))
     loaded = load({"config": path})
     assert loaded.config.runtime_id == "rt-eu-1"
     assert loaded.token == "tok-from-file"

@@ -11,7 +11,7 @@ from worker_runtime_http.errors import STATUS_BY_ERROR, error_reply, status_for
 
 CORE_ERRORS = [getattr(core, name) for name in core_errors.__all__ if name.endswith("Error") and name != "EngineError"]
 
-DESIGN_STATUSES = {
+CONTRACT_STATUSES = {
     "invalid_json": 400,
     "invalid_worker_id": 400,
     "unauthorized": 401,
@@ -47,8 +47,8 @@ def test_every_core_error_class_has_its_own_status(cls: type[core.WorkerRuntimeE
     assert cls in STATUS_BY_ERROR
 
 
-@pytest.mark.parametrize(("code", "status"), sorted(DESIGN_STATUSES.items()))
-def test_statuses_are_design_md_s(code: str, status: int) -> None:
+@pytest.mark.parametrize(("code", "status"), sorted(CONTRACT_STATUSES.items()))
+def test_statuses_are_the_contract_s(code: str, status: int) -> None:
     cls = core.error_class_for_code(code)
     assert cls is not None
     assert status_for(cls) == status
@@ -61,7 +61,7 @@ def test_an_unlisted_subclass_gets_its_base_s_status() -> None:
     assert status_for(StoreOffline) == 503
 
 
-@pytest.mark.parametrize(("code", "status"), sorted(DESIGN_STATUSES.items()))
+@pytest.mark.parametrize(("code", "status"), sorted(CONTRACT_STATUSES.items()))
 def test_the_envelope_carries_code_message_details_and_retryable(code: str, status: int) -> None:
     cls = core.error_class_for_code(code)
     assert cls is not None

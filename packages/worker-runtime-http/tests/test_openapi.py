@@ -15,7 +15,7 @@ from worker_runtime_http.routes import ENDPOINTS
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "openapi.json"
 
-DESIGN_ROUTES = {
+CONTRACT_ROUTES = {
     ("get", "/v1/runtime"),
     ("get", "/v1/workers"),
     ("post", "/v1/workers"),
@@ -33,7 +33,7 @@ DESIGN_ROUTES = {
     ("get", "/readyz"),
 }
 
-DESIGN_SUCCESS = {
+CONTRACT_SUCCESS = {
     ("post", "/v1/workers"): "201",
     ("post", "/v1/workers/{worker_id}/input"): "202",
 }
@@ -51,17 +51,17 @@ def test_it_is_openapi_3_1_with_bearer_auth() -> None:
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
-def test_it_lists_exactly_design_md_s_routes() -> None:
+def test_it_lists_exactly_the_contract_s_routes() -> None:
     doc = build_openapi()
     listed = {(method, path) for path, ops in doc["paths"].items() for method in ops}
-    assert listed == DESIGN_ROUTES
-    assert {(e.method.lower(), e.path) for e in ENDPOINTS} == DESIGN_ROUTES
+    assert listed == CONTRACT_ROUTES
+    assert {(e.method.lower(), e.path) for e in ENDPOINTS} == CONTRACT_ROUTES
 
 
-def test_success_statuses_are_design_md_s() -> None:
+def test_success_statuses_are_the_contract_s() -> None:
     doc = build_openapi()
-    for method, path in DESIGN_ROUTES:
-        expected = DESIGN_SUCCESS.get((method, path), "200")
+    for method, path in CONTRACT_ROUTES:
+        expected = CONTRACT_SUCCESS.get((method, path), "200")
         assert expected in doc["paths"][path][method]["responses"], (method, path)
 
 
@@ -79,7 +79,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
                 status = str(status_for(error_class_for_code(code)))  # type: ignore[arg-type]
                 assert f"`{code}`" in op["responses"][status]["description"], (method, path, code)
                 assert code in codes
-    design_codes = {
+    contract_codes = {
         "invalid_json", "invalid_request", "invalid_input", "invalid_worker_id", "limit_too_large",
         "unknown_profile", "unsupported_capability", "worker_not_found", "run_not_found", "not_found",
         "worker_exists", "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped",
@@ -87,7 +87,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
         "method_not_allowed", "payload_too_large", "unsupported_media_type", "runtime_unavailable",
         "operation_timeout", "store_corrupt", "internal_error",
     }  # fmt: skip
-    assert codes == design_codes
+    assert codes == contract_codes
 
 
 def test_schemas_are_the_structs_and_refs_resolve() -> None:

@@ -1,4 +1,4 @@
-"""Every endpoint of DESIGN.md's table: success status and envelope, and its typical error codes."""
+"""Every endpoint of the wire contract (docs/wire.md): success status and envelope, and its typical error codes."""
 
 from __future__ import annotations
 

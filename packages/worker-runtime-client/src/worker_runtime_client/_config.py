@@ -13,7 +13,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 class RetryPolicy:
-    """How often and how long to retry what the client's retry rules allow (see `_retry`).
+    """How often and how long to retry what the client's retry rules allow.
 
     ::
 

@@ -1,4 +1,4 @@
-"""The client's retry rules, in one place.
+"""The client's retry rules (docs/python-api.md, "Retries"), in one place.
 
 * A connection that was never made (connect error or connect timeout) is retried for every call: nothing was sent.
 * 503 ``runtime_unavailable`` is retried for every call: the server changed nothing.

@@ -198,7 +198,7 @@ class Runtime:
         runtime_id: this Runtime's id; generated (or kept by a persistent store) when None.
         display_name: a label for UIs; defaults to the runtime id.
         store: where state lives; a fresh `MemoryStore` when None.
-        limits: page sizes, input size, max workers and the rest; DESIGN.md's defaults when None.
+        limits: page sizes, input size, max workers and the rest; the default `Limits()` when None.
         profiles: named profiles (`ProfileConfig` or the same fields as a mapping). ``default`` is ``echo``
             unless given; ``builtin:<engine>`` exists for every engine that needs no options.
         default_profile: the profile a ``runtime_default`` selector resolves to.

@@ -208,7 +208,7 @@ def create_app(
     bind: tuple[str, int] | None = None,
     shutdown_grace_s: float = 10.0,
 ) -> RuntimeApp:
-    """The ASGI application serving `runtime` under DESIGN.md's HTTP wire contract.
+    """The ASGI application serving `runtime` under the HTTP wire contract (docs/wire.md).
 
     ::
 

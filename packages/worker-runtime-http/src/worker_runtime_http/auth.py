@@ -1,7 +1,8 @@
 """Who may talk to the Runtime: the Host allow list, the refusal of browsers, and the bearer token.
 
-The checks run in DESIGN.md's order: Host (``403 forbidden_host``), ``Origin`` (``403 forbidden_origin``), token
-(``401 unauthorized``). The token is compared with `hmac.compare_digest` and never logged or echoed.
+The checks run in the wire contract's order (docs/wire.md): Host (``403 forbidden_host``), ``Origin``
+(``403 forbidden_origin``), token (``401 unauthorized``). The token is compared with `hmac.compare_digest` and
+never logged or echoed.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Guard:
         return self._token is not None
 
     def check(self, host: bytes | None, origin: bytes | None, authorization: bytes | None, public: bool) -> None:
-        """All three checks in DESIGN.md's order; a `public` route (health probes) needs no token."""
+        """All three checks in the wire contract's order; a `public` route (health probes) needs no token."""
         self.check_host(host)
         self.check_origin(origin)
         if not public:

@@ -29,7 +29,7 @@ _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
 class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Everything ``worker-runtime-http serve`` can be told, in the shape of DESIGN.md's "Configuration file"."""
+    """Everything ``worker-runtime-http serve`` can be told, in the shape of docs/configuration.md's file."""
 
     runtime_id: RuntimeId | None = None
     display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
