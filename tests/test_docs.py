@@ -37,11 +37,6 @@ WIRE = DOCS / "wire.md"
 CONFIGURATION = DOCS / "configuration.md"
 PYTHON_API = DOCS / "python-api.md"
 
-#: Engine options documented ahead of the code (a branch that adds them lands in parallel). When the code has one,
-#: `test_pending_options_are_still_pending` fails: remove it from here.
-PENDING_OPTIONS = {("command", "ok_exit_codes")}
-
-
 # --- where the code keeps its registries (one helper each, so a new constant is one line to change) --------------
 
 
@@ -348,21 +343,11 @@ def test_every_option_of_each_built_in_engine_is_documented_with_its_default(eng
     text = section(CONFIGURATION, f"The `{engine}` engine")
     rows = keyed(table(text))
     fields = {f.name: f for f in msgspec.structs.fields(BUILTIN_ENGINES[engine].options_type)}
-    pending = {option for name, option in PENDING_OPTIONS if name == engine}
-    assert_same(set(rows) - pending, fields, f"options of the {engine} engine in configuration.md")
+    assert_same(set(rows), fields, f"options of the {engine} engine in configuration.md")
     for name, field in fields.items():
         assert_default(rows[name][1], field, field_default(field), f"{engine} option {name}")
     if not fields:
         assert "No options." in text, f"say that the {engine} engine takes no options"
-
-
-def test_pending_options_are_still_pending() -> None:
-    landed = sorted(
-        f"{engine}.{option}"
-        for engine, option in PENDING_OPTIONS
-        if option in BUILTIN_ENGINES[engine].options_type.__struct_fields__
-    )
-    assert not landed, f"now in the code: remove {landed} from PENDING_OPTIONS in tests/test_docs.py"
 
 
 def test_the_exit_codes_are_documented() -> None:
@@ -396,9 +381,6 @@ def test_every_toml_example_in_the_configuration_doc_is_valid(monkeypatch: pytes
         profiles.extend(table.get("profiles", {}).items())
     assert profiles, "configuration.md shows no profile"
     for name, profile in profiles:
-        for engine, option in PENDING_OPTIONS:
-            if profile.get("engine") == engine:
-                profile.pop(option, None)
         ProfileTable({name: profile}, BUILTIN_ENGINES)  # the engine accepts the options
 
 
