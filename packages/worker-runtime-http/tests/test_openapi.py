@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -10,12 +12,12 @@ import msgspec
 from worker_runtime_core import error_class_for_code
 from worker_runtime_http import build_openapi
 from worker_runtime_http.errors import status_for
-from worker_runtime_http.openapi import openapi_bytes
+from worker_runtime_http.openapi import normalise_descriptions, openapi_bytes
 from worker_runtime_http.routes import ENDPOINTS
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "openapi.json"
 
-DESIGN_ROUTES = {
+CONTRACT_ROUTES = {
     ("get", "/v1/runtime"),
     ("get", "/v1/workers"),
     ("post", "/v1/workers"),
@@ -33,7 +35,7 @@ DESIGN_ROUTES = {
     ("get", "/readyz"),
 }
 
-DESIGN_SUCCESS = {
+CONTRACT_SUCCESS = {
     ("post", "/v1/workers"): "201",
     ("post", "/v1/workers/{worker_id}/input"): "202",
 }
@@ -41,6 +43,38 @@ DESIGN_SUCCESS = {
 
 def test_the_checked_in_file_is_in_sync() -> None:
     assert CHECKED_IN.read_bytes() == openapi_bytes(), "regenerate it: hatch run openapi"
+
+
+def _indent_like_msgspec_0_22(node: Any) -> None:
+    """Put back the indentation msgspec 0.22 leaves in a docstring's later lines (0.23 strips it)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = value.replace("\n", "\n    ")
+            else:
+                _indent_like_msgspec_0_22(value)
+    elif isinstance(node, list):
+        for item in node:
+            _indent_like_msgspec_0_22(item)
+
+
+def test_descriptions_are_the_same_whichever_msgspec_formats_the_docstrings() -> None:
+    as_0_22 = (
+        "Limits of a Runtime.\n\n    Attributes:\n        max_page: largest page.\n        max_wait_s: longest wait."
+    )
+    as_0_23 = "Limits of a Runtime.\n\nAttributes:\n    max_page: largest page.\n    max_wait_s: longest wait."
+    assert normalise_descriptions({"description": as_0_22}) == {"description": as_0_23}
+    assert normalise_descriptions({"description": as_0_23}) == {"description": as_0_23}
+    doc = build_openapi()
+    indented = copy.deepcopy(doc)
+    _indent_like_msgspec_0_22(indented)
+    assert indented != doc  # some description has more than one line
+    assert normalise_descriptions(indented) == doc
+    assert normalise_descriptions(copy.deepcopy(doc)) == doc
+
+
+def test_no_description_points_at_a_file_outside_the_document() -> None:
+    assert b".md" not in openapi_bytes()  # a served document names no notes a reader cannot see
 
 
 def test_it_is_openapi_3_1_with_bearer_auth() -> None:
@@ -51,17 +85,17 @@ def test_it_is_openapi_3_1_with_bearer_auth() -> None:
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
-def test_it_lists_exactly_design_md_s_routes() -> None:
+def test_it_lists_exactly_the_contract_s_routes() -> None:
     doc = build_openapi()
     listed = {(method, path) for path, ops in doc["paths"].items() for method in ops}
-    assert listed == DESIGN_ROUTES
-    assert {(e.method.lower(), e.path) for e in ENDPOINTS} == DESIGN_ROUTES
+    assert listed == CONTRACT_ROUTES
+    assert {(e.method.lower(), e.path) for e in ENDPOINTS} == CONTRACT_ROUTES
 
 
-def test_success_statuses_are_design_md_s() -> None:
+def test_success_statuses_are_the_contract_s() -> None:
     doc = build_openapi()
-    for method, path in DESIGN_ROUTES:
-        expected = DESIGN_SUCCESS.get((method, path), "200")
+    for method, path in CONTRACT_ROUTES:
+        expected = CONTRACT_SUCCESS.get((method, path), "200")
         assert expected in doc["paths"][path][method]["responses"], (method, path)
 
 
@@ -79,7 +113,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
                 status = str(status_for(error_class_for_code(code)))  # type: ignore[arg-type]
                 assert f"`{code}`" in op["responses"][status]["description"], (method, path, code)
                 assert code in codes
-    design_codes = {
+    contract_codes = {
         "invalid_json", "invalid_request", "invalid_input", "invalid_worker_id", "limit_too_large",
         "unknown_profile", "unsupported_capability", "worker_not_found", "run_not_found", "not_found",
         "worker_exists", "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped",
@@ -87,7 +121,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
         "method_not_allowed", "payload_too_large", "unsupported_media_type", "runtime_unavailable",
         "operation_timeout", "store_corrupt", "internal_error",
     }  # fmt: skip
-    assert codes == design_codes
+    assert codes == contract_codes
 
 
 def test_schemas_are_the_structs_and_refs_resolve() -> None:

@@ -20,7 +20,7 @@ _Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Limits of a Runtime, with DESIGN.md's defaults.
+    """Limits of a Runtime, with the default values.
 
     Attributes:
         default_page: page size when a request gives no `limit`.

@@ -9,7 +9,8 @@ package's README; a test keeps it in sync) and served at ``GET /openapi.json``. 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import inspect
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -19,7 +20,15 @@ from ._version import __version__
 from .errors import status_for
 from .routes import ENDPOINTS, Endpoint
 
-__all__ = ["BODY_ERRORS", "COMMON_ERRORS", "PUBLIC_ERRORS", "build_openapi", "documented_responses", "openapi_bytes"]
+__all__ = [
+    "BODY_ERRORS",
+    "COMMON_ERRORS",
+    "PUBLIC_ERRORS",
+    "build_openapi",
+    "documented_responses",
+    "normalise_descriptions",
+    "openapi_bytes",
+]
 
 #: Codes every ``/v1`` route and ``/openapi.json`` may answer.
 COMMON_ERRORS = ("forbidden_host", "forbidden_origin", "unauthorized", "invalid_request", "internal_error")
@@ -30,6 +39,7 @@ BODY_ERRORS = ("invalid_json", "unsupported_media_type", "payload_too_large")
 #: Codes of no single route.
 ROUTING_ERRORS = ("not_found", "method_not_allowed")
 
+_T = TypeVar("_T")
 _REF = "#/components/schemas/{name}"
 
 _DESCRIPTION = """\
@@ -124,6 +134,25 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     return params
 
 
+def normalise_descriptions(node: _T) -> _T:
+    """`node` with every ``description`` string passed through `inspect.cleandoc`, in place (and returned).
+
+    msgspec puts a struct's docstring into its schema, and how it strips the indentation of the lines after the
+    first changed between releases (0.22 keeps it, 0.23 removes it); cleaning every description here makes the
+    document the same bytes whichever release is installed. Idempotent.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = inspect.cleandoc(value)
+            else:
+                normalise_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            normalise_descriptions(item)
+    return node
+
+
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the HTTP API, as a dict."""
     types: list[Any] = [ErrorEnvelope]
@@ -185,7 +214,7 @@ def build_openapi() -> dict[str, Any]:
         {code for e in ENDPOINTS for code in _codes(e)} | set(ROUTING_ERRORS),
         key=lambda c: (status_for(_error_class(c)), c),
     )
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "worker-runtime", "version": __version__, "description": _DESCRIPTION},
         "security": [{"bearerAuth": []}],
@@ -216,6 +245,7 @@ def build_openapi() -> dict[str, Any]:
             for code in all_codes
         },
     }
+    return normalise_descriptions(document)
 
 
 @functools.cache
