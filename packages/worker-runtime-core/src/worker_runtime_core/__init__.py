@@ -5,7 +5,7 @@ their built-in implementations, and one typed error per wire code. Depends on ms
 """
 
 from ._version import __version__
-from .config import DEFAULT_PROFILE, Limits, ProfileConfig
+from .config import DEFAULT_PROFILE, Limits, LimitsInfo, ProfileConfig
 from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, NoOptions, RunContext
 from .errors import (
     CapacityExceededError,
@@ -44,6 +44,8 @@ from .errors import (
 )
 from .ids import ID_PATTERN, InputId, RunId, RuntimeId, WorkerId, generate_id, is_valid_id
 from .models import (
+    KNOWN_EVENT_KINDS,
+    KNOWN_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
     AssistantIntent,
     BuiltinProfile,
@@ -52,6 +54,7 @@ from .models import (
     ConfigBundleRef,
     Diagnostic,
     Event,
+    EventKind,
     Intent,
     NamedProfile,
     ProfileSelector,
@@ -103,6 +106,7 @@ __all__ = [
     # settings
     "DEFAULT_PROFILE",
     "Limits",
+    "LimitsInfo",
     "ProfileConfig",
     # identity
     "ID_PATTERN",
@@ -125,11 +129,14 @@ __all__ = [
     "ErrorBody",
     "ErrorEnvelope",
     "Event",
+    "EventKind",
     "EventPage",
     "InputAck",
     "InputAckEnvelope",
     "InputRequest",
     "Intent",
+    "KNOWN_EVENT_KINDS",
+    "KNOWN_RUN_STATUSES",
     "NamedProfile",
     "ProfileSelector",
     "ResourceRef",

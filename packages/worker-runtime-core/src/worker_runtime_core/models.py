@@ -2,15 +2,20 @@
 
 Field names are the contract shared by server and client. Timestamps are RFC 3339 strings in UTC; a value
 that is unknown is ``null``, never absent.
+
+A newer server may send more than this version knows, and a client decodes it all the same: an event kind or a
+run status it does not know is kept as its string (`Event.kind` and `RunInfo.status` are ``str``; the values
+this version knows are `KNOWN_EVENT_KINDS` and `KNOWN_RUN_STATUSES`, typed as `EventKind` and `RunStatus`), and
+a field it does not know is ignored (no response struct forbids unknown fields).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from .config import Limits
+from .config import LimitsInfo
 from .ids import IdStr, RunId, RuntimeId, WorkerId
 
 __all__ = [
@@ -22,7 +27,10 @@ __all__ = [
     "DiagnosticLevel",
     "Event",
     "EventKind",
+    "EventKindStr",
     "Intent",
+    "KNOWN_EVENT_KINDS",
+    "KNOWN_RUN_STATUSES",
     "NamedProfile",
     "ProfileSelector",
     "ResourceRef",
@@ -30,12 +38,14 @@ __all__ = [
     "RunError",
     "RunInfo",
     "RunStatus",
+    "RunStatusStr",
     "RuntimeDefaultProfile",
     "RuntimeStatus",
     "RuntimeSummary",
     "StoreInfo",
     "TaskIntent",
     "TERMINAL_RUN_STATUSES",
+    "Timestamp",
     "TokenUsage",
     "TranscriptEntry",
     "TranscriptRole",
@@ -49,11 +59,14 @@ __all__ = [
 ]
 
 WorkerStatus = Literal["idle", "busy", "stopped"]
+#: The run statuses this version knows; `RunInfo.status` is a ``str``, since a newer server may send others.
 RunStatus = Literal["running", "completed", "cancelled", "failed", "timed_out", "interrupted"]
+KNOWN_RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "timed_out", "interrupted"})
 TranscriptRole = Literal["user", "system", "assistant", "tool"]
 RuntimeStatus = Literal["running", "stopping"]
 DiagnosticLevel = Literal["info", "warning", "error"]
+#: The event kinds this version knows; `Event.kind` is a ``str``, since a newer server may send others.
 EventKind = Literal[
     "runtime_started",
     "worker_created",
@@ -67,6 +80,32 @@ EventKind = Literal[
     "worker_stopped",
     "worker_deleted",
     "runtime_stopping",
+]
+KNOWN_EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+
+
+def _open_enum(title: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of a string that is one of `known` today and may be another one tomorrow."""
+    return {"anyOf": [{"type": "string", "enum": list(known), "title": title}, {"type": "string"}]}
+
+
+#: An RFC 3339 timestamp in UTC, such as ``2026-11-24T12:00:00.000000Z``.
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+#: A run status: one of `KNOWN_RUN_STATUSES`, or one a newer server added (kept as sent).
+RunStatusStr = Annotated[
+    str,
+    msgspec.Meta(
+        description="One of the statuses listed, or one a newer server added: treat an unknown one as not terminal.",
+        extra_json_schema=_open_enum("KnownRunStatus", KNOWN_RUN_STATUSES),
+    ),
+]
+#: An event kind: one of `KNOWN_EVENT_KINDS`, or one a newer server added (kept as sent, with its data).
+EventKindStr = Annotated[
+    str,
+    msgspec.Meta(
+        description="One of the kinds listed, or one a newer server added (skip or log what you do not know).",
+        extra_json_schema=_open_enum("KnownEventKind", KNOWN_EVENT_KINDS),
+    ),
 ]
 
 
@@ -162,10 +201,10 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One run: created by one accepted input, then exactly one terminal status."""
 
     run_id: RunId
-    status: RunStatus
-    input_sequence: int
-    started_at: str
-    ended_at: str | None
+    status: RunStatusStr
+    input_sequence: int | None
+    started_at: Timestamp
+    ended_at: Timestamp | None
     error: RunError | None
     usage: TokenUsage | None
 
@@ -189,8 +228,8 @@ class WorkerSummary(msgspec.Struct, frozen=True, kw_only=True):
     display_ref: str
     status: WorkerStatus
     profile: str
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
     active_run: RunInfo | None
 
 
@@ -219,7 +258,7 @@ class TranscriptEntry(msgspec.Struct, frozen=True, kw_only=True):
     role: TranscriptRole
     content: str
     run_id: RunId | None
-    created_at: str
+    created_at: Timestamp
     event_id: int
 
 
@@ -227,10 +266,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of the runtime-wide event log; ids increase strictly from 1 with no gaps."""
 
     id: int
-    kind: EventKind
+    kind: EventKindStr
     worker_ref: WorkerRef | None
     run_id: RunId | None
-    created_at: str
+    created_at: Timestamp
     data: dict[str, Any]
 
 
@@ -243,7 +282,7 @@ class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None
     offset: int | None
     worker_ref: WorkerRef | None
-    created_at: str
+    created_at: Timestamp
 
 
 # --- runtime summary -----------------------------------------------------------------------------------------
@@ -281,9 +320,9 @@ class RuntimeSummary(msgspec.Struct, frozen=True, kw_only=True):
     display_name: str
     version: str
     status: RuntimeStatus
-    started_at: str
+    started_at: Timestamp
     store: StoreInfo
     workers: WorkerCounts
-    limits: Limits
+    limits: LimitsInfo
     capabilities: CapabilitiesInfo
     usage: UsageTotals

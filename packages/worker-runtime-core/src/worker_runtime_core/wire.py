@@ -90,11 +90,15 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class InputAck(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to an accepted input, sent once its transcript entry and event are durable."""
+    """The answer to an accepted input, sent once its transcript entry and event are durable.
+
+    `input_sequence` is the transcript sequence of the input's own entry; this server always sends one, a newer
+    one sends null for an input it queued behind the active run.
+    """
 
     worker_ref: WorkerRef
     run_id: RunId
-    input_sequence: int
+    input_sequence: int | None
     event_id: int
     duplicate: bool
 
