@@ -25,9 +25,11 @@ __all__ = [
     "ConfigBundleRef",
     "Diagnostic",
     "DiagnosticLevel",
+    "EVENT_DATA_BY_KIND",
     "Event",
     "EventKind",
     "EventKindStr",
+    "InputAcceptedEventData",
     "Intent",
     "KNOWN_EVENT_KINDS",
     "KNOWN_RUN_STATUSES",
@@ -36,10 +38,12 @@ __all__ = [
     "ResourceRef",
     "RoleIntent",
     "RunError",
+    "RunEventData",
     "RunInfo",
     "RunStatus",
     "RunStatusStr",
     "RuntimeDefaultProfile",
+    "RuntimeStartedEventData",
     "RuntimeStatus",
     "RuntimeSummary",
     "StoreInfo",
@@ -47,13 +51,16 @@ __all__ = [
     "TERMINAL_RUN_STATUSES",
     "Timestamp",
     "TokenUsage",
+    "TranscriptAppendedEventData",
     "TranscriptEntry",
     "TranscriptRole",
     "UsageTotals",
     "WorkerCounts",
+    "WorkerCreatedEventData",
     "WorkerDetail",
     "WorkerRef",
     "WorkerStatus",
+    "WorkerStoppedEventData",
     "WorkerSummary",
     "CapabilitiesInfo",
 ]
@@ -169,7 +176,7 @@ class ConfigBundleRef(msgspec.Struct, frozen=True, kw_only=True):
 class CapabilityRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A capability the Worker needs from its engine."""
 
-    name: str
+    name: Annotated[str, msgspec.Meta(min_length=1)]
     reason: str | None = None
 
 
@@ -271,6 +278,68 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     run_id: RunId | None
     created_at: Timestamp
     data: dict[str, Any]
+
+
+# --- event data by kind (`Event.data` stays a dict: these describe it, and decode it with `msgspec.convert`) ------
+
+
+class RuntimeStartedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `runtime_started`: the version of the Runtime that started."""
+
+    version: str
+
+
+class WorkerCreatedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `worker_created`: the name of the profile the Worker resolved to."""
+
+    profile: str
+
+
+class InputAcceptedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `input_accepted`: the transcript sequence of the input's own entry (this event is that entry's
+    `event_id`), its `input_id` and its kind (`user` or `system`)."""
+
+    input_sequence: int | None
+    input_id: str | None
+    kind: str
+
+
+class TranscriptAppendedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `transcript_appended`: the sequence and role of the entry appended."""
+
+    sequence: int
+    role: str
+
+
+class RunEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of the `run_<status>` events (`run_completed`, `run_cancelled`, `run_failed`, `run_timed_out`,
+    `run_interrupted`): the run as it ended; `run_cancelled` also carries the cancel's `reason` when it gave one."""
+
+    run: RunInfo
+    reason: str | None = None
+
+
+class WorkerStoppedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `worker_stopped`: the stop's reason and the run it cancelled (null when none was active)."""
+
+    reason: str | None
+    cancelled_run_id: RunId | None
+
+
+#: The shape of `Event.data` for each kind this version logs with data; other kinds (`worker_deleted`,
+#: `runtime_stopping`) have ``{}``, and a kind a newer server adds may have any object.
+EVENT_DATA_BY_KIND: dict[str, type[msgspec.Struct]] = {
+    "runtime_started": RuntimeStartedEventData,
+    "worker_created": WorkerCreatedEventData,
+    "input_accepted": InputAcceptedEventData,
+    "transcript_appended": TranscriptAppendedEventData,
+    "run_completed": RunEventData,
+    "run_cancelled": RunEventData,
+    "run_failed": RunEventData,
+    "run_timed_out": RunEventData,
+    "run_interrupted": RunEventData,
+    "worker_stopped": WorkerStoppedEventData,
+}
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
