@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 import respx
-from client_helpers import BASE, body, error, event, input_ack, run, runtime_body, worker, worker_ack
+from client_helpers import BASE, T0, body, error, event, input_ack, run, runtime_body, worker, worker_ack
 
 from worker_runtime_client import (
     IdempotencyConflictError,
@@ -419,3 +419,82 @@ async def test_a_callers_own_httpx_client_is_used_and_left_open(mock: respx.Mock
         async with RuntimeClient(BASE, client=own) as client:
             await client.get_worker("w1")
         assert not own.is_closed
+
+
+# --- a newer (v1.1) server: new kinds, statuses, codes and fields decode -------------------------------------
+
+PENDING = {"request_id": "req-1", "kind": "question", "prompt": "which?", "data": {}, "created_at": T0,
+           "expires_at": None}  # fmt: skip
+
+
+def _newer(body_: dict[str, object], **fields: object) -> dict[str, object]:
+    """`body_` (an envelope of one struct) with fields a newer server adds."""
+    ((name, inner),) = body_.items()
+    assert isinstance(inner, dict)
+    return {name: {**inner, **fields}}
+
+
+async def test_a_newer_servers_answers_decode(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    summary = runtime_body()
+    summary["runtime"]["limits"].update(stream_heartbeat_s=15, max_streams=1000, max_queue=100, request_timeout_s=1)
+    mock.get("/v1/runtime").respond(200, json=summary)
+    waiting = _newer(body(run=run(status="running")), status="waiting", pending_request=PENDING)
+    mock.get("/v1/workers/w1/runs/run-3").respond(200, json=waiting)
+    worker_body = _newer(body(worker=worker()), queued_runs=["run-4"])
+    worker_body["worker"]["active_run"] = waiting["run"]  # type: ignore[index]
+    mock.get("/v1/workers/w1").respond(200, json=worker_body)
+    queued = _newer(body(ack=input_ack("run-4")), input_sequence=None, queued=True)
+    mock.post("/v1/workers/w1/input").respond(202, json=queued)
+    started = event(7, "run_started", "run-4", {"input_sequence": 2, "input_id": "in-1", "kind": "user"})
+    mock.get("/v1/events").respond(200, json={"events": [started], "next_after": 7, "has_more": False})
+    item = {"sequence": 0, "role": "assistant", "content": "hi", "run_id": "run-3", "created_at": T0, "event_id": 3,
+            "data": None}  # fmt: skip
+    page = {"worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"}, "start": 0, "limit": 100, "total_items": 1,
+            "items": [item], "next_start": None}  # fmt: skip
+    mock.get("/v1/workers/w1/transcript").respond(200, json={"transcript": page})
+
+    assert (await client.runtime()).limits.max_page == 1000  # the new limits are ignored
+    run_ = await client.get_run("w1", "run-3")
+    assert run_.status == "waiting"
+    detail = await client.get_worker("w1")
+    assert detail.active_run is not None and detail.active_run.status == "waiting"
+    ack = await client.send_input("w1", "later")
+    assert (ack.run_id, ack.input_sequence) == ("run-4", None)
+    (ev,) = (await client.events()).events
+    assert (ev.kind, ev.data) == ("run_started", {"input_sequence": 2, "input_id": "in-1", "kind": "user"})
+    assert [e.content for e in (await client.transcript("w1")).items] == ["hi"]
+
+
+async def test_a_new_error_code_raises_the_base_class_with_its_code_and_is_not_retried(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.post("/v1/workers/w1/input").respond(
+        409,
+        json=error("queue_full", "the queue is full", {"max_queue": 100}, retryable=True),
+        headers={"Retry-After": "1"},
+    )
+    with pytest.raises(WorkerRuntimeError) as info:
+        await client.send_input("w1", "one more")
+    assert type(info.value).__mro__[1] is WorkerRuntimeError
+    assert (info.value.code, info.value.status, info.value.retryable) == ("queue_full", 409, True)
+    assert info.value.details == {"max_queue": 100}
+    assert route.call_count == 1
+
+
+async def test_wait_for_run_waits_through_statuses_it_does_not_know(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    mock.get("/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=5)))
+    runs = mock.get("/v1/workers/w1/runs/run-3")
+    runs.side_effect = [
+        httpx.Response(200, json=_newer(body(run=run(status="running")), status="queued", input_sequence=None)),
+        httpx.Response(200, json=_newer(body(run=run(status="running")), status="waiting", pending_request=PENDING)),
+        httpx.Response(200, json=body(run=run(status="completed"))),
+    ]
+    events = mock.get("/v1/events")
+    events.side_effect = [
+        httpx.Response(200, json={"events": [event(6, "run_started", "run-3")], "next_after": 6, "has_more": False}),
+        httpx.Response(200, json={"events": [event(7, "run_completed", "run-3")], "next_after": 7, "has_more": False}),
+    ]
+    assert (await client.wait_for_run("w1", "run-3", poll_wait=1)).status == "completed"
+    assert runs.call_count == 3

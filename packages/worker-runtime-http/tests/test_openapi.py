@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
+from http_helpers import client_for
 
-from worker_runtime_core import error_class_for_code
-from worker_runtime_http import build_openapi
+from worker_runtime_core import (
+    ERROR_DETAILS_BY_CODE,
+    EVENT_DATA_BY_KIND,
+    ID_PATTERN,
+    KNOWN_EVENT_KINDS,
+    KNOWN_RUN_STATUSES,
+    Limits,
+    Runtime,
+    error_class_for_code,
+)
+from worker_runtime_http import build_openapi, create_app
 from worker_runtime_http.errors import status_for
-from worker_runtime_http.openapi import openapi_bytes
+from worker_runtime_http.openapi import normalise_descriptions, openapi_bytes
 from worker_runtime_http.routes import ENDPOINTS
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "openapi.json"
@@ -41,6 +55,38 @@ CONTRACT_SUCCESS = {
 
 def test_the_checked_in_file_is_in_sync() -> None:
     assert CHECKED_IN.read_bytes() == openapi_bytes(), "regenerate it: hatch run openapi"
+
+
+def _indent_like_msgspec_0_22(node: Any) -> None:
+    """Put back the indentation msgspec 0.22 leaves in a docstring's later lines (0.23 strips it)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = value.replace("\n", "\n    ")
+            else:
+                _indent_like_msgspec_0_22(value)
+    elif isinstance(node, list):
+        for item in node:
+            _indent_like_msgspec_0_22(item)
+
+
+def test_descriptions_are_the_same_whichever_msgspec_formats_the_docstrings() -> None:
+    as_0_22 = (
+        "Limits of a Runtime.\n\n    Attributes:\n        max_page: largest page.\n        max_wait_s: longest wait."
+    )
+    as_0_23 = "Limits of a Runtime.\n\nAttributes:\n    max_page: largest page.\n    max_wait_s: longest wait."
+    assert normalise_descriptions({"description": as_0_22}) == {"description": as_0_23}
+    assert normalise_descriptions({"description": as_0_23}) == {"description": as_0_23}
+    doc = build_openapi()
+    indented = copy.deepcopy(doc)
+    _indent_like_msgspec_0_22(indented)
+    assert indented != doc  # some description has more than one line
+    assert normalise_descriptions(indented) == doc
+    assert normalise_descriptions(copy.deepcopy(doc)) == doc
+
+
+def test_no_description_points_at_a_file_outside_the_document() -> None:
+    assert b".md" not in openapi_bytes()  # a served document names no notes a reader cannot see
 
 
 def test_it_is_openapi_3_1_with_bearer_auth() -> None:
@@ -95,7 +141,7 @@ def test_schemas_are_the_structs_and_refs_resolve() -> None:
     schemas = doc["components"]["schemas"]
     assert {"InputRequest", "InputAck", "WorkerDetail", "ErrorBody", "EventPage", "RuntimeSummary"} <= set(schemas)
     text = msgspec.json.encode(doc).decode()
-    for ref in set(__import__("re").findall(r'"\$ref":"#/components/(\w+)/([^"]+)"', text)):
+    for ref in set(re.findall(r'"\$ref":"#/components/(\w+)/([^"]+)"', text)):
         assert ref[1] in doc["components"][ref[0]], ref
     body = doc["paths"]["/v1/workers/{worker_id}/input"]["post"]["requestBody"]
     assert body["required"] is True
@@ -112,3 +158,139 @@ async def test_the_served_document_is_the_file(client: httpx.AsyncClient) -> Non
     response = await client.get("/openapi.json")
     assert response.status_code == 200
     assert response.content == CHECKED_IN.read_bytes()
+
+
+# --- what a generated client needs --------------------------------------------------------------------------
+
+DESCRIBED = {t.__name__ for t in (*EVENT_DATA_BY_KIND.values(), *ERROR_DETAILS_BY_CODE.values())}
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith("#/components/schemas/"):
+                yield value.removeprefix("#/components/schemas/")
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def _reachable(doc: dict[str, Any], roots: list[Any]) -> set[str]:
+    schemas = doc["components"]["schemas"]
+    seen: set[str] = set()
+    todo = [name for root in roots for name in _refs(root)]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_refs(schemas[name]))
+    return seen
+
+
+def _sides(doc: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The components a response refers to, and those a request body refers to."""
+    operations = [op for ops in doc["paths"].values() for op in ops.values()]
+    responses = _reachable(doc, [r for op in operations for r in op["responses"].values()])
+    requests = _reachable(doc, [op["requestBody"] for op in operations if "requestBody" in op])
+    return responses, requests
+
+
+def test_a_response_schema_requires_every_field_and_forbids_none() -> None:
+    doc = build_openapi()
+    schemas = doc["components"]["schemas"]
+    responses, requests = _sides(doc)
+    assert {"WorkerDetail", "LimitsInfo", "AssistantIntent", "RoleIntent", "CapabilityRequest"} <= responses
+    assert responses.isdisjoint({"AssistantIntentInput", "RoleIntentInput", "CapabilityRequestInput", "Limits"})
+    for name in responses - DESCRIBED:
+        schema = schemas[name]
+        assert sorted(schema["required"]) == sorted(schema["properties"]), name
+        assert "additionalProperties" not in schema, name
+        assert all("default" not in prop for prop in schema["properties"].values()), name
+    assert schemas["AssistantIntent"]["properties"]["purpose"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert "run" in schemas["RunEventData"]["required"] and "reason" not in schemas["RunEventData"]["required"]
+
+
+def test_a_request_schema_keeps_its_optional_fields_and_no_object_default() -> None:
+    doc = build_openapi()
+    schemas = doc["components"]["schemas"]
+    _, requests = _sides(doc)
+    assert {"CreateWorkerRequest", "AssistantIntentInput", "RoleIntentInput", "CapabilityRequestInput"} <= requests
+    assert {"TaskIntent", "NamedProfile", "ResourceRef"} <= requests  # the same in both: one component
+    assert schemas["AssistantIntentInput"]["required"] == ["kind"]
+    assert schemas["CapabilityRequestInput"]["required"] == ["name"]
+    assert schemas["CreateWorkerRequest"]["required"] == []
+    for name in requests:
+        for field, prop in schemas[name].get("properties", {}).items():
+            assert not isinstance(prop.get("default"), dict), (name, field)  # generators refuse object defaults
+    create = schemas["CreateWorkerRequest"]["properties"]
+    assert '`{"kind": "assistant", "purpose": null}`' in create["intent"]["description"]
+    assert '`{"kind": "runtime_default"}`' in create["profile"]["description"]
+    for body in ("CreateWorkerRequest", "InputRequest", "StopRequest", "CancelRequest"):
+        assert schemas[body]["additionalProperties"] is False, body
+
+
+def test_timestamps_are_date_times() -> None:
+    text = msgspec.json.encode(build_openapi()["components"]["schemas"]).decode()
+    stamps = re.findall(r'"(\w+_at)":\{(?:"anyOf":\[)?\{?"format":"date-time"', text)
+    assert set(stamps) == {"created_at", "updated_at", "started_at", "ended_at"}
+    assert not re.search(r'"\w+_at":\{"type":"string"\}', text)
+
+
+def test_kinds_and_statuses_are_open_string_enums() -> None:
+    schemas = build_openapi()["components"]["schemas"]
+    for schema, known in ((schemas["Event"]["properties"]["kind"], KNOWN_EVENT_KINDS),
+                          (schemas["RunInfo"]["properties"]["status"], KNOWN_RUN_STATUSES)):  # fmt: skip
+        assert schema["type"] == "string"
+        enum, other = schema["anyOf"]
+        assert enum["enum"] == list(known) and other == {"type": "string"}
+
+
+def test_event_data_is_described_by_kind_and_error_details_by_code() -> None:
+    schemas = build_openapi()["components"]["schemas"]
+    event = schemas["Event"]
+    data = event["properties"]["data"]["anyOf"]
+    assert data[-1] == {"type": "object", "title": "OtherEventData"}  # what a newer server's kinds carry
+    assert {r["$ref"].rsplit("/", 1)[1] for r in data[:-1]} == {t.__name__ for t in EVENT_DATA_BY_KIND.values()}
+    assert set(event["x-data-by-kind"]) == set(EVENT_DATA_BY_KIND) <= set(KNOWN_EVENT_KINDS)
+    for kind in KNOWN_EVENT_KINDS:
+        assert f"`{kind}`" in event["properties"]["data"]["description"], kind
+    assert schemas["WorkerStoppedEventData"]["required"] == ["reason", "cancelled_run_id"]
+    body = schemas["ErrorBody"]
+    details = body["properties"]["details"]["anyOf"]
+    assert details[-1] == {"type": "object", "title": "OtherErrorDetails"}
+    assert body["x-details-by-code"] == {
+        "worker_busy": "#/components/schemas/WorkerBusyDetails",
+        "cursor_expired": "#/components/schemas/CursorExpiredDetails",
+        "invalid_request": "#/components/schemas/CursorAheadDetails",
+        "store_corrupt": "#/components/schemas/StoreCorruptDetails",
+    }
+    assert schemas["WorkerBusyDetails"]["required"] == ["run_id"]
+    assert schemas["CursorAheadDetails"]["required"] == ["newest_id"]
+    assert schemas["StoreCorruptDetails"]["required"] == ["path", "offset"]
+
+
+def test_query_ids_have_the_path_ids_pattern() -> None:
+    doc = build_openapi()
+    path_id = doc["paths"]["/v1/workers/{worker_id}"]["get"]["parameters"][0]["schema"]
+    for path, name in (("/v1/workers", "after"), ("/v1/events", "worker_id")):
+        params = {p["name"]: p["schema"] for p in doc["paths"][path]["get"]["parameters"]}
+        assert params[name] == path_id == {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN}
+
+
+def test_the_title_is_not_our_client_packages_name() -> None:
+    title = build_openapi()["info"]["title"]
+    assert title == "worker-runtime HTTP API"
+    assert re.sub(r"\W+", "_", title.lower()) + "_client" != "worker_runtime_client"
+
+
+async def test_the_served_document_states_the_process_limits() -> None:
+    limits = Limits(max_page=50, default_page=20, max_wait_s=2.5, max_input_bytes=64)
+    async with Runtime(limits=limits) as rt, client_for(create_app(rt, token=None, bind=("127.0.0.1", 8787))) as c:
+        served = (await c.get("/openapi.json")).json()
+    assert served == build_openapi(limits) != build_openapi()
+    events = {p["name"]: p for p in served["paths"]["/v1/events"]["get"]["parameters"]}
+    assert (events["limit"]["schema"]["maximum"], events["wait"]["schema"]["maximum"]) == (50, 2.5)
+    assert "`default_page` (20)" in events["limit"]["description"]
+    assert served["components"]["schemas"]["InputRequest"]["properties"]["content"]["maxLength"] == 64

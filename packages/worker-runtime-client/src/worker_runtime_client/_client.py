@@ -459,7 +459,9 @@ def _decode_error(response: httpx.Response, method: str, path: str) -> WorkerRun
             f"{method} {path}: HTTP {response.status_code} without an error envelope: {_snippet(response)}",
             status=response.status_code,
         )
-    error = error_from_wire(body.code, body.message, body.details, status=response.status_code)
+    error = error_from_wire(
+        body.code, body.message, body.details, status=response.status_code, retryable=body.retryable
+    )
     if isinstance(error, WorkerBusyError):
         error.retry_after = retry_after_seconds(response)
     return error

@@ -1,4 +1,8 @@
-"""Runtime settings: `Limits` (the ``[limits]`` table) and `ProfileConfig` (a ``[profiles.NAME]`` table)."""
+"""Runtime settings: `Limits` (the ``[limits]`` table) and `ProfileConfig` (a ``[profiles.NAME]`` table).
+
+`LimitsInfo` is the same fields as the runtime summary shows them: a client decodes it, so it ignores keys a newer
+server adds, where `Limits` (the operator's settings) refuses unknown keys.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_PROFILE", "Limits", "ProfileConfig"]
+__all__ = ["DEFAULT_PROFILE", "Limits", "LimitsInfo", "ProfileConfig"]
 
 #: The name of the profile a ``runtime_default`` selector resolves to unless the Runtime names another.
 DEFAULT_PROFILE = "default"
@@ -19,8 +23,8 @@ _NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 _Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
-class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Limits of a Runtime, with DESIGN.md's defaults.
+class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits of a Runtime, with the default values.
 
     Attributes:
         default_page: page size when a request gives no `limit`.
@@ -43,6 +47,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     operation_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     idempotency_ttl_s: _Seconds = 86_400.0
     event_retention: _NonNegative = 0
+
+
+class Limits(LimitsInfo, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[limits]`` table: the fields of `LimitsInfo`, where an unknown key is an error and `default_page` is
+    at most `max_page` (`ConfigError` otherwise)."""
 
     def __post_init__(self) -> None:
         if self.default_page > self.max_page:

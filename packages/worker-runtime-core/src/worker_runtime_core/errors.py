@@ -104,11 +104,20 @@ class WorkerRuntimeError(Exception):
 
 
 class _UnknownCodeError(WorkerRuntimeError):
-    """An error whose wire code this version does not know; keeps the code it was sent."""
+    """An error whose wire code this version does not know; keeps the code and the `retryable` it was sent."""
 
-    def __init__(self, code: str, message: str = "", *, details: dict[str, Any] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        details: dict[str, Any] | None = None,
+        retryable: bool = False,
+        **kw: Any,
+    ) -> None:
         super().__init__(message, details=details, **kw)
-        self.code = code  # type: ignore[misc]  # instance attribute shadows the ClassVar on purpose
+        self.code = code  # type: ignore[misc]  # instance attributes shadow the ClassVars on purpose
+        self.retryable = retryable  # type: ignore[misc]
 
 
 class InvalidRequestError(WorkerRuntimeError):
@@ -325,10 +334,19 @@ def error_class_for_code(code: str) -> type[WorkerRuntimeError] | None:
 
 
 def error_from_wire(
-    code: str, message: str, details: dict[str, Any] | None = None, *, status: int | None = None
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    *,
+    status: int | None = None,
+    retryable: bool = False,
 ) -> WorkerRuntimeError:
-    """Build the typed error for a wire error body; an unknown code gives the base class with `.code` kept."""
+    """Build the typed error for a wire error body.
+
+    A code this version knows gives its class (whose `retryable` is the contract's); an unknown code (one a newer
+    server added) gives a subclass of the base class with `.code` and the body's `retryable` kept.
+    """
     cls = _BY_CODE.get(code)
     if cls is None:
-        return _UnknownCodeError(code, message, details=details, status=status)
+        return _UnknownCodeError(code, message, details=details, status=status, retryable=retryable)
     return cls(message, details=details, status=status)

@@ -2,15 +2,20 @@
 
 Field names are the contract shared by server and client. Timestamps are RFC 3339 strings in UTC; a value
 that is unknown is ``null``, never absent.
+
+A newer server may send more than this version knows, and a client decodes it all the same: an event kind or a
+run status it does not know is kept as its string (`Event.kind` and `RunInfo.status` are ``str``; the values
+this version knows are `KNOWN_EVENT_KINDS` and `KNOWN_RUN_STATUSES`, typed as `EventKind` and `RunStatus`), and
+a field it does not know is ignored (no response struct forbids unknown fields).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
-from .config import Limits
+from .config import LimitsInfo
 from .ids import IdStr, RunId, RuntimeId, WorkerId
 
 __all__ = [
@@ -20,40 +25,55 @@ __all__ = [
     "ConfigBundleRef",
     "Diagnostic",
     "DiagnosticLevel",
+    "EVENT_DATA_BY_KIND",
     "Event",
     "EventKind",
+    "EventKindStr",
+    "InputAcceptedEventData",
     "Intent",
+    "KNOWN_EVENT_KINDS",
+    "KNOWN_RUN_STATUSES",
     "NamedProfile",
     "ProfileSelector",
     "ResourceRef",
     "RoleIntent",
     "RunError",
+    "RunEventData",
     "RunInfo",
     "RunStatus",
+    "RunStatusStr",
     "RuntimeDefaultProfile",
+    "RuntimeStartedEventData",
     "RuntimeStatus",
     "RuntimeSummary",
     "StoreInfo",
     "TaskIntent",
     "TERMINAL_RUN_STATUSES",
+    "Timestamp",
     "TokenUsage",
+    "TranscriptAppendedEventData",
     "TranscriptEntry",
     "TranscriptRole",
     "UsageTotals",
     "WorkerCounts",
+    "WorkerCreatedEventData",
     "WorkerDetail",
     "WorkerRef",
     "WorkerStatus",
+    "WorkerStoppedEventData",
     "WorkerSummary",
     "CapabilitiesInfo",
 ]
 
 WorkerStatus = Literal["idle", "busy", "stopped"]
+#: The run statuses this version knows; `RunInfo.status` is a ``str``, since a newer server may send others.
 RunStatus = Literal["running", "completed", "cancelled", "failed", "timed_out", "interrupted"]
+KNOWN_RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "timed_out", "interrupted"})
 TranscriptRole = Literal["user", "system", "assistant", "tool"]
 RuntimeStatus = Literal["running", "stopping"]
 DiagnosticLevel = Literal["info", "warning", "error"]
+#: The event kinds this version knows; `Event.kind` is a ``str``, since a newer server may send others.
 EventKind = Literal[
     "runtime_started",
     "worker_created",
@@ -67,6 +87,32 @@ EventKind = Literal[
     "worker_stopped",
     "worker_deleted",
     "runtime_stopping",
+]
+KNOWN_EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+
+
+def _open_enum(title: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of a string that is one of `known` today and may be another one tomorrow."""
+    return {"anyOf": [{"type": "string", "enum": list(known), "title": title}, {"type": "string"}]}
+
+
+#: An RFC 3339 timestamp in UTC, such as ``2026-11-24T12:00:00.000000Z``.
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+#: A run status: one of `KNOWN_RUN_STATUSES`, or one a newer server added (kept as sent).
+RunStatusStr = Annotated[
+    str,
+    msgspec.Meta(
+        description="One of the statuses listed, or one a newer server added: treat an unknown one as not terminal.",
+        extra_json_schema=_open_enum("KnownRunStatus", KNOWN_RUN_STATUSES),
+    ),
+]
+#: An event kind: one of `KNOWN_EVENT_KINDS`, or one a newer server added (kept as sent, with its data).
+EventKindStr = Annotated[
+    str,
+    msgspec.Meta(
+        description="One of the kinds listed, or one a newer server added (skip or log what you do not know).",
+        extra_json_schema=_open_enum("KnownEventKind", KNOWN_EVENT_KINDS),
+    ),
 ]
 
 
@@ -130,7 +176,7 @@ class ConfigBundleRef(msgspec.Struct, frozen=True, kw_only=True):
 class CapabilityRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A capability the Worker needs from its engine."""
 
-    name: str
+    name: Annotated[str, msgspec.Meta(min_length=1)]
     reason: str | None = None
 
 
@@ -162,10 +208,10 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One run: created by one accepted input, then exactly one terminal status."""
 
     run_id: RunId
-    status: RunStatus
-    input_sequence: int
-    started_at: str
-    ended_at: str | None
+    status: RunStatusStr
+    input_sequence: int | None
+    started_at: Timestamp
+    ended_at: Timestamp | None
     error: RunError | None
     usage: TokenUsage | None
 
@@ -189,8 +235,8 @@ class WorkerSummary(msgspec.Struct, frozen=True, kw_only=True):
     display_ref: str
     status: WorkerStatus
     profile: str
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
     active_run: RunInfo | None
 
 
@@ -219,7 +265,7 @@ class TranscriptEntry(msgspec.Struct, frozen=True, kw_only=True):
     role: TranscriptRole
     content: str
     run_id: RunId | None
-    created_at: str
+    created_at: Timestamp
     event_id: int
 
 
@@ -227,11 +273,73 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of the runtime-wide event log; ids increase strictly from 1 with no gaps."""
 
     id: int
-    kind: EventKind
+    kind: EventKindStr
     worker_ref: WorkerRef | None
     run_id: RunId | None
-    created_at: str
+    created_at: Timestamp
     data: dict[str, Any]
+
+
+# --- event data by kind (`Event.data` stays a dict: these describe it, and decode it with `msgspec.convert`) ------
+
+
+class RuntimeStartedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `runtime_started`: the version of the Runtime that started."""
+
+    version: str
+
+
+class WorkerCreatedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `worker_created`: the name of the profile the Worker resolved to."""
+
+    profile: str
+
+
+class InputAcceptedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `input_accepted`: the transcript sequence of the input's own entry (this event is that entry's
+    `event_id`), its `input_id` and its kind (`user` or `system`)."""
+
+    input_sequence: int | None
+    input_id: str | None
+    kind: str
+
+
+class TranscriptAppendedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `transcript_appended`: the sequence and role of the entry appended."""
+
+    sequence: int
+    role: str
+
+
+class RunEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of the `run_<status>` events (`run_completed`, `run_cancelled`, `run_failed`, `run_timed_out`,
+    `run_interrupted`): the run as it ended; `run_cancelled` also carries the cancel's `reason` when it gave one."""
+
+    run: RunInfo
+    reason: str | None = None
+
+
+class WorkerStoppedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `worker_stopped`: the stop's reason and the run it cancelled (null when none was active)."""
+
+    reason: str | None
+    cancelled_run_id: RunId | None
+
+
+#: The shape of `Event.data` for each kind this version logs with data; other kinds (`worker_deleted`,
+#: `runtime_stopping`) have ``{}``, and a kind a newer server adds may have any object.
+EVENT_DATA_BY_KIND: dict[str, type[msgspec.Struct]] = {
+    "runtime_started": RuntimeStartedEventData,
+    "worker_created": WorkerCreatedEventData,
+    "input_accepted": InputAcceptedEventData,
+    "transcript_appended": TranscriptAppendedEventData,
+    "run_completed": RunEventData,
+    "run_cancelled": RunEventData,
+    "run_failed": RunEventData,
+    "run_timed_out": RunEventData,
+    "run_interrupted": RunEventData,
+    "worker_stopped": WorkerStoppedEventData,
+}
 
 
 class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,7 +351,7 @@ class Diagnostic(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None
     offset: int | None
     worker_ref: WorkerRef | None
-    created_at: str
+    created_at: Timestamp
 
 
 # --- runtime summary -----------------------------------------------------------------------------------------
@@ -281,9 +389,9 @@ class RuntimeSummary(msgspec.Struct, frozen=True, kw_only=True):
     display_name: str
     version: str
     status: RuntimeStatus
-    started_at: str
+    started_at: Timestamp
     store: StoreInfo
     workers: WorkerCounts
-    limits: Limits
+    limits: LimitsInfo
     capabilities: CapabilitiesInfo
     usage: UsageTotals

@@ -58,7 +58,7 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     def to_wire(self) -> RunInfo:
         return RunInfo(
             run_id=self.run_id,
-            status=self.status,  # type: ignore[arg-type]  # only RunStatus values are ever stored
+            status=self.status,
             input_sequence=self.input_sequence,
             started_at=format_time(self.started_at),
             ended_at=format_time(self.ended_at) if self.ended_at is not None else None,
@@ -179,7 +179,7 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
         data = self.data
         return Event(
             id=self.id,
-            kind=self.kind,  # type: ignore[arg-type]  # only EventKind values are ever stored
+            kind=self.kind,
             worker_ref=WorkerRef(runtime_id=runtime_id, worker_id=self.worker_id) if self.worker_id else None,
             run_id=self.run_id,
             created_at=format_time(self.created_at),

@@ -33,7 +33,10 @@ __all__ = [
     "AckEnvelope",
     "CancelRequest",
     "CreateWorkerRequest",
+    "CursorAheadDetails",
+    "CursorExpiredDetails",
     "DiagnosticsEnvelope",
+    "ERROR_DETAILS_BY_CODE",
     "ErrorBody",
     "ErrorEnvelope",
     "EventPage",
@@ -44,10 +47,12 @@ __all__ = [
     "RunEnvelope",
     "RuntimeEnvelope",
     "StopRequest",
+    "StoreCorruptDetails",
     "TranscriptEnvelope",
     "TranscriptPage",
     "WorkerAck",
     "WorkerAckEnvelope",
+    "WorkerBusyDetails",
     "WorkerEnvelope",
     "WorkersPage",
 ]
@@ -71,7 +76,14 @@ class CreateWorkerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
 class InputRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/workers/{worker_id}/input``; `content` is 1 byte to `max_input_bytes`."""
 
-    content: Annotated[str, msgspec.Meta(min_length=1)]
+    content: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description="1 byte to `max_input_bytes` bytes of UTF-8. `maxLength` bounds the characters; a string "
+            "within it whose UTF-8 is longer than `max_input_bytes` (multi-byte characters) is 422 `invalid_input`.",
+        ),
+    ]
     kind: InputKind = "user"
     input_id: InputId | None = None
 
@@ -90,11 +102,15 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class InputAck(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to an accepted input, sent once its transcript entry and event are durable."""
+    """The answer to an accepted input, sent once its transcript entry and event are durable.
+
+    `input_sequence` is the transcript sequence of the input's own entry; this server always sends one, a newer
+    one sends null for an input it queued behind the active run.
+    """
 
     worker_ref: WorkerRef
     run_id: RunId
-    input_sequence: int
+    input_sequence: int | None
     event_id: int
     duplicate: bool
 
@@ -141,6 +157,46 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     details: dict[str, Any]
     retryable: bool
+
+
+# --- error details by code (`ErrorBody.details` stays a dict: these describe it) --------------------------------
+
+
+class WorkerBusyDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Details of `worker_busy`: the run that is active."""
+
+    run_id: RunId
+
+
+class CursorExpiredDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Details of `cursor_expired`: the oldest event id still kept (read again from just below it)."""
+
+    oldest_id: int
+
+
+class CursorAheadDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Details of `invalid_request` for an events cursor (`after`) above the newest id the log ever served (a
+    memory store restarted, or another runtime): the newest id."""
+
+    newest_id: int
+
+
+class StoreCorruptDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Details of `store_corrupt`: the damaged file and the byte offset of the damage (-1 when unknown)."""
+
+    path: str
+    offset: int
+
+
+#: The shape of `ErrorBody.details` where it has fixed fields: `worker_busy`, `cursor_expired`, `store_corrupt`, and
+#: `invalid_request` for an events cursor above the newest id (its other details name the ``field`` or ``path``
+#: that was wrong). The details of other codes are an object of their own.
+ERROR_DETAILS_BY_CODE: dict[str, type[msgspec.Struct]] = {
+    "worker_busy": WorkerBusyDetails,
+    "cursor_expired": CursorExpiredDetails,
+    "invalid_request": CursorAheadDetails,
+    "store_corrupt": StoreCorruptDetails,
+}
 
 
 # --- envelopes -----------------------------------------------------------------------------------------------

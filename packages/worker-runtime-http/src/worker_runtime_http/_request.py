@@ -18,13 +18,26 @@ from worker_runtime_core import (
     is_valid_id,
 )
 
-__all__ = ["ClientGone", "is_json_media_type", "parse_query", "query_float", "query_int", "read_body", "worker_id"]
+__all__ = [
+    "QUERY_INT_MAX",
+    "ClientGone",
+    "is_json_media_type",
+    "parse_query",
+    "query_float",
+    "query_int",
+    "read_body",
+    "worker_id",
+]
+
+#: The largest integer a query parameter may hold (a signed 64-bit integer; the document says so).
+QUERY_INT_MAX = 2**63 - 1
 
 T = TypeVar("T")
 
 _PATH_RE = re.compile(r" - at `(\$[^`]*)`$")
-_INT_RE = re.compile(r"[+-]?[0-9]{1,30}")
-_FLOAT_RE = re.compile(r"[+]?[0-9]{1,30}(\.[0-9]{1,30})?")
+_INT_RE = re.compile(r"([+-]?[0-9]{1,30})(?:\.0{1,30})?")  # `10.0` is an integer to JSON Schema, so here too
+#: A non-negative decimal, with an exponent as a number's shortest form may have (``1e-05``, ``2.5e+20``).
+_FLOAT_RE = re.compile(r"[+]?[0-9]{1,30}(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?")
 
 
 class ClientGone(Exception):
@@ -63,13 +76,18 @@ def parse_query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
 
 
 def query_int(query: dict[str, str], name: str) -> int | None:
-    """An integer query parameter, or None when absent (422 `invalid_request` when not an integer)."""
+    """An integer query parameter (``10`` or ``10.0``), or None when absent (422 `invalid_request` when not an
+    integer of at most 64 bits)."""
     value = query.get(name)
     if value is None:
         return None
-    if _INT_RE.fullmatch(value) is None:
+    match = _INT_RE.fullmatch(value)
+    if match is None:
         raise InvalidRequestError(f"{name} must be an integer, not {value[:100]!r}", details={"field": name})
-    return int(value)
+    number = int(match.group(1))
+    if not -QUERY_INT_MAX - 1 <= number <= QUERY_INT_MAX:
+        raise InvalidRequestError(f"{name} is out of range: {value[:100]!r}", details={"field": name})
+    return number
 
 
 def query_float(query: dict[str, str], name: str) -> float | None:

@@ -8,6 +8,7 @@ no Request or Response objects, no middleware chain and no task per request on t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -230,5 +231,5 @@ def create_app(
         runtime,
         guard=Guard(token=token, allowed_hosts=allowed_hosts, bind=bind),
         shutdown_grace_s=shutdown_grace_s,
-        openapi=openapi_bytes,
+        openapi=functools.partial(openapi_bytes, runtime.limits),  # the document states this process's limits
     )

@@ -9,17 +9,37 @@ package's README; a test keeps it in sync) and served at ``GET /openapi.json``. 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
-from worker_runtime_core import ID_PATTERN, ErrorEnvelope, WorkerRuntimeError, error_class_for_code
+from worker_runtime_core import (
+    ERROR_DETAILS_BY_CODE,
+    EVENT_DATA_BY_KIND,
+    ID_PATTERN,
+    KNOWN_EVENT_KINDS,
+    ErrorEnvelope,
+    LimitsInfo,
+    WorkerRuntimeError,
+    error_class_for_code,
+)
 
 from ._version import __version__
 from .errors import status_for
 from .routes import ENDPOINTS, Endpoint
 
-__all__ = ["BODY_ERRORS", "COMMON_ERRORS", "PUBLIC_ERRORS", "build_openapi", "documented_responses", "openapi_bytes"]
+__all__ = [
+    "BODY_ERRORS",
+    "COMMON_ERRORS",
+    "PUBLIC_ERRORS",
+    "build_openapi",
+    "documented_responses",
+    "normalise_descriptions",
+    "openapi_bytes",
+]
 
 #: Codes every ``/v1`` route and ``/openapi.json`` may answer.
 COMMON_ERRORS = ("forbidden_host", "forbidden_origin", "unauthorized", "invalid_request", "internal_error")
@@ -30,7 +50,13 @@ BODY_ERRORS = ("invalid_json", "unsupported_media_type", "payload_too_large")
 #: Codes of no single route.
 ROUTING_ERRORS = ("not_found", "method_not_allowed")
 
+_T = TypeVar("_T")
 _REF = "#/components/schemas/{name}"
+#: Request schemas are generated apart (see `_components`); their refs carry this prefix until they are named.
+_REQUEST_PREFIX = "#/components/schemas/request:"
+#: The title generators use to name their package: not ``worker-runtime``, whose client package would clash with
+#: ``worker_runtime_client``.
+TITLE = "worker-runtime HTTP API"
 
 _DESCRIPTION = """\
 The REST command API of a worker-runtime Runtime process. A trusted Backend drives it; browsers never do
@@ -88,7 +114,7 @@ def _example(code: str) -> dict[str, Any]:
     }
 
 
-def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
+def _parameters(endpoint: Endpoint, limits: LimitsInfo) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     if "{worker_id}" in endpoint.path:
         params.append(
@@ -110,30 +136,194 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "minLength": 1},
             }
         )
+    shown = {name: _number(value) for name, value in msgspec.structs.asdict(limits).items()}
     for q in endpoint.query:  # `?limit=` is `limit` left out (`_request.parse_query`): say so with allowEmptyValue
+        schema = dict(q.schema)
+        if q.maximum is not None:
+            schema["maximum"] = _number(getattr(limits, q.maximum))
         params.append(
             {
                 "name": q.name,
                 "in": "query",
                 "required": False,
                 "allowEmptyValue": True,
-                "description": q.description,
-                "schema": q.schema,
+                "description": q.description.format_map(shown),
+                "schema": schema,
             }
         )
     return params
 
 
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the HTTP API, as a dict."""
-    types: list[Any] = [ErrorEnvelope]
+def _number(value: Any) -> Any:
+    """A limit as the document shows it: ``30`` for ``30.0``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# --- components: one schema per struct, requests and responses apart -------------------------------------------
+
+
+def _as_response(schema: dict[str, Any]) -> None:
+    """A struct's schema as the server sends it, in place: the server encodes every field (no struct omits
+    defaults), so every property is required (a nullable one may be null); a default means nothing in an answer;
+    and a newer server may add properties, so none is forbidden."""
+    properties = schema.get("properties")
+    if schema.get("type") != "object" or properties is None:
+        return
+    required = list(schema.get("required", ()))
+    schema["required"] = required + [name for name in properties if name not in required]
+    for prop in properties.values():
+        prop.pop("default", None)
+    if schema.get("additionalProperties") is False:
+        del schema["additionalProperties"]
+
+
+def _as_request(schema: dict[str, Any]) -> None:
+    """A request struct's schema, in place: a property whose default is an object (an intent, a profile selector)
+    says its default in words and is left out by the server's choice, since generators refuse object defaults."""
+    for prop in schema.get("properties", {}).values():
+        default = prop.get("default")
+        if isinstance(default, dict):
+            del prop["default"]
+            shown = json.dumps(default, separators=(", ", ": "))
+            prop["description"] = f"Optional; when left out the server uses `{shown}`."
+
+
+def _rename(node: Any, name_of: Callable[[str], str]) -> Any:
+    """`node` with every request ref (``$ref`` and discriminator mappings) pointing at its final component."""
+    if isinstance(node, dict):
+        return {key: _rename(value, name_of) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_rename(item, name_of) for item in node]
+    if isinstance(node, str) and node.startswith(_REQUEST_PREFIX):
+        return _REF.format(name=name_of(node.removeprefix(_REQUEST_PREFIX)))
+    return node
+
+
+def _components(
+    requests: list[Any], responses: list[Any], described: list[Any]
+) -> tuple[dict[int, Any], dict[str, Any]]:
+    """The schema of each type (by ``id``) and the components they refer to.
+
+    Response structs are schemas of what the server sends (`_as_response`); request structs keep their optional
+    fields and defaults. A struct in both whose two schemas differ gets two components: ``Name`` as the server
+    sends it and ``NameInput`` as a request may give it (``AssistantIntentInput``: `purpose` may be left out). The
+    wire JSON is the same either way. `described` are structs that only describe a dict (`Event.data`,
+    `ErrorBody.details`): their optional fields stay optional.
+    """
+    schemas, components = msgspec.json.schema_components(responses, ref_template=_REF)
+    for component in components.values():
+        _as_response(component)
+    schema_of = dict(zip((id(t) for t in responses), schemas, strict=True))
+
+    descriptions, extra = msgspec.json.schema_components(described, ref_template=_REF)
+    own = {t.__name__ for t in described}
+    for name, component in extra.items():
+        if name not in components:
+            if name not in own:
+                _as_response(component)
+            components[name] = component
+    schema_of.update(zip((id(t) for t in described), descriptions, strict=True))
+
+    request_schemas, request_components = msgspec.json.schema_components(
+        requests, ref_template=_REQUEST_PREFIX + "{name}"
+    )
+    named: dict[str, str] = {}
+
+    def name_of(name: str) -> str:
+        if name not in named:
+            schema = _rename(request_components[name], name_of)
+            _as_request(schema)
+            final = name if components.get(name, schema) == schema else f"{name}Input"
+            if final != name:
+                schema["title"] = final  # generators name their classes by title
+            named[name] = final
+            components[final] = schema
+        return named[name]
+
+    for name in request_components:
+        name_of(name)
+    schema_of.update(zip((id(t) for t in requests), (_rename(s, name_of) for s in request_schemas), strict=True))
+    return schema_of, components
+
+
+def _open_union(refs: list[str], other: str, description: str) -> dict[str, Any]:
+    """One of the components `refs`, or any other object (what a newer server may send)."""
+    return {
+        "anyOf": [{"$ref": _REF.format(name=name)} for name in refs] + [{"type": "object", "title": other}],
+        "description": description,
+    }
+
+
+def _describe_dicts(components: dict[str, Any]) -> None:
+    """`Event.data` by kind and `ErrorBody.details` by code, with an open form for what this version lacks."""
+    kinds_of: dict[str, list[str]] = {}
+    for kind, data_type in EVENT_DATA_BY_KIND.items():
+        kinds_of.setdefault(data_type.__name__, []).append(f"`{kind}`")
+    kinds_of["`{}`"] = [f"`{kind}`" for kind in KNOWN_EVENT_KINDS if kind not in EVENT_DATA_BY_KIND]
+    by_kind = "; ".join(f"{', '.join(kinds)}: {name}" for name, kinds in kinds_of.items())
+    event = components["Event"]
+    event["properties"]["data"] = _open_union(
+        [name for name in kinds_of if name != "`{}`"],
+        "OtherEventData",
+        f"By kind ({by_kind}); `x-data-by-kind` maps each kind to its schema. A kind a newer server adds may "
+        "carry any object.",
+    )
+    event["x-data-by-kind"] = {kind: _REF.format(name=t.__name__) for kind, t in EVENT_DATA_BY_KIND.items()}
+    body = components["ErrorBody"]
+    by_code = "; ".join(f"`{code}`: {t.__name__}" for code, t in ERROR_DETAILS_BY_CODE.items())
+    body["properties"]["details"] = _open_union(
+        list(dict.fromkeys(t.__name__ for t in ERROR_DETAILS_BY_CODE.values())),
+        "OtherErrorDetails",
+        f"Fixed fields for some codes ({by_code}); `x-details-by-code` maps them to their schema. `invalid_request` "
+        "has CursorAheadDetails for an events cursor above the newest id; its other details name the `field` or "
+        "`path` that was wrong. Other codes have an object of their own.",
+    )
+    body["x-details-by-code"] = {code: _REF.format(name=t.__name__) for code, t in ERROR_DETAILS_BY_CODE.items()}
+
+
+def _apply_limits(components: dict[str, Any], limits: LimitsInfo) -> None:
+    """What the limits bound in a body: `content` has at most `max_input_bytes` characters (its UTF-8 bytes are
+    checked by the server, see its description)."""
+    components["InputRequest"]["properties"]["content"]["maxLength"] = limits.max_input_bytes
+
+
+def normalise_descriptions(node: _T) -> _T:
+    """`node` with every ``description`` string passed through `inspect.cleandoc`, in place (and returned).
+
+    msgspec puts a struct's docstring into its schema, and how it strips the indentation of the lines after the
+    first changed between releases (0.22 keeps it, 0.23 removes it); cleaning every description here makes the
+    document the same bytes whichever release is installed. Idempotent.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = inspect.cleandoc(value)
+            else:
+                normalise_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            normalise_descriptions(item)
+    return node
+
+
+def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the HTTP API, as a dict.
+
+    `limits` are the process's (the defaults when None): the page `limit`, the long-poll `wait` and the input
+    `content` carry their maximum, so the document a process serves states its own bounds.
+    """
+    limits = limits if limits is not None else LimitsInfo()
+    request_types: list[Any] = []
+    response_types: list[Any] = [ErrorEnvelope]
     for endpoint in ENDPOINTS:
         if endpoint.request is not None:
-            types.append(endpoint.request)
+            request_types.append(endpoint.request)
         for kind, _ in documented_responses(endpoint).values():
-            types.append(kind)
-    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
-    schema_of = dict(zip((id(t) for t in types), schemas, strict=True))
+            response_types.append(kind)
+    described = list(dict.fromkeys([*EVENT_DATA_BY_KIND.values(), *ERROR_DETAILS_BY_CODE.values()]))
+    schema_of, components = _components(request_types, response_types, described)
+    _describe_dicts(components)
+    _apply_limits(components, limits)
 
     x_request_id = {"$ref": "#/components/headers/XRequestId"}
     paths: dict[str, dict[str, Any]] = {}
@@ -166,7 +356,7 @@ def build_openapi() -> dict[str, Any]:
         }
         if endpoint.description:
             operation["description"] = endpoint.description
-        params = _parameters(endpoint)
+        params = _parameters(endpoint, limits)
         if params:
             operation["parameters"] = params
         if endpoint.request is not None:
@@ -185,9 +375,9 @@ def build_openapi() -> dict[str, Any]:
         {code for e in ENDPOINTS for code in _codes(e)} | set(ROUTING_ERRORS),
         key=lambda c: (status_for(_error_class(c)), c),
     )
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "worker-runtime", "version": __version__, "description": _DESCRIPTION},
+        "info": {"title": TITLE, "version": __version__, "description": _DESCRIPTION},
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
@@ -216,9 +406,11 @@ def build_openapi() -> dict[str, Any]:
             for code in all_codes
         },
     }
+    return normalise_descriptions(document)
 
 
 @functools.cache
-def openapi_bytes() -> bytes:
-    """The document as the server serves it and the repository keeps it: sorted keys, two-space indent."""
-    return msgspec.json.format(msgspec.json.encode(build_openapi(), order="sorted"), indent=2) + b"\n"
+def openapi_bytes(limits: LimitsInfo | None = None) -> bytes:
+    """The document as the server serves it and the repository keeps it (under the default limits): sorted keys,
+    two-space indent."""
+    return msgspec.json.format(msgspec.json.encode(build_openapi(limits), order="sorted"), indent=2) + b"\n"

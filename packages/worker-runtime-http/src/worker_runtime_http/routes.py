@@ -15,6 +15,7 @@ import msgspec
 from starlette.types import Receive, Scope
 
 from worker_runtime_core import (
+    ID_PATTERN,
     CancelRequest,
     CreateWorkerRequest,
     DiagnosticsEnvelope,
@@ -36,7 +37,16 @@ from worker_runtime_core import (
     WorkersPage,
 )
 
-from ._request import ClientGone, decode_body, parse_query, query_float, query_int, read_body, worker_id
+from ._request import (
+    QUERY_INT_MAX,
+    ClientGone,
+    decode_body,
+    parse_query,
+    query_float,
+    query_int,
+    read_body,
+    worker_id,
+)
 
 __all__ = ["ENDPOINTS", "Context", "Endpoint", "HealthStatus", "QueryParam", "Reply"]
 
@@ -222,11 +232,16 @@ async def read_transcript(ctx: Context, scope: Scope, receive: Receive, params: 
 
 @dataclass(frozen=True)
 class QueryParam:
-    """A query parameter as the OpenAPI document shows it."""
+    """A query parameter as the OpenAPI document shows it.
+
+    `description` may name limits as ``{max_page}``; `maximum` names the limit that is the schema's ``maximum``.
+    Both take the values of the process's limits (see `openapi.build_openapi`).
+    """
 
     name: str
     schema: dict[str, Any]
     description: str
+    maximum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,10 +270,18 @@ class Endpoint:
 _LIMIT = QueryParam(
     "limit",
     {"type": "integer", "minimum": 1},
-    "Page size: `default_page` (100) when absent, at most `max_page` (1000).",
+    "Page size: `default_page` ({default_page}) when absent, at most `max_page` ({max_page}); more is 422 "
+    "`limit_too_large`.",
+    maximum="max_page",
 )
+#: A cursor or a sequence in a query: 0 to a signed 64-bit integer's maximum.
+_COUNT_SCHEMA: dict[str, Any] = {"type": "integer", "format": "int64", "minimum": 0, "maximum": QUERY_INT_MAX}
+#: An id in a query: the path ids' pattern; one that breaks it is 422 `invalid_request`.
+_ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN}
 _WORKER_ID_QUERY = QueryParam(
-    "worker_id", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}, "Only events naming this Worker."
+    "worker_id",
+    _ID_SCHEMA,
+    "Only events naming this Worker (a deleted Worker's events too).",
 )
 
 #: Every route of the app, hot ones first (the router tries them in this order).
@@ -309,14 +332,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         200,
         EventPage,
         query=(
-            QueryParam("after", {"type": "integer", "minimum": 0}, "Return events with an id above this (default 0)."),
+            QueryParam("after", _COUNT_SCHEMA, "Return events with an id above this (default 0)."),
             _LIMIT,
             _WORKER_ID_QUERY,
             QueryParam(
                 "wait",
-                {"type": "number", "minimum": 0, "maximum": 30},
-                "Seconds to wait when nothing matches (0 to `max_wait_s`): the answer comes as soon as one event "
-                "matches, else after `wait` with an empty page.",
+                {"type": "number", "minimum": 0},
+                "Seconds to wait when nothing matches (0 to `max_wait_s`, {max_wait_s}): the answer comes as soon as "
+                "one event matches, else after `wait` with an empty page.",
+                maximum="max_wait_s",
             ),
         ),
         errors=("invalid_request", "limit_too_large", "cursor_expired", "runtime_unavailable"),
@@ -329,7 +353,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "A page of a Worker's transcript",
         200,
         TranscriptEnvelope,
-        query=(QueryParam("start", {"type": "integer", "minimum": 0}, "First sequence (default 0)."), _LIMIT),
+        query=(QueryParam("start", _COUNT_SCHEMA, "First sequence (default 0)."), _LIMIT),
         errors=(
             "invalid_worker_id",
             "invalid_request",
@@ -410,7 +434,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             _LIMIT,
             QueryParam(
                 "after",
-                {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+                _ID_SCHEMA,
                 "Return Workers whose id sorts after this one (the previous page's `next_after`).",
             ),
         ),
