@@ -484,6 +484,7 @@ async def test_a_new_error_code_raises_the_base_class_with_its_code_and_is_not_r
 async def test_wait_for_run_waits_through_statuses_it_does_not_know(
     mock: respx.MockRouter, client: RuntimeClient
 ) -> None:
+    mock.get("/v1/runtime").respond(200, json=runtime_body())
     mock.get("/v1/workers/w1").respond(200, json=body(worker=worker(last_event_id=5)))
     runs = mock.get("/v1/workers/w1/runs/run-3")
     runs.side_effect = [
