@@ -97,8 +97,8 @@ async def test_create_with_a_bad_worker_id_in_the_body_is_422_invalid_request(cl
     assert response.status_code == 422
     error = error_of(response)
     assert error["code"] == "invalid_request"
-    assert "$.worker_id" in error["message"]
-    assert error["details"] == {"path": "$.worker_id"}
+    assert error["message"].startswith("worker_id: invalid id")
+    assert error["details"] == {"path": "$.worker_id", "field": "worker_id"}
 
 
 async def test_list_workers_pages_by_worker_id(client: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from .errors import (
     WorkerRuntimeError,
     WorkerStoppedError,
 )
-from .ids import generate_id, is_valid_id
+from .ids import generate_id, invalid_id_message, is_valid_id
 from .models import (
     CapabilitiesInfo,
     Diagnostic,
@@ -90,6 +91,7 @@ _ROLES = frozenset({"user", "system", "assistant", "tool"})
 _INPUT_KINDS = frozenset({"user", "system"})
 _NO_EXTRA = WorkerExtra()
 _MAX_DIAGNOSTICS = 1000
+_AT_FIELD_RE = re.compile(r" - at `\$\.([^`]*)`$")
 
 
 class _ActiveRun:
@@ -451,7 +453,7 @@ class Runtime:
         if status is not None and status not in self._counts:
             raise InvalidRequestError(f"status must be idle, busy or stopped, not {status!r}")
         if after is not None and not is_valid_id(after):
-            raise InvalidRequestError(f"after must be a worker id, not {after!r}")
+            raise InvalidRequestError(invalid_id_message("after"), details={"field": "after"})
         size = self._page_limit(limit)
         order = self._sorted_ids()
         i = bisect_right(order, after) if after is not None else 0
@@ -521,7 +523,7 @@ class Runtime:
                 details={"field": "content", "max_input_bytes": max_bytes},
             )
         if input_id is not None and not is_valid_id(input_id):
-            raise InvalidInputError(f"invalid input_id {input_id!r}", details={"field": "input_id"})
+            raise InvalidInputError(invalid_id_message("input_id"), details={"field": "input_id"})
         self._require_running()
         record = self._worker(wid)
         digest = b""
@@ -783,7 +785,7 @@ class Runtime:
             raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
         size = self._page_limit(limit)
         if worker_id is not None and not is_valid_id(worker_id):
-            raise InvalidRequestError(f"invalid worker id {worker_id!r}", details={"field": "worker_id"})
+            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
         max_wait = self.limits.max_wait_s
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
             raise InvalidRequestError(
@@ -1249,7 +1251,7 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
 
 def _check_worker_id(worker_id: object) -> str:
     if not is_valid_id(worker_id):
-        raise InvalidWorkerIdError(f"invalid worker id {worker_id!r}", details={"worker_id": str(worker_id)[:200]})
+        raise InvalidWorkerIdError(invalid_id_message("worker_id"), details={"worker_id": str(worker_id)[:200]})
     return worker_id  # type: ignore[return-value]  # is_valid_id checked the type
 
 
@@ -1276,4 +1278,14 @@ def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any])
     try:
         return msgspec.convert(source, CreateWorkerRequest)
     except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"invalid create request: {exc}") from None
+        text = str(exc)
+        at = _AT_FIELD_RE.search(text)
+        if at is None:
+            raise InvalidRequestError(f"invalid create request: {text}") from None
+        field = at.group(1)
+        key = field.rpartition(".")[2]
+        if text.startswith("Expected `str` matching regex") or (
+            text.startswith("Expected `str` of length") and (key == "id" or key.endswith("_id"))
+        ):
+            raise InvalidRequestError(invalid_id_message(field), details={"field": field}) from None
+        raise InvalidRequestError(f"invalid create request: {text}", details={"field": field}) from None
