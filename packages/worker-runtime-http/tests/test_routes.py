@@ -343,6 +343,19 @@ async def test_a_bad_cancel_body_is_422_invalid_request(client: httpx.AsyncClien
     assert error_of(response)["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("run_id", ["bad id", "", "../run-1"])
+async def test_cancel_with_malformed_run_id_is_422(client: httpx.AsyncClient, gate: Gate, run_id: str) -> None:
+    active = await busy_worker(client, gate)
+    response = await client.post("/v1/workers/w1/cancel", json={"run_id": run_id})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("run_id: invalid id (")
+    assert error["details"]["field"] == "run_id"
+    assert (await client.get(f"/v1/workers/w1/runs/{active}")).json()["run"]["status"] == "running"
+    gate.release.set()
+
+
 async def test_stop_cancels_the_run_and_is_idempotent(client: httpx.AsyncClient, gate: Gate) -> None:
     run_id = await busy_worker(client, gate)
     first = await client.post("/v1/workers/w1/stop", json={"reason": "done"})

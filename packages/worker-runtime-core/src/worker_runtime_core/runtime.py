@@ -649,9 +649,14 @@ class Runtime:
         `cancelled_run_id` and `event_id` are null.
 
         Raises:
+            InvalidRequestError: a `run_id` that breaks the id pattern (one that names no run is a no-op).
             OperationTimeoutError: the run has not ended within `operation_timeout_s` (it still ends cancelled).
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
+        if run_id is not None and not is_valid_id(run_id):
+            if not (type(worker_id) is str and worker_id in self._workers):
+                _check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
+            raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
         record = self._worker(worker_id)
         self._require_started()
         wid = record.worker_id
