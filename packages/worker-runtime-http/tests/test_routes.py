@@ -424,8 +424,21 @@ async def test_events_page_and_filter(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_empty_events_page_keeps_the_cursor(client: httpx.AsyncClient) -> None:
-    page = (await client.get("/v1/events?after=50")).json()
-    assert page == {"events": [], "next_after": 50, "has_more": False}
+    newest = (await client.get("/v1/events")).json()["next_after"]
+    page = (await client.get(f"/v1/events?after={newest}")).json()
+    assert page == {"events": [], "next_after": newest, "has_more": False}
+
+
+@pytest.mark.parametrize("wait", ["", "&wait=0.5"])
+async def test_a_cursor_above_the_newest_event_is_422_with_newest_id(client: httpx.AsyncClient, wait: str) -> None:
+    for n in range(40):
+        await create(client, f"w{n}")
+    newest = (await client.get("/v1/events?limit=1000")).json()["next_after"]
+    response = await client.get(f"/v1/events?after=999999{wait}")
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": "after", "newest_id": newest}
 
 
 async def test_a_long_poll_answers_when_an_event_comes(client: httpx.AsyncClient) -> None:

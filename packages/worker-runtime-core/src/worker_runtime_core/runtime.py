@@ -781,7 +781,9 @@ class Runtime:
         with an empty page whose `next_after` is `after`.
 
         Raises:
-            InvalidRequestError: negative `after`, `limit` below 1, `wait` outside 0..`max_wait_s`, bad worker id.
+            InvalidRequestError: negative `after`, `limit` below 1, `wait` outside 0..`max_wait_s`, bad worker id;
+                `after` above the newest event id (``details["newest_id"]``: a cursor from another store, or from
+                a memory store before a restart), checked before any wait.
             LimitTooLargeError: `limit` above `max_page`.
             CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
         """
@@ -795,6 +797,13 @@ class Runtime:
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
             raise InvalidRequestError(
                 f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"}
+            )
+        newest = self._next_event_id - 1  # ids in flight count: a reader may see one before its writer resumes
+        if after > newest:
+            raise InvalidRequestError(
+                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
+                "(was the store reset?); read again from a cursor of at most newest_id",
+                details={"field": "after", "newest_id": newest},
             )
         records = await self._store.read_events(after, size + 1, worker_id)
         if not records and wait > 0:
