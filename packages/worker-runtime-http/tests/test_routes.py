@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
-from http_helpers import Gate, client_for, error_of, serving
+from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime, serving
 
 from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StoreCorruptError
 from worker_runtime_http import create_app
+from worker_runtime_store_fs import FsRuntimeStore
 
 GATE = {"kind": "named", "name": "gate"}
 
@@ -291,6 +294,22 @@ async def test_get_an_unknown_run_is_404_run_not_found(client: httpx.AsyncClient
     response = await client.get("/v1/workers/w1/runs/run-999")
     assert response.status_code == 404
     assert error_of(response)["code"] == "run_not_found"
+
+
+@pytest.mark.parametrize("run_id", ["run-%C2%B2", "run-1%C2%B2", "run-%D9%A3", "run-01", "bad%20id", "r" * 129])
+async def test_get_a_run_id_not_in_the_runtime_form_is_404_run_not_found(
+    gate: Gate, tmp_path: Path, run_id: str
+) -> None:
+    async with (
+        make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt,
+        client_for(create_app(rt, token=TOKEN)) as client,
+    ):
+        await create(client)
+        done = await client.post("/v1/workers/w1/input", json={"content": "hi"})
+        await rt.wait_for_run("w1", done.json()["ack"]["run_id"])
+        response = await client.get(f"/v1/workers/w1/runs/{run_id}")
+        assert response.status_code == 404
+        assert error_of(response)["code"] == "run_not_found"
 
 
 async def test_get_an_active_run(client: httpx.AsyncClient, gate: Gate) -> None:

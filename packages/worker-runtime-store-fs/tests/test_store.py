@@ -300,3 +300,15 @@ def test_bad_settings_are_config_errors() -> None:
         FsRuntimeStore("x", fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         FsRuntimeStore("x", checkpoint_every=0)
+
+
+@pytest.mark.parametrize(
+    "other", ["run-\u00b2", "run-1\u00b2", "run-\u0663", "run-0{n}", "run-", "run-+{n}", "run-9" + "9" * 30]
+)
+async def test_read_run_of_an_id_not_in_the_runtime_form_is_none(tmp_path: Path, other: str) -> None:
+    store = FsRuntimeStore(tmp_path)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        run_id = await _run(rt, "w", "hi")
+        assert (await store.read_run("w", run_id)) is not None
+        assert (await store.read_run("w", other.format(n=run_id.removeprefix("run-")))) is None

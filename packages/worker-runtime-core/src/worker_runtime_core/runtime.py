@@ -1017,17 +1017,20 @@ class Runtime:
         await active.done.wait()
 
     async def _find_run(self, record: WorkerRecord, run_id: str) -> RunRecord:
+        """The run `run_id` of a Worker. A run id that is not an id at all names no run: `RunNotFoundError`, and
+        the store never sees it."""
         if record.active_run is not None and record.active_run.run_id == run_id:
             return record.active_run
         if record.last_run is not None and record.last_run.run_id == run_id:
             return record.last_run
         try:
-            run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
+            run = await self._store.read_run(record.worker_id, run_id) if is_valid_id(run_id) else None
         except StoreCorruptError as exc:
             self._mark_corrupt(record, exc)
             raise
         if run is None:
-            raise RunNotFoundError(f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id})
+            shown = str(run_id)[:200]
+            raise RunNotFoundError(f"worker {record.worker_id!r} has no run {shown!r}", details={"run_id": shown})
         return run
 
     # --- internals: idempotency ------------------------------------------------------------------------------
