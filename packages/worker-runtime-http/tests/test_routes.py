@@ -9,11 +9,32 @@ import httpx
 import pytest
 from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime, serving
 
-from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StoreCorruptError
+from worker_runtime_core import (
+    Engine,
+    Limits,
+    MemoryStore,
+    ProfileConfig,
+    RunContext,
+    Runtime,
+    RuntimeUnavailableError,
+    StoreCorruptError,
+)
+from worker_runtime_core.stores import Batch
 from worker_runtime_http import create_app
 from worker_runtime_store_fs import FsRuntimeStore
 
 GATE = {"kind": "named", "name": "gate"}
+
+
+class RefusingStore(MemoryStore):
+    """A memory store that refuses writes on demand, in its own words naming its files."""
+
+    refuse = False
+
+    async def write(self, batch: Batch) -> None:
+        if self.refuse:
+            raise RuntimeUnavailableError("cannot append to /srv/rt/events/00000000000000000001.jsonl: No space")
+        await super().write(batch)
 
 
 async def create(client: httpx.AsyncClient, worker_id: str = "w1", **fields: object) -> httpx.Response:
@@ -522,6 +543,23 @@ async def test_diagnostics_list_failed_runs(rt: Runtime, client: httpx.AsyncClie
     diagnostics = response.json()["diagnostics"]
     assert [d["code"] for d in diagnostics] == ["engine_error"]
     assert set(diagnostics[0]) == {"level", "code", "message", "path", "offset", "worker_ref", "created_at"}
+
+
+async def test_a_failed_engine_and_a_failing_store_say_what_happened_without_internals(gate: Gate) -> None:
+    store = RefusingStore()
+    async with make_runtime(gate, store=store) as rt, client_for(create_app(rt, token=TOKEN)) as client:
+        await create(client, profile={"kind": "named", "name": "boom"})
+        ack = (await client.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]
+        await rt.wait_for_run("w1", ack["run_id"])
+        run = (await client.get(f"/v1/workers/w1/runs/{ack['run_id']}")).json()["run"]
+        assert run["error"] == {"code": "engine_error", "message": "the engine failed; see the Runtime's log"}
+        store.refuse = True
+        response = await client.post("/v1/workers", json={"worker_id": "w2"})
+        store.refuse = False
+    assert response.status_code == 503
+    error = error_of(response)
+    assert (error["code"], error["retryable"], error["details"]) == ("runtime_unavailable", True, {})
+    assert "/srv" not in response.text and "boom" not in run["error"]["message"]
 
 
 # --- timeouts and damage -------------------------------------------------------------------------------------

@@ -91,6 +91,10 @@ _ROLES = frozenset({"user", "system", "assistant", "tool"})
 _INPUT_KINDS = frozenset({"user", "system"})
 _NO_EXTRA = WorkerExtra()
 _MAX_DIAGNOSTICS = 1000
+#: What a caller is told when the store fails a write; the cause (paths, OS errors) goes to the log only.
+_STORE_CANNOT_WRITE = "the store cannot write right now; retry later (the Runtime's log has the cause)"
+#: What a run's error says when its engine raised something other than `EngineError`.
+_ENGINE_FAILED = "the engine failed; see the Runtime's log"
 _AT_FIELD_RE = re.compile(r" - at `\$\.([^`]*)`$")
 
 
@@ -175,7 +179,10 @@ class _Context(RunContext):
         limit = max(0, min(limit, self._rt.limits.max_page))
         end = self.input_sequence
         start = max(0, end - limit)
-        records = await self._rt._store.read_transcript(self._active.worker.worker_id, start, end - start)
+        try:
+            records = await self._rt._store.read_transcript(self._active.worker.worker_id, start, end - start)
+        except StoreCorruptError as exc:
+            raise self._rt._mark_corrupt(self._active.worker, exc) from None
         return [r.to_wire() for r in records]
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
@@ -735,9 +742,9 @@ class Runtime:
             )
         except WorkerRuntimeError as exc:
             stop.error = exc
-        except Exception as exc:
+        except Exception:
             logger.exception("stopping worker %r failed", wid)
-            stop.error = InternalError(f"stopping worker {wid!r} failed: {type(exc).__name__}")
+            stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
         finally:
             del self._stopping[wid]
             stop.done.set()
@@ -760,8 +767,7 @@ class Runtime:
         try:
             records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
         except StoreCorruptError as exc:
-            self._mark_corrupt(record, exc)
-            raise
+            raise self._mark_corrupt(record, exc) from None
         end = start + len(records)
         return TranscriptPage(
             worker_ref=self._ref(record.worker_id),
@@ -805,18 +811,25 @@ class Runtime:
                 "(was the store reset?); read again from a cursor of at most newest_id",
                 details={"field": "after", "newest_id": newest},
             )
-        records = await self._store.read_events(after, size + 1, worker_id)
-        if not records and wait > 0:
-            deadline = anyio.current_time() + wait
-            while not records and self._state == "running":
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    break
-                if self._event_signal is None:
-                    self._event_signal = anyio.Event()
-                with anyio.move_on_after(remaining):
-                    await self._event_signal.wait()
-                records = await self._store.read_events(after, size + 1, worker_id)
+        try:
+            records = await self._store.read_events(after, size + 1, worker_id)
+            if not records and wait > 0:
+                deadline = anyio.current_time() + wait
+                while not records and self._state == "running":
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:
+                        break
+                    if self._event_signal is None:
+                        self._event_signal = anyio.Event()
+                    with anyio.move_on_after(remaining):
+                        await self._event_signal.wait()
+                    records = await self._store.read_events(after, size + 1, worker_id)
+        except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
+            logger.error("the event log is corrupt: %s", exc.message)
+            raise StoreCorruptError(
+                "the store's event log is corrupt; the Runtime's log has the detail",
+                details={"path": exc.details.get("path"), "offset": exc.details.get("offset")},
+            ) from None
         has_more = len(records) > size
         if has_more:
             del records[size:]
@@ -886,9 +899,9 @@ class Runtime:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
                 except WorkerRuntimeError as exc:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
-                except Exception as exc:
+                except Exception:
                     logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
-                    status, error = "failed", RunError(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+                    status, error = "failed", RunError(code="engine_error", message=_ENGINE_FAILED)
                 if active.end_status is not None:
                     status, error = active.end_status, None
                 elif scope.cancelled_caught:
@@ -1026,8 +1039,7 @@ class Runtime:
         try:
             run = await self._store.read_run(record.worker_id, run_id) if is_valid_id(run_id) else None
         except StoreCorruptError as exc:
-            self._mark_corrupt(record, exc)
-            raise
+            raise self._mark_corrupt(record, exc) from None
         if run is None:
             shown = str(run_id)[:200]
             raise RunNotFoundError(f"worker {record.worker_id!r} has no run {shown!r}", details={"run_id": shown})
@@ -1117,10 +1129,11 @@ class Runtime:
                 await self._store.write(batch)
         except Exception as exc:
             self._write_failed = True
-            if isinstance(exc, RuntimeUnavailableError):
-                raise
-            logger.exception("the store failed to write event %d", batch.event.id)
-            raise RuntimeUnavailableError(f"the store cannot write: {type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, RuntimeUnavailableError):  # the store's own words may name its files: log them
+                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+            else:
+                logger.exception("the store failed to write event %d", batch.event.id)
+            raise RuntimeUnavailableError(_STORE_CANNOT_WRITE) from exc
         else:
             self._last_written_id = batch.event.id
             if self._event_signal is not None:
@@ -1158,12 +1171,13 @@ class Runtime:
             )
         )
 
-    def _mark_corrupt(self, record: WorkerRecord, exc: StoreCorruptError) -> None:
-        """From now on this Worker answers `store_corrupt`; the rest of the Runtime goes on."""
+    def _mark_corrupt(self, record: WorkerRecord, exc: StoreCorruptError) -> StoreCorruptError:
+        """From now on this Worker answers `store_corrupt`; the rest of the Runtime goes on. Returns the error to
+        raise: the path and offset in `details`, the store's own words only in the diagnostic."""
         path, offset = exc.details.get("path"), exc.details.get("offset")
         if record.worker_id in self._corrupt:
-            return
-        self._corrupt[record.worker_id] = (str(path), int(offset) if isinstance(offset, int) else -1)
+            return _corrupt_error(record.worker_id, self._corrupt[record.worker_id])
+        damage = self._corrupt[record.worker_id] = (str(path), int(offset) if isinstance(offset, int) else -1)
         self._diagnostics.append(
             Diagnostic(
                 level="error",
@@ -1175,6 +1189,7 @@ class Runtime:
                 created_at=format_time(now()),
             )
         )
+        return _corrupt_error(record.worker_id, damage)
 
     def _require_started(self) -> None:
         if self._state not in ("running", "stopping"):
@@ -1197,10 +1212,7 @@ class Runtime:
             self._require_started()
         damage = self._corrupt.get(worker_id) if self._corrupt else None
         if damage is not None:
-            raise StoreCorruptError(
-                f"the store's data for worker {worker_id!r} is corrupt",
-                details={"path": damage[0], "offset": damage[1]},
-            )
+            raise _corrupt_error(worker_id, damage)
         return record
 
     def _page_limit(self, limit: int | None) -> int:
@@ -1282,6 +1294,13 @@ def _digest(kind: str, content: str) -> bytes:
 
 def _unknown_profile(name: str) -> WorkerRuntimeError:
     return UnknownProfileError(f"the worker's profile {name!r} no longer exists", details={"profile": name})
+
+
+def _corrupt_error(worker_id: str, damage: tuple[str, int]) -> StoreCorruptError:
+    return StoreCorruptError(
+        f"the store's data for worker {worker_id!r} is corrupt; the diagnostics name the damage",
+        details={"path": damage[0], "offset": damage[1]},
+    )
 
 
 def _write_failed() -> RuntimeUnavailableError:
