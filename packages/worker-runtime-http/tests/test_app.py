@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import AUTH, BASE_URL, TOKEN, Gate, client_for, error_of, make_runtime
+from http_helpers import AUTH, BASE_URL, TOKEN, Gate, client_for, error_of, make_runtime, serving
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from worker_runtime_core import Runtime
+from worker_runtime_core import Limits, Runtime
 from worker_runtime_http import create_app
 from worker_runtime_http import routes as routes_module
 
@@ -82,6 +82,44 @@ async def test_the_checks_run_host_origin_token_route_media_size_body(gate: Gate
             assert error_of(await bare.post(input_path, headers=typed, content=big))["code"] == "payload_too_large"
             assert error_of(await bare.post(input_path, headers=typed, content=b"{"))["code"] == "invalid_json"
             assert error_of(await bare.post(input_path, headers=typed, content=b"{}"))["code"] == "invalid_input"
+
+
+BODY_ROUTES = ["/v1/workers/{id}/input", "/v1/workers/{id}/stop", "/v1/workers/{id}/cancel"]
+UNSUPPORTED = {"content-type": "text/plain"}, b'{"content": "hi"}'
+TOO_LARGE = {"content-type": "application/json"}, b'{"content": "' + b"x" * 100 + b'"}'
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES)
+@pytest.mark.parametrize(("body", "later"), [(UNSUPPORTED, 415), (TOO_LARGE, 413)], ids=["415", "413"])
+async def test_a_bad_path_id_is_reported_before_the_media_type_and_size(
+    gate: Gate, route: str, body: tuple[dict[str, str], bytes], later: int
+) -> None:
+    headers, content = body
+    async with serving(gate, limits=Limits(max_body_bytes=64)) as (_, client):
+        await client.post("/v1/workers", json={"worker_id": "w1"})
+        assert (await client.post(route.format(id="w1"), headers=headers, content=content)).status_code == later
+        response = await client.post(route.format(id="bad%20id"), headers=headers, content=content)
+        assert (response.status_code, error_of(response)["code"]) == (400, "invalid_worker_id")
+
+
+@pytest.mark.parametrize("route", ["/v1/workers", *BODY_ROUTES])
+@pytest.mark.parametrize(("body", "later"), [(UNSUPPORTED, 415), (TOO_LARGE, 413)], ids=["415", "413"])
+async def test_an_unknown_query_parameter_is_reported_before_the_media_type_and_size(
+    gate: Gate, route: str, body: tuple[dict[str, str], bytes], later: int
+) -> None:
+    headers, content = body
+    async with serving(gate, limits=Limits(max_body_bytes=64)) as (_, client):
+        await client.post("/v1/workers", json={"worker_id": "w1"})
+        path = route.format(id="w1")
+        assert (await client.post(path, headers=headers, content=content)).status_code == later
+        response = await client.post(f"{path}?colour=red", headers=headers, content=content)
+        assert (response.status_code, error_of(response)["code"]) == (422, "invalid_request")
+        assert error_of(response)["details"] == {"field": "colour"}
+
+
+async def test_a_bad_path_id_is_reported_before_an_unknown_query_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/workers/bad%20id/input?colour=red", json={"content": "hi"})
+    assert error_of(response)["code"] == "invalid_worker_id"
 
 
 async def test_an_unexpected_exception_is_500_without_a_traceback(
