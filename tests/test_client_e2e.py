@@ -47,7 +47,7 @@ class Recorder(httpx.AsyncBaseTransport):
 async def served() -> AsyncIterator[tuple[RuntimeClient, Recorder, Runtime]]:
     profiles = {"slow": ProfileConfig("command", argv=SLEEPER, kill_grace_s=1)}
     async with Runtime(runtime_id="rt-e2e", profiles=profiles) as runtime:
-        recorder = Recorder(httpx.ASGITransport(app=create_app(runtime, token=TOKEN)))
+        recorder = Recorder(httpx.ASGITransport(app=create_app(runtime, token=TOKEN, allowed_hosts=["rt.test"])))
         async with RuntimeClient("http://rt.test", token=TOKEN, transport=recorder, runtime_id="rt-e2e") as client:
             yield client, recorder, runtime
 

@@ -221,7 +221,7 @@ async def _lifespan(app: Any, *messages: str) -> list[dict[str, Any]]:
 
 async def test_the_lifespan_starts_and_closes_a_new_runtime(gate: Gate) -> None:
     rt = make_runtime(gate)
-    app = create_app(rt, token=None)
+    app = create_app(rt, token=None, allow_unauthenticated=True)
     states: list[str] = []
 
     async def receive_factory() -> None:
@@ -249,14 +249,14 @@ async def test_the_lifespan_starts_and_closes_a_new_runtime(gate: Gate) -> None:
 
 async def test_the_lifespan_leaves_a_runtime_the_caller_started(gate: Gate) -> None:
     async with make_runtime(gate) as rt:
-        sent = await _lifespan(create_app(rt), "lifespan.startup", "lifespan.shutdown")
+        sent = await _lifespan(create_app(rt, allow_unauthenticated=True), "lifespan.startup", "lifespan.shutdown")
         assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
         assert rt.status == "running"
 
 
 async def test_after_close_commands_are_503_runtime_unavailable(gate: Gate) -> None:
     rt = make_runtime(gate)
-    app = create_app(rt, token=None)
+    app = create_app(rt, token=None, allow_unauthenticated=True)
     async with rt:
         pass
     async with client_for(app, token=None) as client:
@@ -271,7 +271,9 @@ async def test_after_close_commands_are_503_runtime_unavailable(gate: Gate) -> N
 
 
 async def test_while_the_runtime_starts_health_is_ok_readiness_503_and_the_api_503(gate: Gate) -> None:
-    app = create_app(make_runtime(gate), token=None)  # not started: the process serves HTTP while the store recovers
+    app = create_app(
+        make_runtime(gate), token=None, allow_unauthenticated=True
+    )  # not started: the process serves HTTP while the store recovers
     async with client_for(app, token=None) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker_runtime_http.cli import UVICORN_OPTIONS, main
+from worker_runtime_http import ServerConfig
+from worker_runtime_http.cli import UVICORN_OPTIONS, app_allowed_hosts, main
 from worker_runtime_http.openapi import openapi_bytes
 
 
@@ -84,3 +85,18 @@ def test_serve_runs_uvicorn_with_the_c_parser_and_no_server_header() -> None:
     config.load()
     assert config.http_protocol_class is HttpToolsProtocol
     assert not config.server_header
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "given"),
+    [
+        ("127.0.0.1", [], []),  # the app accepts the bound address's loopback names
+        ("::1", [], []),
+        ("0.0.0.0", [], ["*"]),  # a public bind without allowed_hosts: Host is not checked, the token guards it
+        ("10.1.2.3", [], ["*"]),
+        ("0.0.0.0", ["runtime.internal"], ["runtime.internal"]),
+        ("127.0.0.1", ["box.local:8787"], ["box.local:8787"]),
+    ],
+)
+def test_serve_gives_the_app_the_hosts_that_match_its_bind(host: str, allowed: list[str], given: list[str]) -> None:
+    assert app_allowed_hosts(ServerConfig(host=host, allowed_hosts=allowed)) == given

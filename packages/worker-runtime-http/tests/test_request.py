@@ -117,7 +117,7 @@ async def test_a_streamed_oversized_body_is_refused_without_reading_the_rest(gat
             yield b"x" * 16
 
     async with make_runtime(gate, limits=Limits(max_body_bytes=64)) as rt:
-        app = create_app(rt, token=None)
+        app = create_app(rt, token=None, allow_unauthenticated=True)
         await rt.create_worker(worker_id="w1")
         headers = [(b"content-type", b"application/json")]  # no Content-Length: a chunked upload
         status, _, body, pulled = await call_asgi(app, "POST", "/v1/workers/w1/input", headers, endless())

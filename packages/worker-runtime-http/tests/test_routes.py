@@ -595,7 +595,7 @@ async def test_a_cancel_or_stop_past_the_operation_timeout_is_504_and_completes_
         profiles={"stubborn": ProfileConfig("stubborn")},
         engines={"stubborn": stubborn.engine()},
     )
-    async with runtime as rt, client_for(create_app(rt), token=None) as client:
+    async with runtime as rt, client_for(create_app(rt, allow_unauthenticated=True), token=None) as client:
         await client.post("/v1/workers", json={"worker_id": "w1", "profile": {"kind": "named", "name": "stubborn"}})
         run_id = (await client.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]["run_id"]
         await stubborn.started.wait()

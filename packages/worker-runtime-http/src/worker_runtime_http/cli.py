@@ -163,6 +163,15 @@ def serve(flags: dict[str, Any], environ: dict[str, str] | None = None) -> int:
         sock.close()
 
 
+def app_allowed_hosts(config: ServerConfig) -> list[str]:
+    """The Host values `serve` gives `create_app`: `allowed_hosts` when set; else on a loopback bind none (the
+    app accepts the bound address's loopback names), and on a public bind ``*``: its Host is not checked, the
+    token guards it."""
+    if config.allowed_hosts or is_loopback_host(config.host):
+        return list(config.allowed_hosts)
+    return ["*"]
+
+
 def _runtime(config: ServerConfig, file: str | None) -> Runtime:
     """The Runtime the settings describe.
 
@@ -278,7 +287,8 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
     app = create_app(
         runtime,
         token=loaded.token,
-        allowed_hosts=config.allowed_hosts,
+        allow_unauthenticated=loaded.token is None,  # `serve` has refused a public bind without one (--insecure)
+        allowed_hosts=app_allowed_hosts(config),
         bind=(config.host if is_loopback_host(config.host) else host, port),
         shutdown_grace_s=config.shutdown_grace_s,
     )
