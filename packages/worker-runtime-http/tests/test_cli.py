@@ -60,6 +60,20 @@ def test_an_unknown_engine_in_a_profile_names_the_file(capsys: pytest.CaptureFix
     assert str(config) in line and "warp" in line
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_store_path_that_is_a_file_is_a_config_error_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, inside: bool
+) -> None:
+    file = tmp_path / "not-a-dir"
+    file.write_text("x")
+    store_path = file / "store" if inside else file
+    assert main(["serve", "--port", "0", "--store-path", str(store_path)]) == 2
+    line = one_error_line(capsys)
+    assert f"--store-path: store_path {store_path} " in line
+    assert line.endswith(f"{file}, which is a file, not a directory" if inside else "is a file, not a directory")
+    assert file.read_text() == "x"
+
+
 def test_the_openapi_command_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["openapi"]) == 0
     assert capsys.readouterr().out.encode() == openapi_bytes()

@@ -150,6 +150,7 @@ def serve(flags: dict[str, Any], environ: dict[str, str] | None = None) -> int:
     if loaded.token_source == flag_name("token"):
         logger.warning("the token was given with --token, which other local users can see; prefer --token-file")
     try:
+        _check_store_path(config, loaded.sources)
         runtime = _runtime(config, loaded.file)
     except ConfigError as exc:
         return _fail(exc.message, EXIT_CONFIG)
@@ -170,6 +171,27 @@ def app_allowed_hosts(config: ServerConfig) -> list[str]:
     if config.allowed_hosts or is_loopback_host(config.host):
         return list(config.allowed_hosts)
     return ["*"]
+
+
+def _check_store_path(config: ServerConfig, sources: dict[str, str]) -> None:
+    """Refuse an fs `store_path` that cannot become a directory because it, or a parent, is a file.
+
+    Raises:
+        ConfigError: naming the path and where it came from.
+    """
+    if config.store != "fs":
+        return
+    path = Path(config.store_path)
+    where = sources.get("store_path", "the default")
+    try:
+        for candidate in (path, *path.parents):
+            if candidate.is_dir():
+                return
+            if candidate.exists() or candidate.is_symlink():
+                what = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+                raise ConfigError(f"{where}: store_path {path} {what}, not a directory")
+    except OSError:  # cannot even look: the store reports it when it opens
+        return
 
 
 def _runtime(config: ServerConfig, file: str | None) -> Runtime:
