@@ -21,6 +21,7 @@ from worker_runtime_core import (
 )
 from worker_runtime_core.stores import Batch
 from worker_runtime_http import create_app
+from worker_runtime_http import routes as routes_module
 from worker_runtime_store_fs import FsRuntimeStore
 
 GATE = {"kind": "named", "name": "gate"}
@@ -543,6 +544,20 @@ async def test_diagnostics_list_failed_runs(rt: Runtime, client: httpx.AsyncClie
     diagnostics = response.json()["diagnostics"]
     assert [d["code"] for d in diagnostics] == ["engine_error"]
     assert set(diagnostics[0]) == {"level", "code", "message", "path", "offset", "worker_ref", "created_at"}
+
+
+async def test_diagnostics_are_per_process_and_the_failures_stay_in_the_event_log(gate: Gate, tmp_path: Path) -> None:
+    async with make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt, client_for(create_app(rt, token=TOKEN)) as c:
+        await create(c, profile={"kind": "named", "name": "boom"})
+        ack = (await c.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]
+        await rt.wait_for_run("w1", ack["run_id"])
+        assert [d["code"] for d in (await c.get("/v1/diagnostics")).json()["diagnostics"]] == ["engine_error"]
+    async with make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt, client_for(create_app(rt, token=TOKEN)) as c:
+        assert (await c.get("/v1/diagnostics")).json()["diagnostics"] == []
+        events = (await c.get("/v1/events?worker_id=w1")).json()["events"]
+        assert [e["run_id"] for e in events if e["kind"] == "run_failed"] == [ack["run_id"]]
+    [endpoint] = [e for e in routes_module.ENDPOINTS if e.operation_id == "getDiagnostics"]
+    assert "since this process started" in endpoint.summary
 
 
 async def test_a_failed_engine_and_a_failing_store_say_what_happened_without_internals(gate: Gate) -> None:

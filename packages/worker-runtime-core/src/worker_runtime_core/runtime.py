@@ -870,7 +870,11 @@ class Runtime:
         )
 
     async def diagnostics(self) -> list[Diagnostic]:
-        """Store repairs, corrupt records and failed runs, oldest first (the newest 1000 are kept).
+        """Store repairs, corrupt records and failed runs since this Runtime started, oldest first (the newest 1000
+        are kept).
+
+        They live in memory: a restart begins with what the store reported when it opened (its repairs), and the
+        failures of earlier processes are in the event log (``run_failed`` events), not here.
 
         Raises:
             RuntimeUnavailableError: the Runtime has not started.

@@ -454,10 +454,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/v1/diagnostics",
         get_diagnostics,
         "getDiagnostics",
-        "Store repairs, corrupt records and failed runs (the newest 1000)",
+        "Store repairs, corrupt records and failed runs since this process started (the newest 1000)",
         200,
         DiagnosticsEnvelope,
         errors=("runtime_unavailable",),
+        description="Diagnostics are kept in memory, per process: after a restart the list starts again with what "
+        "the store's recovery found at that start. Failed runs stay in the event log (`run_failed` events).",
     ),
     Endpoint(
         "GET",
