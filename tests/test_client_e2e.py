@@ -62,7 +62,7 @@ class PollSpy(httpx.AsyncBaseTransport):
 async def served() -> AsyncIterator[tuple[RuntimeClient, Recorder, Runtime]]:
     profiles = {"slow": ProfileConfig("command", argv=SLEEPER, kill_grace_s=1)}
     async with Runtime(runtime_id="rt-e2e", profiles=profiles) as runtime:
-        recorder = Recorder(httpx.ASGITransport(app=create_app(runtime, token=TOKEN)))
+        recorder = Recorder(httpx.ASGITransport(app=create_app(runtime, token=TOKEN, allowed_hosts=["rt.test"])))
         async with RuntimeClient("http://rt.test", token=TOKEN, transport=recorder, runtime_id="rt-e2e") as client:
             yield client, recorder, runtime
 
@@ -110,7 +110,9 @@ async def test_cancel_of_a_long_command_run_and_busy(served: tuple[RuntimeClient
 async def test_wait_for_run_and_watch_events_keep_to_a_short_max_wait() -> None:
     profiles = {"slow": ProfileConfig("command", argv=SLEEPER, kill_grace_s=1)}
     async with Runtime(runtime_id="rt-short", profiles=profiles, limits=Limits(max_wait_s=2)) as runtime:
-        spy = PollSpy(httpx.ASGITransport(app=create_app(runtime)))
+        spy = PollSpy(
+            httpx.ASGITransport(app=create_app(runtime, allow_unauthenticated=True, allowed_hosts=["rt.test"]))
+        )
         async with RuntimeClient("http://rt.test", transport=spy) as client:
             wid = (await client.create_worker(profile={"kind": "named", "name": "slow"})).worker_ref.worker_id
             ack = await client.send_input(wid, "work")

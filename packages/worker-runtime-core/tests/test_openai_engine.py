@@ -378,6 +378,31 @@ def _status(status: int, body: Any = None) -> httpx.Response:
 
 
 @pytest.mark.parametrize(
+    ("answer", "code", "message"),
+    [
+        (httpx.Response(200, json={"object": "list"}), "provider_bad_response", "the reply is not a chat completion"),
+        (
+            httpx.ConnectError("[SSL] /etc/ssl/private/key.pem: bad cert at 10.9.8.7"),
+            "provider_connection",
+            f"cannot reach {BASE_URL}; is it up?",
+        ),
+    ],
+    ids=["undecodable", "connection"],
+)
+async def test_provider_failures_keep_the_exception_text_out_of_the_run_error(
+    answer: httpx.Response | Exception, code: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with mock_provider() as provider:
+        provider.post("/chat/completions").side_effect = [answer]
+        async with llm_runtime(max_retries=0) as rt:
+            wid = await llm_worker(rt)
+            failed = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    assert failed.error is not None
+    assert (failed.error.code, failed.error.message) == (code, message)
+    assert "choices" in caplog.text or "key.pem" in caplog.text  # the detail is in the log
+
+
+@pytest.mark.parametrize(
     ("answer", "code", "fragment"),
     [
         (_status(401), "provider_auth", "HTTP 401"),

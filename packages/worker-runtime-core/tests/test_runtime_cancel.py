@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
+import pytest
 from core_helpers import Gate, gated_worker
 
-from worker_runtime_core import Runtime
+from worker_runtime_core import InvalidRequestError, InvalidWorkerIdError, Runtime
+from worker_runtime_core.ids import invalid_id_message
 
 
 async def test_cancel_aborts_the_active_run_and_leaves_the_worker_idle(rt: Runtime, gate: Gate) -> None:
@@ -169,3 +173,35 @@ async def test_close_gives_active_runs_the_grace_period(gate: Gate) -> None:
     await rt.close(grace_s=30)
     run = await rt._store.read_run(wid, ack.run_id)
     assert run is not None and run.status == "completed"
+
+
+@pytest.mark.parametrize("run_id", ["bad id", "", "run-1\n", "-run", "r" * 129, 7])
+async def test_cancel_with_a_malformed_run_id_is_invalid_request_and_leaves_the_run(
+    rt: Runtime, gate: Gate, run_id: Any
+) -> None:
+    wid = await gated_worker(rt)
+    ack = await rt.send_input(wid, "work")
+    await gate.started.wait()
+    with pytest.raises(InvalidRequestError) as info:
+        await rt.cancel_worker(wid, run_id=run_id)
+    assert (info.value.code, info.value.message) == ("invalid_request", invalid_id_message("run_id"))
+    assert info.value.details == {"field": "run_id"}
+    assert (await rt.get_run(wid, ack.run_id)).status == "running"
+    gate.release.set()
+    assert (await rt.wait_for_run(wid, ack.run_id)).status == "completed"
+
+
+async def test_cancel_with_a_well_formed_run_id_that_names_no_run_is_a_no_op(rt: Runtime, gate: Gate) -> None:
+    wid = await gated_worker(rt)
+    ack = await rt.send_input(wid, "work")
+    await gate.started.wait()
+    for other in ("run-999", "run-abc", "anything.else"):
+        cancel = await rt.cancel_worker(wid, run_id=other)
+        assert (cancel.status, cancel.cancelled_run_id, cancel.event_id) == ("busy", None, None)
+    gate.release.set()
+    assert (await rt.wait_for_run(wid, ack.run_id)).status == "completed"
+
+
+async def test_cancel_with_a_bad_worker_id_and_a_bad_run_id_reports_the_worker_id(rt: Runtime) -> None:
+    with pytest.raises(InvalidWorkerIdError):
+        await rt.cancel_worker("bad id", run_id="bad id")

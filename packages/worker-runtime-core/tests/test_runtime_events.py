@@ -91,6 +91,18 @@ async def test_wait_with_nothing_arriving_answers_an_empty_page_at_the_cursor(rt
     assert (page.events, page.next_after, page.has_more) == ([], after, False)
 
 
+@pytest.mark.parametrize("wait", [0, 0.5])
+async def test_a_cursor_above_the_newest_event_is_invalid_request_with_the_newest_id(rt: Runtime, wait: float) -> None:
+    for n in range(3):
+        await rt.create_worker(worker_id=f"w{n}")
+    newest = (await rt.read_events()).next_after
+    assert (await rt.read_events(after=newest, wait=0)).events == []  # the newest id itself is a fine cursor
+    with pytest.raises(InvalidRequestError) as info:
+        await rt.read_events(after=newest + 1, wait=wait)
+    assert info.value.details == {"field": "after", "newest_id": newest}
+    assert str(newest) in info.value.message
+
+
 async def test_bad_event_queries_are_refused(rt: Runtime) -> None:
     with pytest.raises(InvalidRequestError):
         await rt.read_events(after=-1)

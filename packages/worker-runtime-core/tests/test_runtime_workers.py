@@ -24,6 +24,7 @@ from worker_runtime_core import (
     WorkerNotFoundError,
     WorkerNotStoppedError,
 )
+from worker_runtime_core.ids import invalid_id_message
 
 
 async def test_create_with_no_arguments_gives_an_idle_echo_worker(rt: Runtime) -> None:
@@ -67,6 +68,34 @@ async def test_keyword_fields_are_validated_like_a_body(rt: Runtime) -> None:
     with pytest.raises(InvalidRequestError):
         await rt.create_worker(surprise=1)
     assert [w.worker_ref.worker_id for w in (await rt.list_workers()).workers] == ["r1"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"worker_id": "bad id"}, "worker_id"),
+        ({"worker_id": "w" * 129}, "worker_id"),
+        ({"config_bundle": {"id": ".b"}}, "config_bundle.id"),
+    ],
+)
+async def test_a_bad_id_field_says_so_in_words_naming_the_field(
+    rt: Runtime, fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        await rt.create_worker(**fields)
+    assert info.value.message == invalid_id_message(field)
+    assert "regex" not in info.value.message and "letters, digits" in info.value.message
+    assert info.value.details == {"field": field}
+    assert (await rt.summary()).workers.total == 0
+
+
+async def test_a_bad_worker_id_argument_has_the_same_words(rt: Runtime) -> None:
+    with pytest.raises(InvalidWorkerIdError) as info:
+        await rt.get_worker("bad id")
+    assert info.value.message == invalid_id_message("worker_id")
+    with pytest.raises(InvalidRequestError) as listed:
+        await rt.list_workers(after="bad id")
+    assert (listed.value.message, listed.value.details) == (invalid_id_message("after"), {"field": "after"})
 
 
 async def test_duplicate_worker_id_is_worker_exists_and_changes_nothing(rt: Runtime) -> None:

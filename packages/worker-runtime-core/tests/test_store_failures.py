@@ -13,7 +13,7 @@ from worker_runtime_core import (
     StoreCorruptError,
     WorkerNotFoundError,
 )
-from worker_runtime_core.records import RunRecord, TranscriptRecord
+from worker_runtime_core.records import EventRecord, RunRecord, TranscriptRecord
 from worker_runtime_core.stores import Batch
 
 
@@ -46,8 +46,9 @@ async def test_a_failed_write_changes_nothing_and_the_next_call_succeeds_without
         await rt.create_worker(worker_id="w")
         before = await rt.get_worker("w")
         store.failures = 1
-        with pytest.raises(RuntimeUnavailableError, match="No space"):
+        with pytest.raises(RuntimeUnavailableError) as info:
             await rt.send_input("w", "lost")
+        assert info.value.message == "the store cannot write right now; retry later (the Runtime's log has the cause)"
         assert await rt.get_worker("w") == before
         with pytest.raises(RunNotFoundError):
             await rt.get_run("w", f"run-{before.last_event_id + 1}")
@@ -69,12 +70,54 @@ async def test_a_corrupt_read_marks_only_that_worker_and_lists_a_diagnostic() ->
         await rt.create_worker(worker_id="bad")
         await rt.create_worker(worker_id="good")
         store.corrupt_worker = "bad"
-        with pytest.raises(StoreCorruptError):
+        with pytest.raises(StoreCorruptError) as first:
             await rt.transcript("bad")
+        assert first.value.details == {"path": "/x/bad/transcript.jsonl", "offset": 42}
+        assert "bad line" not in first.value.message  # the store's own words stay in the diagnostic
         with pytest.raises(StoreCorruptError) as info:
             await rt.get_worker("bad")
         assert info.value.details == {"path": "/x/bad/transcript.jsonl", "offset": 42}
         assert (await rt.get_worker("good")).status == "idle"
         [diag] = await rt.diagnostics()
         assert (diag.code, diag.path, diag.offset) == ("store_corrupt", "/x/bad/transcript.jsonl", 42)
+        assert diag.message == "bad line"
         assert diag.worker_ref is not None and diag.worker_ref.worker_id == "bad"
+
+
+class _ClosedStore(MemoryStore):
+    """A store that refuses writes in its own words, naming its files."""
+
+    refuse = False
+
+    async def write(self, batch: Batch) -> None:
+        if self.refuse:
+            raise RuntimeUnavailableError("fsync of /srv/secret/events/0001.jsonl failed (I/O error)")
+        await super().write(batch)
+
+
+async def test_a_store_refusal_reaches_the_caller_without_the_stores_paths(caplog: pytest.LogCaptureFixture) -> None:
+    store = _ClosedStore()
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        store.refuse = True
+        with pytest.raises(RuntimeUnavailableError) as info:
+            await rt.send_input("w", "lost")
+        store.refuse = False
+    assert "/srv/secret" not in info.value.message and info.value.details == {}
+    assert "/srv/secret/events/0001.jsonl" in caplog.text
+
+
+class _CorruptLog(MemoryStore):
+    async def read_events(self, after: int, limit: int, worker_id: str | None) -> list[EventRecord]:
+        raise StoreCorruptError(
+            "/srv/log.jsonl at byte 7: unreadable line: JSON is malformed",
+            details={"path": "/srv/log.jsonl", "offset": 7},
+        )
+
+
+async def test_a_corrupt_event_log_keeps_path_and_offset_but_not_the_stores_words() -> None:
+    async with Runtime(store=_CorruptLog()) as rt:
+        with pytest.raises(StoreCorruptError) as info:
+            await rt.read_events()
+    assert info.value.details == {"path": "/srv/log.jsonl", "offset": 7}
+    assert "malformed" not in info.value.message and "/srv" not in info.value.message

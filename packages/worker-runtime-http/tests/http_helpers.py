@@ -58,7 +58,7 @@ async def serving(
     """A started Runtime, its app (bound to 127.0.0.1:8787) and a client with the token."""
     app_kwargs.setdefault("bind", ("127.0.0.1", 8787))
     async with make_runtime(gate, limits=limits) as rt:
-        app = create_app(rt, token=token, **app_kwargs)
+        app = create_app(rt, token=token, allow_unauthenticated=token is None, **app_kwargs)
         async with client_for(app, token=token) as client:
             yield rt, client
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import AUTH, BASE_URL, TOKEN, Gate, client_for, error_of, make_runtime
+from http_helpers import AUTH, BASE_URL, TOKEN, Gate, client_for, error_of, make_runtime, serving
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from worker_runtime_core import Runtime
+from worker_runtime_core import Limits, Runtime
 from worker_runtime_http import create_app
 from worker_runtime_http import routes as routes_module
 
@@ -82,6 +82,44 @@ async def test_the_checks_run_host_origin_token_route_media_size_body(gate: Gate
             assert error_of(await bare.post(input_path, headers=typed, content=big))["code"] == "payload_too_large"
             assert error_of(await bare.post(input_path, headers=typed, content=b"{"))["code"] == "invalid_json"
             assert error_of(await bare.post(input_path, headers=typed, content=b"{}"))["code"] == "invalid_input"
+
+
+BODY_ROUTES = ["/v1/workers/{id}/input", "/v1/workers/{id}/stop", "/v1/workers/{id}/cancel"]
+UNSUPPORTED = {"content-type": "text/plain"}, b'{"content": "hi"}'
+TOO_LARGE = {"content-type": "application/json"}, b'{"content": "' + b"x" * 100 + b'"}'
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES)
+@pytest.mark.parametrize(("body", "later"), [(UNSUPPORTED, 415), (TOO_LARGE, 413)], ids=["415", "413"])
+async def test_a_bad_path_id_is_reported_before_the_media_type_and_size(
+    gate: Gate, route: str, body: tuple[dict[str, str], bytes], later: int
+) -> None:
+    headers, content = body
+    async with serving(gate, limits=Limits(max_body_bytes=64)) as (_, client):
+        await client.post("/v1/workers", json={"worker_id": "w1"})
+        assert (await client.post(route.format(id="w1"), headers=headers, content=content)).status_code == later
+        response = await client.post(route.format(id="bad%20id"), headers=headers, content=content)
+        assert (response.status_code, error_of(response)["code"]) == (400, "invalid_worker_id")
+
+
+@pytest.mark.parametrize("route", ["/v1/workers", *BODY_ROUTES])
+@pytest.mark.parametrize(("body", "later"), [(UNSUPPORTED, 415), (TOO_LARGE, 413)], ids=["415", "413"])
+async def test_an_unknown_query_parameter_is_reported_before_the_media_type_and_size(
+    gate: Gate, route: str, body: tuple[dict[str, str], bytes], later: int
+) -> None:
+    headers, content = body
+    async with serving(gate, limits=Limits(max_body_bytes=64)) as (_, client):
+        await client.post("/v1/workers", json={"worker_id": "w1"})
+        path = route.format(id="w1")
+        assert (await client.post(path, headers=headers, content=content)).status_code == later
+        response = await client.post(f"{path}?colour=red", headers=headers, content=content)
+        assert (response.status_code, error_of(response)["code"]) == (422, "invalid_request")
+        assert error_of(response)["details"] == {"field": "colour"}
+
+
+async def test_a_bad_path_id_is_reported_before_an_unknown_query_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/workers/bad%20id/input?colour=red", json={"content": "hi"})
+    assert error_of(response)["code"] == "invalid_worker_id"
 
 
 async def test_an_unexpected_exception_is_500_without_a_traceback(
@@ -183,7 +221,7 @@ async def _lifespan(app: Any, *messages: str) -> list[dict[str, Any]]:
 
 async def test_the_lifespan_starts_and_closes_a_new_runtime(gate: Gate) -> None:
     rt = make_runtime(gate)
-    app = create_app(rt, token=None)
+    app = create_app(rt, token=None, allow_unauthenticated=True)
     states: list[str] = []
 
     async def receive_factory() -> None:
@@ -211,14 +249,14 @@ async def test_the_lifespan_starts_and_closes_a_new_runtime(gate: Gate) -> None:
 
 async def test_the_lifespan_leaves_a_runtime_the_caller_started(gate: Gate) -> None:
     async with make_runtime(gate) as rt:
-        sent = await _lifespan(create_app(rt), "lifespan.startup", "lifespan.shutdown")
+        sent = await _lifespan(create_app(rt, allow_unauthenticated=True), "lifespan.startup", "lifespan.shutdown")
         assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
         assert rt.status == "running"
 
 
 async def test_after_close_commands_are_503_runtime_unavailable(gate: Gate) -> None:
     rt = make_runtime(gate)
-    app = create_app(rt, token=None)
+    app = create_app(rt, token=None, allow_unauthenticated=True)
     async with rt:
         pass
     async with client_for(app, token=None) as client:
@@ -233,7 +271,9 @@ async def test_after_close_commands_are_503_runtime_unavailable(gate: Gate) -> N
 
 
 async def test_while_the_runtime_starts_health_is_ok_readiness_503_and_the_api_503(gate: Gate) -> None:
-    app = create_app(make_runtime(gate), token=None)  # not started: the process serves HTTP while the store recovers
+    app = create_app(
+        make_runtime(gate), token=None, allow_unauthenticated=True
+    )  # not started: the process serves HTTP while the store recovers
     async with client_for(app, token=None) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime
 
-from worker_runtime_core import ForbiddenHostError
+from worker_runtime_core import ConfigError, ForbiddenHostError
 from worker_runtime_http import create_app
 from worker_runtime_http.auth import Guard, is_loopback_host
 
@@ -53,7 +53,10 @@ async def test_health_needs_no_token_and_reveals_nothing(gate: Gate) -> None:
 
 
 async def test_without_a_token_configured_no_token_is_needed(gate: Gate) -> None:
-    async with make_runtime(gate) as rt, client_for(create_app(rt, token=None), token=None) as client:
+    async with (
+        make_runtime(gate) as rt,
+        client_for(create_app(rt, token=None, allow_unauthenticated=True), token=None) as client,
+    ):
         assert (await client.get("/v1/runtime")).status_code == 200
 
 
@@ -77,7 +80,7 @@ async def test_a_browser_origin_is_403_even_with_the_token(client: httpx.AsyncCl
 @pytest.mark.parametrize("host", ["127.0.0.1:8787", "localhost:8787", "LOCALHOST:8787", "[::1]:8787"])
 async def test_a_loopback_bind_accepts_loopback_hosts_with_its_port(gate: Gate, host: str) -> None:
     async with make_runtime(gate) as rt:
-        app = create_app(rt, token=None, bind=("127.0.0.1", 8787))
+        app = create_app(rt, token=None, allow_unauthenticated=True, bind=("127.0.0.1", 8787))
         async with client_for(app, token=None) as client:
             assert (await client.get("/v1/runtime", headers={"host": host})).status_code == 200
 
@@ -87,7 +90,7 @@ async def test_a_loopback_bind_accepts_loopback_hosts_with_its_port(gate: Gate, 
 )
 async def test_a_loopback_bind_refuses_other_hosts(gate: Gate, host: str) -> None:
     async with make_runtime(gate) as rt:
-        app = create_app(rt, token=None, bind=("127.0.0.1", 8787))
+        app = create_app(rt, token=None, allow_unauthenticated=True, bind=("127.0.0.1", 8787))
         async with client_for(app, token=None) as client:
             response = await client.get("/healthz", headers={"host": host})
             assert response.status_code == 403
@@ -104,11 +107,43 @@ async def test_allowed_hosts_on_a_public_bind(gate: Gate) -> None:
                 assert (await client.get("/v1/runtime", headers={"host": host})).status_code == 403, host
 
 
-async def test_a_public_bind_without_allowed_hosts_checks_no_host(gate: Gate) -> None:
+@pytest.mark.parametrize("bind", [None, ("0.0.0.0", 8787), ("10.0.0.5", 8787)])
+async def test_without_allowed_hosts_or_a_loopback_bind_only_loopback_names_are_accepted(
+    gate: Gate, bind: tuple[str, int] | None
+) -> None:
     async with make_runtime(gate) as rt:
-        app = create_app(rt, token=TOKEN, bind=("0.0.0.0", 8787))
+        app = create_app(rt, token=TOKEN, bind=bind)
+        async with client_for(app) as client:
+            for host in ("localhost:9000", "127.0.0.1:8787", "[::1]:1", "LOCALHOST"):
+                assert (await client.get("/v1/runtime", headers={"host": host})).status_code == 200, host
+            for host in ("anything:1", "10.0.0.5:8787", "127.0.0.2:8787", "localhost.evil.example"):
+                response = await client.get("/v1/runtime", headers={"host": host})
+                assert (response.status_code, error_of(response)["code"]) == (403, "forbidden_host"), host
+
+
+async def test_allowed_hosts_star_accepts_any_host(gate: Gate) -> None:
+    async with make_runtime(gate) as rt:
+        app = create_app(rt, token=TOKEN, bind=("0.0.0.0", 8787), allowed_hosts=["*"])
         async with client_for(app) as client:
             assert (await client.get("/v1/runtime", headers={"host": "anything:1"})).status_code == 200
+
+
+async def test_without_a_token_create_app_refuses_to_build_unless_told(gate: Gate) -> None:
+    async with make_runtime(gate) as rt:
+        with pytest.raises(ConfigError) as info:
+            create_app(rt)
+        assert "allow_unauthenticated=True" in info.value.message and "token" in info.value.message
+        with pytest.raises(ConfigError):
+            create_app(rt, token=None, bind=("127.0.0.1", 8787))
+        async with client_for(create_app(rt, allow_unauthenticated=True), token=None) as client:
+            assert (await client.get("/v1/runtime")).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["", " ", "two words", "t\u00f6ken"])
+async def test_a_token_that_no_header_could_carry_is_refused(gate: Gate, token: str) -> None:
+    async with make_runtime(gate) as rt:
+        with pytest.raises(ConfigError, match="visible ASCII"):
+            create_app(rt, token=token)
 
 
 def test_an_ipv6_loopback_bind_accepts_its_bracketed_address() -> None:

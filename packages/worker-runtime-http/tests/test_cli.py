@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker_runtime_http.cli import UVICORN_OPTIONS, main
+from worker_runtime_http import ServerConfig
+from worker_runtime_http.cli import UVICORN_OPTIONS, app_allowed_hosts, main
 from worker_runtime_http.openapi import openapi_bytes
 
 
@@ -59,6 +60,20 @@ def test_an_unknown_engine_in_a_profile_names_the_file(capsys: pytest.CaptureFix
     assert str(config) in line and "warp" in line
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_store_path_that_is_a_file_is_a_config_error_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, inside: bool
+) -> None:
+    file = tmp_path / "not-a-dir"
+    file.write_text("x")
+    store_path = file / "store" if inside else file
+    assert main(["serve", "--port", "0", "--store-path", str(store_path)]) == 2
+    line = one_error_line(capsys)
+    assert f"--store-path: store_path {store_path} " in line
+    assert line.endswith(f"{file}, which is a file, not a directory" if inside else "is a file, not a directory")
+    assert file.read_text() == "x"
+
+
 def test_the_openapi_command_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["openapi"]) == 0
     assert capsys.readouterr().out.encode() == openapi_bytes()
@@ -84,3 +99,18 @@ def test_serve_runs_uvicorn_with_the_c_parser_and_no_server_header() -> None:
     config.load()
     assert config.http_protocol_class is HttpToolsProtocol
     assert not config.server_header
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "given"),
+    [
+        ("127.0.0.1", [], []),  # the app accepts the bound address's loopback names
+        ("::1", [], []),
+        ("0.0.0.0", [], ["*"]),  # a public bind without allowed_hosts: Host is not checked, the token guards it
+        ("10.1.2.3", [], ["*"]),
+        ("0.0.0.0", ["runtime.internal"], ["runtime.internal"]),
+        ("127.0.0.1", ["box.local:8787"], ["box.local:8787"]),
+    ],
+)
+def test_serve_gives_the_app_the_hosts_that_match_its_bind(host: str, allowed: list[str], given: list[str]) -> None:
+    assert app_allowed_hosts(ServerConfig(host=host, allowed_hosts=allowed)) == given

@@ -96,6 +96,24 @@ def test_the_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
     assert load(env={env_name("config"): path}).config.port == 1234
 
 
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [(w, True) for w in ("true", "True", "1", "yes", "YES", "on", " On ")]
+    + [(w, False) for w in ("false", "FALSE", "0", "no", "No", "off", "OFF")],
+)
+def test_a_boolean_variable_takes_the_usual_spellings(word: str, value: bool) -> None:
+    assert load(env={env_name("insecure"): word}).config.insecure is value
+
+
+@pytest.mark.parametrize("word", ["maybe", "y", "2", "truee"])
+def test_a_boolean_variable_that_is_no_boolean_lists_the_accepted_values(word: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(env={env_name("insecure"): word})
+    message = info.value.message
+    assert message.startswith("WORKER_RUNTIME_INSECURE: ")
+    assert "true/false, 1/0, yes/no or on/off" in message and repr(word) in message
+
+
 def test_environment_values_are_converted(tmp_path: Path) -> None:
     env = {
         env_name("insecure"): "true",

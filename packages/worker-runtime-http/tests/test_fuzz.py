@@ -110,7 +110,7 @@ async def exercise(endpoint: Endpoint, path: str, query: dict[str, str], body: A
         await rt.send_input("w1", "hello")
         await rt.create_worker(worker_id="w2")
         await rt.stop_worker("w2")
-        async with client_for(create_app(rt, bind=("127.0.0.1", 8787))) as client:
+        async with client_for(create_app(rt, allow_unauthenticated=True, bind=("127.0.0.1", 8787))) as client:
             content = b"" if body is None else msgspec.json.encode(body)
             headers = {"content-type": "application/json"} if body is not None else {}
             with anyio.fail_after(10):

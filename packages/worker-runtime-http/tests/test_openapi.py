@@ -287,7 +287,10 @@ def test_the_title_is_not_our_client_packages_name() -> None:
 
 async def test_the_served_document_states_the_process_limits() -> None:
     limits = Limits(max_page=50, default_page=20, max_wait_s=2.5, max_input_bytes=64)
-    async with Runtime(limits=limits) as rt, client_for(create_app(rt, token=None, bind=("127.0.0.1", 8787))) as c:
+    async with (
+        Runtime(limits=limits) as rt,
+        client_for(create_app(rt, allow_unauthenticated=True, bind=("127.0.0.1", 8787))) as c,
+    ):
         served = (await c.get("/openapi.json")).json()
     assert served == build_openapi(limits) != build_openapi()
     events = {p["name"]: p for p in served["paths"]["/v1/events"]["get"]["parameters"]}

@@ -117,7 +117,7 @@ async def test_a_streamed_oversized_body_is_refused_without_reading_the_rest(gat
             yield b"x" * 16
 
     async with make_runtime(gate, limits=Limits(max_body_bytes=64)) as rt:
-        app = create_app(rt, token=None)
+        app = create_app(rt, token=None, allow_unauthenticated=True)
         await rt.create_worker(worker_id="w1")
         headers = [(b"content-type", b"application/json")]  # no Content-Length: a chunked upload
         status, _, body, pulled = await call_asgi(app, "POST", "/v1/workers/w1/input", headers, endless())
@@ -145,3 +145,70 @@ async def test_an_empty_query_value_counts_as_absent(client: httpx.AsyncClient) 
     response = await client.get("/v1/workers?status=&limit=&after=")
     assert response.status_code == 200
     assert len(response.json()["workers"]) == 1
+
+
+# --- ids: one message wherever an id is given ------------------------------------------------------------
+
+ID_MESSAGE = "invalid id (1 to 128 characters: letters, digits, '.', '_', '-', starting with a letter or digit)"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"worker_id": "bad id"}, "worker_id"),
+        ({"worker_id": "w" * 129}, "worker_id"),
+        ({"worker_id": ""}, "worker_id"),
+        ({"worker_id": "w1\n"}, "worker_id"),
+        ({"config_bundle": {"id": "-bundle"}}, "config_bundle.id"),
+    ],
+)
+async def test_a_bad_id_in_a_create_body_is_422_in_words_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    response = await client.post("/v1/workers", json=body)
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["message"] == f"{field}: {ID_MESSAGE}"
+    assert error["details"]["field"] == field
+    assert error["details"]["path"] == f"$.{field}"
+    assert (await client.get("/v1/workers")).json()["workers"] == []
+
+
+async def test_a_bad_input_id_is_422_invalid_input_in_the_same_words(client: httpx.AsyncClient) -> None:
+    await worker(client)
+    response = await client.post("/v1/workers/w1/input", json={"content": "hi", "input_id": "bad id"})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert (error["code"], error["message"]) == ("invalid_input", f"input_id: {ID_MESSAGE}")
+    assert error["details"]["field"] == "input_id"
+    assert (await client.get("/v1/workers/w1")).json()["worker"]["transcript_len"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [("/v1/events?worker_id=bad%20id", "worker_id"), ("/v1/workers?after=-w", "after")]
+)
+async def test_a_bad_id_in_a_query_is_422_in_the_same_words(client: httpx.AsyncClient, query: str, field: str) -> None:
+    response = await client.get(query)
+    assert response.status_code == 422
+    error = error_of(response)
+    assert (error["code"], error["message"], error["details"]["field"]) == (
+        "invalid_request",
+        f"{field}: {ID_MESSAGE}",
+        field,
+    )
+
+
+async def test_a_bad_id_in_a_path_is_400_in_the_same_words(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/workers/bad%20id")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["message"]) == ("invalid_worker_id", f"worker_id: {ID_MESSAGE}")
+
+
+async def test_an_unknown_or_missing_field_is_named_in_details(client: httpx.AsyncClient) -> None:
+    await worker(client)
+    unknown = await client.post("/v1/workers", json={"colour": "red"})
+    missing = await client.post("/v1/workers/w1/input", json={"kind": "user"})
+    assert error_of(unknown)["details"] == {"path": "$", "field": "colour"}
+    assert error_of(missing)["details"] == {"path": "$", "field": "content"}

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
-from http_helpers import Gate, client_for, error_of, serving
+from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime, serving
 
-from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StoreCorruptError
+from worker_runtime_core import (
+    Engine,
+    Limits,
+    MemoryStore,
+    ProfileConfig,
+    RunContext,
+    Runtime,
+    RuntimeUnavailableError,
+    StoreCorruptError,
+)
+from worker_runtime_core.stores import Batch
 from worker_runtime_http import create_app
+from worker_runtime_http import routes as routes_module
+from worker_runtime_store_fs import FsRuntimeStore
 
 GATE = {"kind": "named", "name": "gate"}
+
+
+class RefusingStore(MemoryStore):
+    """A memory store that refuses writes on demand, in its own words naming its files."""
+
+    refuse = False
+
+    async def write(self, batch: Batch) -> None:
+        if self.refuse:
+            raise RuntimeUnavailableError("cannot append to /srv/rt/events/00000000000000000001.jsonl: No space")
+        await super().write(batch)
 
 
 async def create(client: httpx.AsyncClient, worker_id: str = "w1", **fields: object) -> httpx.Response:
@@ -97,8 +122,8 @@ async def test_create_with_a_bad_worker_id_in_the_body_is_422_invalid_request(cl
     assert response.status_code == 422
     error = error_of(response)
     assert error["code"] == "invalid_request"
-    assert "$.worker_id" in error["message"]
-    assert error["details"] == {"path": "$.worker_id"}
+    assert error["message"].startswith("worker_id: invalid id")
+    assert error["details"] == {"path": "$.worker_id", "field": "worker_id"}
 
 
 async def test_list_workers_pages_by_worker_id(client: httpx.AsyncClient) -> None:
@@ -293,6 +318,22 @@ async def test_get_an_unknown_run_is_404_run_not_found(client: httpx.AsyncClient
     assert error_of(response)["code"] == "run_not_found"
 
 
+@pytest.mark.parametrize("run_id", ["run-%C2%B2", "run-1%C2%B2", "run-%D9%A3", "run-01", "bad%20id", "r" * 129])
+async def test_get_a_run_id_not_in_the_runtime_form_is_404_run_not_found(
+    gate: Gate, tmp_path: Path, run_id: str
+) -> None:
+    async with (
+        make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt,
+        client_for(create_app(rt, token=TOKEN)) as client,
+    ):
+        await create(client)
+        done = await client.post("/v1/workers/w1/input", json={"content": "hi"})
+        await rt.wait_for_run("w1", done.json()["ack"]["run_id"])
+        response = await client.get(f"/v1/workers/w1/runs/{run_id}")
+        assert response.status_code == 404
+        assert error_of(response)["code"] == "run_not_found"
+
+
 async def test_get_an_active_run(client: httpx.AsyncClient, gate: Gate) -> None:
     run_id = await busy_worker(client, gate)
     response = await client.get(f"/v1/workers/w1/runs/{run_id}")
@@ -341,6 +382,19 @@ async def test_a_bad_cancel_body_is_422_invalid_request(client: httpx.AsyncClien
     response = await client.post("/v1/workers/w1/cancel", json={"run_id": 7})
     assert response.status_code == 422
     assert error_of(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("run_id", ["bad id", "", "../run-1"])
+async def test_cancel_with_malformed_run_id_is_422(client: httpx.AsyncClient, gate: Gate, run_id: str) -> None:
+    active = await busy_worker(client, gate)
+    response = await client.post("/v1/workers/w1/cancel", json={"run_id": run_id})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("run_id: invalid id (")
+    assert error["details"]["field"] == "run_id"
+    assert (await client.get(f"/v1/workers/w1/runs/{active}")).json()["run"]["status"] == "running"
+    gate.release.set()
 
 
 async def test_stop_cancels_the_run_and_is_idempotent(client: httpx.AsyncClient, gate: Gate) -> None:
@@ -411,8 +465,21 @@ async def test_events_page_and_filter(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_empty_events_page_keeps_the_cursor(client: httpx.AsyncClient) -> None:
-    page = (await client.get("/v1/events?after=50")).json()
-    assert page == {"events": [], "next_after": 50, "has_more": False}
+    newest = (await client.get("/v1/events")).json()["next_after"]
+    page = (await client.get(f"/v1/events?after={newest}")).json()
+    assert page == {"events": [], "next_after": newest, "has_more": False}
+
+
+@pytest.mark.parametrize("wait", ["", "&wait=0.5"])
+async def test_a_cursor_above_the_newest_event_is_422_with_newest_id(client: httpx.AsyncClient, wait: str) -> None:
+    for n in range(40):
+        await create(client, f"w{n}")
+    newest = (await client.get("/v1/events?limit=1000")).json()["next_after"]
+    response = await client.get(f"/v1/events?after=999999{wait}")
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": "after", "newest_id": newest}
 
 
 async def test_a_long_poll_answers_when_an_event_comes(client: httpx.AsyncClient) -> None:
@@ -479,6 +546,37 @@ async def test_diagnostics_list_failed_runs(rt: Runtime, client: httpx.AsyncClie
     assert set(diagnostics[0]) == {"level", "code", "message", "path", "offset", "worker_ref", "created_at"}
 
 
+async def test_diagnostics_are_per_process_and_the_failures_stay_in_the_event_log(gate: Gate, tmp_path: Path) -> None:
+    async with make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt, client_for(create_app(rt, token=TOKEN)) as c:
+        await create(c, profile={"kind": "named", "name": "boom"})
+        ack = (await c.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]
+        await rt.wait_for_run("w1", ack["run_id"])
+        assert [d["code"] for d in (await c.get("/v1/diagnostics")).json()["diagnostics"]] == ["engine_error"]
+    async with make_runtime(gate, store=FsRuntimeStore(tmp_path)) as rt, client_for(create_app(rt, token=TOKEN)) as c:
+        assert (await c.get("/v1/diagnostics")).json()["diagnostics"] == []
+        events = (await c.get("/v1/events?worker_id=w1")).json()["events"]
+        assert [e["run_id"] for e in events if e["kind"] == "run_failed"] == [ack["run_id"]]
+    [endpoint] = [e for e in routes_module.ENDPOINTS if e.operation_id == "getDiagnostics"]
+    assert "since this process started" in endpoint.summary
+
+
+async def test_a_failed_engine_and_a_failing_store_say_what_happened_without_internals(gate: Gate) -> None:
+    store = RefusingStore()
+    async with make_runtime(gate, store=store) as rt, client_for(create_app(rt, token=TOKEN)) as client:
+        await create(client, profile={"kind": "named", "name": "boom"})
+        ack = (await client.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]
+        await rt.wait_for_run("w1", ack["run_id"])
+        run = (await client.get(f"/v1/workers/w1/runs/{ack['run_id']}")).json()["run"]
+        assert run["error"] == {"code": "engine_error", "message": "the engine failed; see the Runtime's log"}
+        store.refuse = True
+        response = await client.post("/v1/workers", json={"worker_id": "w2"})
+        store.refuse = False
+    assert response.status_code == 503
+    error = error_of(response)
+    assert (error["code"], error["retryable"], error["details"]) == ("runtime_unavailable", True, {})
+    assert "/srv" not in response.text and "boom" not in run["error"]["message"]
+
+
 # --- timeouts and damage -------------------------------------------------------------------------------------
 
 
@@ -512,7 +610,7 @@ async def test_a_cancel_or_stop_past_the_operation_timeout_is_504_and_completes_
         profiles={"stubborn": ProfileConfig("stubborn")},
         engines={"stubborn": stubborn.engine()},
     )
-    async with runtime as rt, client_for(create_app(rt), token=None) as client:
+    async with runtime as rt, client_for(create_app(rt, allow_unauthenticated=True), token=None) as client:
         await client.post("/v1/workers", json={"worker_id": "w1", "profile": {"kind": "named", "name": "stubborn"}})
         run_id = (await client.post("/v1/workers/w1/input", json={"content": "x"})).json()["ack"]["run_id"]
         await stubborn.started.wait()

@@ -230,7 +230,9 @@ async def test_another_runtime_id_or_a_newer_format_is_refused_naming_the_path(t
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
-async def test_a_failing_disk_fails_the_call_acknowledges_nothing_and_reads_go_on(tmp_path: Path, code: int) -> None:
+async def test_a_failing_disk_fails_the_call_acknowledges_nothing_and_reads_go_on(
+    tmp_path: Path, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
     store = FsRuntimeStore(tmp_path)
     async with Runtime(store=store) as rt:
         await rt.create_worker(worker_id="w")
@@ -242,8 +244,10 @@ async def test_a_failing_disk_fails_the_call_acknowledges_nothing_and_reads_go_o
             raise OSError(code, os.strerror(code))
 
         store._os_write = failing
-        with pytest.raises(RuntimeUnavailableError, match=os.strerror(code)):
+        with pytest.raises(RuntimeUnavailableError) as info:
             await rt.send_input("w", "lost")
+        assert str(tmp_path) not in info.value.message  # the path and the OS error go to the log
+        assert os.strerror(code) in caplog.text
         with pytest.raises(RuntimeUnavailableError):
             await rt.create_worker(worker_id="v")
         assert await rt.get_worker("w") == before  # reads keep working
@@ -300,3 +304,15 @@ def test_bad_settings_are_config_errors() -> None:
         FsRuntimeStore("x", fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         FsRuntimeStore("x", checkpoint_every=0)
+
+
+@pytest.mark.parametrize(
+    "other", ["run-\u00b2", "run-1\u00b2", "run-\u0663", "run-0{n}", "run-", "run-+{n}", "run-9" + "9" * 30]
+)
+async def test_read_run_of_an_id_not_in_the_runtime_form_is_none(tmp_path: Path, other: str) -> None:
+    store = FsRuntimeStore(tmp_path)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        run_id = await _run(rt, "w", "hi")
+        assert (await store.read_run("w", run_id)) is not None
+        assert (await store.read_run("w", other.format(n=run_id.removeprefix("run-")))) is None

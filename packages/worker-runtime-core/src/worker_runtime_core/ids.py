@@ -15,18 +15,23 @@ import msgspec
 
 __all__ = [
     "ID_PATTERN",
+    "ID_RULE",
     "IdStr",
     "InputId",
     "RunId",
     "RuntimeId",
     "WorkerId",
     "generate_id",
+    "invalid_id_message",
     "is_valid_id",
 ]
 
 #: The pattern every runtime, worker and input id matches in full. ``(?!\n)`` keeps JSON-schema validators, whose
 #: ``$`` may match before a final newline, as strict as `re.fullmatch`.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$(?!\n)"
+
+#: `ID_PATTERN` in words, for error messages.
+ID_RULE = "1 to 128 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -42,6 +47,11 @@ RunId = Annotated[str, msgspec.Meta(min_length=1, title="RunId")]
 def is_valid_id(value: object) -> bool:
     """Return True when `value` is a str that matches `ID_PATTERN` in full."""
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def invalid_id_message(field: str) -> str:
+    """The one message for an id that breaks `ID_PATTERN`, wherever it was given: ``worker_id: invalid id (...)``."""
+    return f"{field}: invalid id ({ID_RULE})"
 
 
 def generate_id(prefix: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from .errors import (
     WorkerRuntimeError,
     WorkerStoppedError,
 )
-from .ids import generate_id, is_valid_id
+from .ids import generate_id, invalid_id_message, is_valid_id
 from .models import (
     CapabilitiesInfo,
     Diagnostic,
@@ -90,6 +91,11 @@ _ROLES = frozenset({"user", "system", "assistant", "tool"})
 _INPUT_KINDS = frozenset({"user", "system"})
 _NO_EXTRA = WorkerExtra()
 _MAX_DIAGNOSTICS = 1000
+#: What a caller is told when the store fails a write; the cause (paths, OS errors) goes to the log only.
+_STORE_CANNOT_WRITE = "the store cannot write right now; retry later (the Runtime's log has the cause)"
+#: What a run's error says when its engine raised something other than `EngineError`.
+_ENGINE_FAILED = "the engine failed; see the Runtime's log"
+_AT_FIELD_RE = re.compile(r" - at `\$\.([^`]*)`$")
 
 
 class _ActiveRun:
@@ -173,7 +179,10 @@ class _Context(RunContext):
         limit = max(0, min(limit, self._rt.limits.max_page))
         end = self.input_sequence
         start = max(0, end - limit)
-        records = await self._rt._store.read_transcript(self._active.worker.worker_id, start, end - start)
+        try:
+            records = await self._rt._store.read_transcript(self._active.worker.worker_id, start, end - start)
+        except StoreCorruptError as exc:
+            raise self._rt._mark_corrupt(self._active.worker, exc) from None
         return [r.to_wire() for r in records]
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
@@ -451,7 +460,7 @@ class Runtime:
         if status is not None and status not in self._counts:
             raise InvalidRequestError(f"status must be idle, busy or stopped, not {status!r}")
         if after is not None and not is_valid_id(after):
-            raise InvalidRequestError(f"after must be a worker id, not {after!r}")
+            raise InvalidRequestError(invalid_id_message("after"), details={"field": "after"})
         size = self._page_limit(limit)
         order = self._sorted_ids()
         i = bisect_right(order, after) if after is not None else 0
@@ -521,7 +530,7 @@ class Runtime:
                 details={"field": "content", "max_input_bytes": max_bytes},
             )
         if input_id is not None and not is_valid_id(input_id):
-            raise InvalidInputError(f"invalid input_id {input_id!r}", details={"field": "input_id"})
+            raise InvalidInputError(invalid_id_message("input_id"), details={"field": "input_id"})
         self._require_running()
         record = self._worker(wid)
         digest = b""
@@ -647,9 +656,14 @@ class Runtime:
         `cancelled_run_id` and `event_id` are null.
 
         Raises:
+            InvalidRequestError: a `run_id` that breaks the id pattern (one that names no run is a no-op).
             OperationTimeoutError: the run has not ended within `operation_timeout_s` (it still ends cancelled).
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
+        if run_id is not None and not is_valid_id(run_id):
+            if not (type(worker_id) is str and worker_id in self._workers):
+                _check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
+            raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
         record = self._worker(worker_id)
         self._require_started()
         wid = record.worker_id
@@ -728,9 +742,9 @@ class Runtime:
             )
         except WorkerRuntimeError as exc:
             stop.error = exc
-        except Exception as exc:
+        except Exception:
             logger.exception("stopping worker %r failed", wid)
-            stop.error = InternalError(f"stopping worker {wid!r} failed: {type(exc).__name__}")
+            stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
         finally:
             del self._stopping[wid]
             stop.done.set()
@@ -753,8 +767,7 @@ class Runtime:
         try:
             records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
         except StoreCorruptError as exc:
-            self._mark_corrupt(record, exc)
-            raise
+            raise self._mark_corrupt(record, exc) from None
         end = start + len(records)
         return TranscriptPage(
             worker_ref=self._ref(record.worker_id),
@@ -774,7 +787,9 @@ class Runtime:
         with an empty page whose `next_after` is `after`.
 
         Raises:
-            InvalidRequestError: negative `after`, `limit` below 1, `wait` outside 0..`max_wait_s`, bad worker id.
+            InvalidRequestError: negative `after`, `limit` below 1, `wait` outside 0..`max_wait_s`, bad worker id;
+                `after` above the newest event id (``details["newest_id"]``: a cursor from another store, or from
+                a memory store before a restart), checked before any wait.
             LimitTooLargeError: `limit` above `max_page`.
             CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
         """
@@ -783,24 +798,38 @@ class Runtime:
             raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
         size = self._page_limit(limit)
         if worker_id is not None and not is_valid_id(worker_id):
-            raise InvalidRequestError(f"invalid worker id {worker_id!r}", details={"field": "worker_id"})
+            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
         max_wait = self.limits.max_wait_s
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
             raise InvalidRequestError(
                 f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"}
             )
-        records = await self._store.read_events(after, size + 1, worker_id)
-        if not records and wait > 0:
-            deadline = anyio.current_time() + wait
-            while not records and self._state == "running":
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    break
-                if self._event_signal is None:
-                    self._event_signal = anyio.Event()
-                with anyio.move_on_after(remaining):
-                    await self._event_signal.wait()
-                records = await self._store.read_events(after, size + 1, worker_id)
+        newest = self._next_event_id - 1  # ids in flight count: a reader may see one before its writer resumes
+        if after > newest:
+            raise InvalidRequestError(
+                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
+                "(was the store reset?); read again from a cursor of at most newest_id",
+                details={"field": "after", "newest_id": newest},
+            )
+        try:
+            records = await self._store.read_events(after, size + 1, worker_id)
+            if not records and wait > 0:
+                deadline = anyio.current_time() + wait
+                while not records and self._state == "running":
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:
+                        break
+                    if self._event_signal is None:
+                        self._event_signal = anyio.Event()
+                    with anyio.move_on_after(remaining):
+                        await self._event_signal.wait()
+                    records = await self._store.read_events(after, size + 1, worker_id)
+        except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
+            logger.error("the event log is corrupt: %s", exc.message)
+            raise StoreCorruptError(
+                "the store's event log is corrupt; the Runtime's log has the detail",
+                details={"path": exc.details.get("path"), "offset": exc.details.get("offset")},
+            ) from None
         has_more = len(records) > size
         if has_more:
             del records[size:]
@@ -841,7 +870,11 @@ class Runtime:
         )
 
     async def diagnostics(self) -> list[Diagnostic]:
-        """Store repairs, corrupt records and failed runs, oldest first (the newest 1000 are kept).
+        """Store repairs, corrupt records and failed runs since this Runtime started, oldest first (the newest 1000
+        are kept).
+
+        They live in memory: a restart begins with what the store reported when it opened (its repairs), and the
+        failures of earlier processes are in the event log (``run_failed`` events), not here.
 
         Raises:
             RuntimeUnavailableError: the Runtime has not started.
@@ -870,9 +903,9 @@ class Runtime:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
                 except WorkerRuntimeError as exc:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
-                except Exception as exc:
+                except Exception:
                     logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
-                    status, error = "failed", RunError(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+                    status, error = "failed", RunError(code="engine_error", message=_ENGINE_FAILED)
                 if active.end_status is not None:
                     status, error = active.end_status, None
                 elif scope.cancelled_caught:
@@ -1001,17 +1034,19 @@ class Runtime:
         await active.done.wait()
 
     async def _find_run(self, record: WorkerRecord, run_id: str) -> RunRecord:
+        """The run `run_id` of a Worker. A run id that is not an id at all names no run: `RunNotFoundError`, and
+        the store never sees it."""
         if record.active_run is not None and record.active_run.run_id == run_id:
             return record.active_run
         if record.last_run is not None and record.last_run.run_id == run_id:
             return record.last_run
         try:
-            run = await self._store.read_run(record.worker_id, run_id) if isinstance(run_id, str) and run_id else None
+            run = await self._store.read_run(record.worker_id, run_id) if is_valid_id(run_id) else None
         except StoreCorruptError as exc:
-            self._mark_corrupt(record, exc)
-            raise
+            raise self._mark_corrupt(record, exc) from None
         if run is None:
-            raise RunNotFoundError(f"worker {record.worker_id!r} has no run {run_id!r}", details={"run_id": run_id})
+            shown = str(run_id)[:200]
+            raise RunNotFoundError(f"worker {record.worker_id!r} has no run {shown!r}", details={"run_id": shown})
         return run
 
     # --- internals: idempotency ------------------------------------------------------------------------------
@@ -1098,10 +1133,11 @@ class Runtime:
                 await self._store.write(batch)
         except Exception as exc:
             self._write_failed = True
-            if isinstance(exc, RuntimeUnavailableError):
-                raise
-            logger.exception("the store failed to write event %d", batch.event.id)
-            raise RuntimeUnavailableError(f"the store cannot write: {type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, RuntimeUnavailableError):  # the store's own words may name its files: log them
+                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+            else:
+                logger.exception("the store failed to write event %d", batch.event.id)
+            raise RuntimeUnavailableError(_STORE_CANNOT_WRITE) from exc
         else:
             self._last_written_id = batch.event.id
             if self._event_signal is not None:
@@ -1139,12 +1175,13 @@ class Runtime:
             )
         )
 
-    def _mark_corrupt(self, record: WorkerRecord, exc: StoreCorruptError) -> None:
-        """From now on this Worker answers `store_corrupt`; the rest of the Runtime goes on."""
+    def _mark_corrupt(self, record: WorkerRecord, exc: StoreCorruptError) -> StoreCorruptError:
+        """From now on this Worker answers `store_corrupt`; the rest of the Runtime goes on. Returns the error to
+        raise: the path and offset in `details`, the store's own words only in the diagnostic."""
         path, offset = exc.details.get("path"), exc.details.get("offset")
         if record.worker_id in self._corrupt:
-            return
-        self._corrupt[record.worker_id] = (str(path), int(offset) if isinstance(offset, int) else -1)
+            return _corrupt_error(record.worker_id, self._corrupt[record.worker_id])
+        damage = self._corrupt[record.worker_id] = (str(path), int(offset) if isinstance(offset, int) else -1)
         self._diagnostics.append(
             Diagnostic(
                 level="error",
@@ -1156,6 +1193,7 @@ class Runtime:
                 created_at=format_time(now()),
             )
         )
+        return _corrupt_error(record.worker_id, damage)
 
     def _require_started(self) -> None:
         if self._state not in ("running", "stopping"):
@@ -1178,10 +1216,7 @@ class Runtime:
             self._require_started()
         damage = self._corrupt.get(worker_id) if self._corrupt else None
         if damage is not None:
-            raise StoreCorruptError(
-                f"the store's data for worker {worker_id!r} is corrupt",
-                details={"path": damage[0], "offset": damage[1]},
-            )
+            raise _corrupt_error(worker_id, damage)
         return record
 
     def _page_limit(self, limit: int | None) -> int:
@@ -1249,7 +1284,7 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
 
 def _check_worker_id(worker_id: object) -> str:
     if not is_valid_id(worker_id):
-        raise InvalidWorkerIdError(f"invalid worker id {worker_id!r}", details={"worker_id": str(worker_id)[:200]})
+        raise InvalidWorkerIdError(invalid_id_message("worker_id"), details={"worker_id": str(worker_id)[:200]})
     return worker_id  # type: ignore[return-value]  # is_valid_id checked the type
 
 
@@ -1265,6 +1300,13 @@ def _unknown_profile(name: str) -> WorkerRuntimeError:
     return UnknownProfileError(f"the worker's profile {name!r} no longer exists", details={"profile": name})
 
 
+def _corrupt_error(worker_id: str, damage: tuple[str, int]) -> StoreCorruptError:
+    return StoreCorruptError(
+        f"the store's data for worker {worker_id!r} is corrupt; the diagnostics name the damage",
+        details={"path": damage[0], "offset": damage[1]},
+    )
+
+
 def _write_failed() -> RuntimeUnavailableError:
     return RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
 
@@ -1276,4 +1318,14 @@ def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any])
     try:
         return msgspec.convert(source, CreateWorkerRequest)
     except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"invalid create request: {exc}") from None
+        text = str(exc)
+        at = _AT_FIELD_RE.search(text)
+        if at is None:
+            raise InvalidRequestError(f"invalid create request: {text}") from None
+        field = at.group(1)
+        key = field.rpartition(".")[2]
+        if text.startswith("Expected `str` matching regex") or (
+            text.startswith("Expected `str` of length") and (key == "id" or key.endswith("_id"))
+        ):
+            raise InvalidRequestError(invalid_id_message(field), details={"field": field}) from None
+        raise InvalidRequestError(f"invalid create request: {text}", details={"field": field}) from None

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .ids import InputId, RunId, WorkerId
+from .ids import IdStr, InputId, RunId, WorkerId
 from .models import (
     AssistantIntent,
     CapabilityRequest,
@@ -95,10 +95,14 @@ class StopRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /v1/workers/{worker_id}/cancel`` (may be empty); a `run_id` cancels only that run."""
+    """Body of ``POST /v1/workers/{worker_id}/cancel`` (may be empty); a `run_id` cancels only that run.
+
+    A `run_id` that breaks the id pattern is 422 ``invalid_request``; a well-formed one that names no active run
+    is a no-op.
+    """
 
     reason: str | None = None
-    run_id: RunId | None = None
+    run_id: IdStr | None = None
 
 
 class InputAck(msgspec.Struct, frozen=True, kw_only=True):

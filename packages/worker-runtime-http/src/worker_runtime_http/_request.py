@@ -17,6 +17,7 @@ from worker_runtime_core import (
     UnsupportedMediaTypeError,
     is_valid_id,
 )
+from worker_runtime_core.ids import invalid_id_message
 
 __all__ = [
     "QUERY_INT_MAX",
@@ -35,6 +36,8 @@ QUERY_INT_MAX = 2**63 - 1
 T = TypeVar("T")
 
 _PATH_RE = re.compile(r" - at `(\$[^`]*)`$")
+_NAMED_FIELD_RE = re.compile(r"Object (?:missing required|contains unknown) field `([^`]*)`")
+_LAST_KEY_RE = re.compile(r"(?:^|\.)([A-Za-z0-9_]+)$")
 _INT_RE = re.compile(r"([+-]?[0-9]{1,30})(?:\.0{1,30})?")  # `10.0` is an integer to JSON Schema, so here too
 #: A non-negative decimal, with an exponent as a number's shortest form may have (``1e-05``, ``2.5e+20``).
 _FLOAT_RE = re.compile(r"[+]?[0-9]{1,30}(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?")
@@ -48,7 +51,7 @@ def worker_id(params: dict[str, Any]) -> str:
     """The ``{worker_id}`` of a path, checked against the id pattern (400 `invalid_worker_id`)."""
     value = params["worker_id"]
     if not is_valid_id(value):
-        raise InvalidWorkerIdError(f"invalid worker id {value!r}", details={"worker_id": str(value)[:200]})
+        raise InvalidWorkerIdError(invalid_id_message("worker_id"), details={"worker_id": str(value)[:200]})
     return str(value)
 
 
@@ -179,15 +182,42 @@ def decode_body(data: bytes, decoder: msgspec.json.Decoder[T], invalid: type[Inv
     Raises:
         InvalidJsonError: not JSON (400).
         InvalidRequestError: JSON of the wrong shape, as `invalid` (422), with the failing path in the message
-            and in ``details["path"]``.
+            and in ``details["path"]``, and the field in ``details["field"]`` (``config_bundle.id``); an id that
+            breaks the id pattern says so in words, as a bad id in a path or query does.
     """
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        match = _PATH_RE.search(text)
-        raise invalid(f"invalid request body: {text}", details={"path": match.group(1) if match else "$"}) from None
+        message, details = _explain(str(exc))
+        raise invalid(message, details=details) from None
     except msgspec.DecodeError as exc:
         raise InvalidJsonError(f"the request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec raises it for a string that is not UTF-8
         raise InvalidJsonError(f"the request body is not valid UTF-8 JSON: {exc.reason} at byte {exc.start}") from None
+
+
+def _explain(text: str) -> tuple[str, dict[str, str]]:
+    """The message and details of msgspec's `ValidationError` text for a request body."""
+    match = _PATH_RE.search(text)
+    path = match.group(1) if match else "$"
+    problem = text[: match.start()] if match else text
+    details = {"path": path}
+    named = _NAMED_FIELD_RE.match(problem)
+    if path.startswith("$."):
+        details["field"] = path[2:]
+    elif named is not None and path == "$":
+        details["field"] = named.group(1)
+    field = details.get("field")
+    if field is not None and _is_id_problem(problem, field):
+        return invalid_id_message(field), details
+    return f"invalid request body: {text}", details
+
+
+def _is_id_problem(problem: str, field: str) -> bool:
+    """A pattern failure (only ids have one in a body), or a length failure of a field named ``id``/``*_id``."""
+    if problem.startswith("Expected `str` matching regex"):
+        return True
+    if not problem.startswith("Expected `str` of length"):
+        return False
+    key = _LAST_KEY_RE.search(field)
+    return key is not None and (key.group(1) == "id" or key.group(1).endswith("_id"))

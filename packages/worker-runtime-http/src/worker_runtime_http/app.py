@@ -21,7 +21,7 @@ from starlette.convertors import StringConvertor
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from worker_runtime_core import MethodNotAllowedError, NotFoundError, Runtime, WorkerRuntimeError
+from worker_runtime_core import ConfigError, MethodNotAllowedError, NotFoundError, Runtime, WorkerRuntimeError
 
 from . import routes
 from ._request import ClientGone
@@ -34,6 +34,7 @@ logger = logging.getLogger("worker_runtime_http")
 access_logger = logging.getLogger("worker_runtime_http.access")
 
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 _JSON = (b"content-type", b"application/json")
 
 
@@ -205,6 +206,7 @@ def create_app(
     runtime: Runtime,
     *,
     token: str | None = None,
+    allow_unauthenticated: bool = False,
     allowed_hosts: Iterable[str] = (),
     bind: tuple[str, int] | None = None,
     shutdown_grace_s: float = 10.0,
@@ -216,17 +218,34 @@ def create_app(
         runtime = Runtime(store=FsRuntimeStore("./.worker-runtime"))
         app = create_app(runtime, token=os.environ["RUNTIME_TOKEN"], bind=("127.0.0.1", 8787))
 
+    The defaults are the safe choice: without a token it refuses to build unless told `allow_unauthenticated`,
+    and without `allowed_hosts` or a loopback `bind` it answers only to the loopback names.
+
     Args:
         runtime: the Runtime to serve. When it is new, the app's ASGI lifespan starts it and closes it at
             shutdown; a Runtime started by the caller is left to the caller.
-        token: the bearer token every route but ``/healthz`` and ``/readyz`` requires; None requires none.
-        allowed_hosts: Host header values to accept (``name`` for any port, ``name:port``).
+        token: the bearer token every route but ``/healthz`` and ``/readyz`` requires (visible ASCII, no spaces).
+        allow_unauthenticated: serve without a token (`token` None): anyone who reaches the app drives it.
+        allowed_hosts: Host header values to accept (``name`` for any port, ``name:port``; ``*`` for any Host).
+            Without them (and without a loopback `bind`) only ``localhost``, ``127.0.0.1`` and ``[::1]`` are
+            accepted, with any port.
         bind: the address the server listens on; on a loopback address the Host header must name it,
-            ``localhost``, ``127.0.0.1`` or ``[::1]`` with that port.
+            ``localhost``, ``127.0.0.1`` or ``[::1]`` with that port (beside `allowed_hosts`).
         shutdown_grace_s: how long the lifespan lets active runs finish at shutdown before interrupting them.
+
+    Raises:
+        ConfigError: no token and not `allow_unauthenticated`, or a token that is empty or has spaces or
+            non-ASCII characters (it could never be sent in a header).
     """
     from .openapi import openapi_bytes
 
+    if token is None and not allow_unauthenticated:
+        raise ConfigError(
+            "create_app: no token given: pass token=... (every route but /healthz and /readyz will require it), "
+            "or allow_unauthenticated=True to serve without one"
+        )
+    if token is not None and _TOKEN.fullmatch(token) is None:
+        raise ConfigError("create_app: the token must be visible ASCII characters with no spaces (and not empty)")
     return RuntimeApp(
         runtime,
         guard=Guard(token=token, allowed_hosts=allowed_hosts, bind=bind),

@@ -43,11 +43,13 @@ class Guard:
 
     Args:
         token: the bearer token every route but ``/healthz`` and ``/readyz`` requires; None requires none.
-        allowed_hosts: Host header values to accept: ``name`` (any port) or ``name:port`` (that port only).
+        allowed_hosts: Host header values to accept: ``name`` (any port) or ``name:port`` (that port only);
+            ``*`` accepts any Host (the header is not checked).
         bind: the address the server is bound to; a loopback bind accepts that address, ``localhost``,
             ``127.0.0.1`` and ``[::1]`` with the bound port.
 
-    When neither `allowed_hosts` nor a loopback `bind` is given, the Host header is not checked.
+    When neither `allowed_hosts` nor a loopback `bind` is given, only the loopback names are accepted
+    (`LOOPBACK_NAMES`, any port).
     """
 
     __slots__ = ("_any_port", "_exact", "_token", "checks_host")
@@ -58,9 +60,13 @@ class Guard:
         self._token = token.encode() if token is not None else None
         self._exact: set[bytes] = set()
         self._any_port: set[bytes] = set()
+        any_host = False
         for entry in allowed_hosts:
             value = entry.strip().lower()
             if not value:
+                continue
+            if value == "*":
+                any_host = True
                 continue
             if value.startswith("["):  # [::1] or [::1]:8787
                 has_port = "]:" in value
@@ -76,7 +82,9 @@ class Guard:
                 self._exact.add(f"{name}:{port}".encode())
                 if port == 80:
                     self._exact.add(name.encode())
-        self.checks_host = bool(self._exact or self._any_port)
+        if not (self._exact or self._any_port):
+            self._any_port.update(name.encode() for name in LOOPBACK_NAMES)
+        self.checks_host = not any_host
 
     @property
     def requires_token(self) -> bool:

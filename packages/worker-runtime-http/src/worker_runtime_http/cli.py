@@ -150,6 +150,7 @@ def serve(flags: dict[str, Any], environ: dict[str, str] | None = None) -> int:
     if loaded.token_source == flag_name("token"):
         logger.warning("the token was given with --token, which other local users can see; prefer --token-file")
     try:
+        _check_store_path(config, loaded.sources)
         runtime = _runtime(config, loaded.file)
     except ConfigError as exc:
         return _fail(exc.message, EXIT_CONFIG)
@@ -161,6 +162,36 @@ def serve(flags: dict[str, Any], environ: dict[str, str] | None = None) -> int:
         return anyio.run(_serve, runtime, sock, loaded, backend="asyncio")
     finally:
         sock.close()
+
+
+def app_allowed_hosts(config: ServerConfig) -> list[str]:
+    """The Host values `serve` gives `create_app`: `allowed_hosts` when set; else on a loopback bind none (the
+    app accepts the bound address's loopback names), and on a public bind ``*``: its Host is not checked, the
+    token guards it."""
+    if config.allowed_hosts or is_loopback_host(config.host):
+        return list(config.allowed_hosts)
+    return ["*"]
+
+
+def _check_store_path(config: ServerConfig, sources: dict[str, str]) -> None:
+    """Refuse an fs `store_path` that cannot become a directory because it, or a parent, is a file.
+
+    Raises:
+        ConfigError: naming the path and where it came from.
+    """
+    if config.store != "fs":
+        return
+    path = Path(config.store_path)
+    where = sources.get("store_path", "the default")
+    try:
+        for candidate in (path, *path.parents):
+            if candidate.is_dir():
+                return
+            if candidate.exists() or candidate.is_symlink():
+                what = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+                raise ConfigError(f"{where}: store_path {path} {what}, not a directory")
+    except OSError:  # cannot even look: the store reports it when it opens
+        return
 
 
 def _runtime(config: ServerConfig, file: str | None) -> Runtime:
@@ -278,7 +309,8 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
     app = create_app(
         runtime,
         token=loaded.token,
-        allowed_hosts=config.allowed_hosts,
+        allow_unauthenticated=loaded.token is None,  # `serve` has refused a public bind without one (--insecure)
+        allowed_hosts=app_allowed_hosts(config),
         bind=(config.host if is_loopback_host(config.host) else host, port),
         shutdown_grace_s=config.shutdown_grace_s,
     )

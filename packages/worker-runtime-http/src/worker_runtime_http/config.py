@@ -77,6 +77,9 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 #: The settings that flags and environment variables can give (the tables cannot).
 SETTINGS: tuple[str, ...] = tuple(n for n in ServerConfig.__struct_fields__ if n not in ("limits", "profiles"))
 _LISTS = frozenset({"allowed_hosts"})
+_BOOLS = frozenset(f.name for f in msgspec.structs.fields(ServerConfig) if f.type is bool)
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def env_name(setting: str) -> str:
@@ -129,9 +132,23 @@ def _explain(message: str) -> str:
     return message
 
 
-def _layer_value(setting: str, value: Any) -> Any:
+def _layer_value(setting: str, value: Any, where: str) -> Any:
+    """A flag's or variable's value as the setting takes it: a comma-separated list split, a yes/no word a bool.
+
+    Raises:
+        ConfigError: a boolean setting given a word that is none of the accepted ones (they are listed).
+    """
     if setting in _LISTS and isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if setting in _BOOLS and isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ConfigError(
+            f"{where}: expected a boolean: true/false, 1/0, yes/no or on/off (any case), not {value[:50]!r}"
+        )
     return value
 
 
@@ -150,8 +167,8 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
     if config_file:
         table = _read_file(config_file)
         layers.append((config_file, table))
-    env_layer = {s: _layer_value(s, env[env_name(s)]) for s in SETTINGS if env.get(env_name(s))}
-    flag_layer = {s: _layer_value(s, flags[s]) for s in SETTINGS if flags.get(s) is not None}
+    env_layer = {s: _layer_value(s, env[env_name(s)], env_name(s)) for s in SETTINGS if env.get(env_name(s))}
+    flag_layer = {s: _layer_value(s, flags[s], flag_name(s)) for s in SETTINGS if flags.get(s) is not None}
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     token_layer: tuple[str, dict[str, Any]] | None = None

@@ -2,6 +2,10 @@
 
 A handler decodes with msgspec, calls the `Runtime` and encodes with msgspec; it returns the status and the
 encoded envelope and raises core's typed errors for everything else. No Worker semantics live here.
+
+The app has checked Host, Origin, token and route; every handler then checks, in this order, its path id (400),
+its query parameters (422), and only then reads the body: media type and size (415/413), then its content
+(400/422). So a bad path id or an unknown parameter is reported whatever the body is.
 """
 
 from __future__ import annotations
@@ -474,10 +478,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/v1/diagnostics",
         get_diagnostics,
         "getDiagnostics",
-        "Store repairs, corrupt records and failed runs (the newest 1000)",
+        "Store repairs, corrupt records and failed runs since this process started (the newest 1000)",
         200,
         DiagnosticsEnvelope,
         errors=("runtime_unavailable",),
+        description="Diagnostics are kept in memory, per process: after a restart the list starts again with what "
+        "the store's recovery found at that start. Failed runs stay in the event log (`run_failed` events).",
     ),
     Endpoint(
         "GET",

@@ -65,6 +65,6 @@ class Layout:
             return []
         firsts = []
         for path in self.events.glob("*.jsonl"):
-            if path.stem.isdigit() and len(path.stem) == 20:
+            if len(path.stem) == 20 and path.stem.isascii() and path.stem.isdigit():
                 firsts.append(int(path.stem))
         return sorted(firsts)

@@ -8,6 +8,7 @@ step idempotent).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,11 +19,17 @@ from .records import RecordCorrupt, write_atomic
 
 __all__ = ["Projections", "run_number"]
 
+_RUN_ID_RE = re.compile(r"run-([1-9][0-9]{0,18})")
+
 
 def run_number(run_id: str) -> int | None:
-    """The number of a run id ``run-<n>`` (the id of the event that accepted its input), else None."""
-    prefix, _, number = run_id.partition("-")
-    return int(number) if prefix == "run" and number.isdigit() else None
+    """The number of a run id ``run-<n>`` (the id of the event that accepted its input), else None.
+
+    Only the form the Runtime makes counts: ASCII digits without a leading zero (``str.isdigit`` also accepts
+    ``²``, which `int` refuses).
+    """
+    found = _RUN_ID_RE.fullmatch(run_id)
+    return int(found.group(1)) if found is not None else None
 
 
 class Projections:

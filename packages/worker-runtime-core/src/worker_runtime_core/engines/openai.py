@@ -15,11 +15,13 @@ Provider errors end the run ``failed`` with one of these codes (`PROVIDER_ERROR_
     provider_bad_request     any other 4xx (a request the provider rejects, e.g. a context too long)
     provider_bad_response    a reply that is not a chat completion: undecodable, no choices, empty content
 
-No message ever contains the API key.
+No message ever contains the API key, nor an exception's text: what the SDK or the decoder said is logged
+(logger ``worker_runtime_core.engines.openai``); a message may quote the provider's own error text.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAIError
 
 __all__ = ["INSTALL_HINT", "PROVIDER_ERROR_CODES", "OpenAIEngine", "OpenAIOptions"]
+
+logger = logging.getLogger(__name__)
 
 #: What to run when the SDK is missing.
 INSTALL_HINT = "pip install 'worker-runtime-core[openai]'"
@@ -199,7 +203,8 @@ class OpenAIEngine(Engine):
             detail = _error_detail(body)
             if detail:
                 raise EngineError("provider_bad_response", self._redact(f"the reply is an error: {detail}")) from None
-            raise EngineError("provider_bad_response", f"the reply is not a chat completion: {exc}") from None
+            logger.warning("%s: the reply is not a chat completion: %s", self.options.base_url, exc)
+            raise EngineError("provider_bad_response", "the reply is not a chat completion") from None
 
     def _failure(self, exc: OpenAIError) -> EngineError:
         """The `EngineError` for an SDK error; its message names no key."""
@@ -212,8 +217,10 @@ class OpenAIEngine(Engine):
             )
         if isinstance(exc, sdk.APIConnectionError):
             cause = exc.__cause__
-            why = f": {type(cause).__name__}: {cause}" if cause is not None and str(cause) else ""
-            return EngineError("provider_connection", self._redact(f"cannot reach {opts.base_url}{retries}{why}"))
+            logger.warning(
+                "cannot reach %s: %s", opts.base_url, self._redact(repr(cause if cause is not None else exc))
+            )
+            return EngineError("provider_connection", f"cannot reach {opts.base_url}{retries}; is it up?")
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
             if status in (401, 403):
@@ -232,7 +239,8 @@ class OpenAIEngine(Engine):
             if status >= 500:
                 return EngineError("provider_unavailable", self._redact(f"HTTP {status}{retries}{suffix}"))
             return EngineError("provider_bad_request", self._redact(f"HTTP {status}{suffix}"))
-        return EngineError("provider_bad_response", self._redact(f"{type(exc).__name__}: {exc}"))
+        logger.warning("the request to %s failed: %s", opts.base_url, self._redact(repr(exc)))
+        return EngineError("provider_bad_response", f"the request to {opts.base_url} failed; see the Runtime's log")
 
     def _redact(self, text: str) -> str:
         key = self._api_key
