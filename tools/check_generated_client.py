@@ -2,8 +2,9 @@
 
     python tools/check_generated_client.py [--keep DIR]
 
-Needs an environment with ``openapi-python-client`` at `GENERATOR_VERSION` and the four workspace packages
-(core, store-fs, http, client); the generated code needs only httpx and attrs, which the generator brings.
+Needs an environment with ``openapi-python-client`` at `GENERATOR_VERSION` and the server's packages (core,
+store-fs, http): Hatch's ``gen-client`` environment, run by ``hatch run test``. The generated code needs httpx,
+attrs and python-dateutil, which that environment has.
 
 1. Serves a Runtime (memory store, a token) with uvicorn on a free port of 127.0.0.1, in a thread, and takes
    the document it serves at ``GET /openapi.json``.
