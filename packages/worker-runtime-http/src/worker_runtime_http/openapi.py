@@ -67,10 +67,10 @@ Every `/v1` route and this document need `Authorization: Bearer <token>` when th
 Every error is `{"error": {"code", "message", "details", "retryable"}}`; `x-error-codes` lists each code with
 its status. An unknown route is 404 `not_found` and a known path with another method 405
 `method_not_allowed` (with an `Allow` header). Checks run in this order: Host, Origin, token, route, path id
-and query parameters, media type and size, body. A query parameter with an empty value (`?limit=`) counts as absent; an unknown or
-repeated one is 422 `invalid_request` (`/healthz` and `/readyz` ignore their query). A request body is
-`application/json` (a `charset=utf-8` parameter is accepted); an empty body needs no Content-Type and means
-`{}`."""
+and query parameters, media type and size, body. A query parameter with an empty value (`?limit=`) counts as
+absent; an unknown or repeated one is 422 `invalid_request` (`/healthz` and `/readyz` ignore their query). A
+request body is `application/json` (a `charset=utf-8` parameter is accepted); an empty body needs no
+Content-Type and means `{}`."""
 
 
 def _error_class(code: str) -> type[WorkerRuntimeError]:
