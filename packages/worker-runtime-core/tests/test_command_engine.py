@@ -202,3 +202,23 @@ def test_bad_command_options_are_a_config_error() -> None:
     for bad in ([], [-1], [256], ["1"], [True], 0):
         with pytest.raises(ConfigError, match=r"Expected .* at `\$\.ok_exit_codes"):
             Runtime(profiles={"x": ProfileConfig("command", argv=["true"], ok_exit_codes=bad)})
+
+
+async def test_a_descendant_that_left_the_group_does_not_keep_the_run_alive(tmp_path: Path) -> None:
+    """A grandchild started with `setsid` escapes the group kill and holds stdout open: the run still ends."""
+    pid_file = tmp_path / "escaped.pid"
+    # the sleeper writes its pid once it has its own session; the program waits for that, so it has escaped
+    script = (
+        f"setsid sh -c 'echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 120' & "
+        f"while [ ! -s {pid_file} ]; do :; done; echo found it"
+    )
+    async with Runtime(profiles={"escape": ProfileConfig("command", argv=["sh", "-c", script])}) as rt:
+        wid = (await rt.create_worker(profile={"kind": "named", "name": "escape"})).worker_ref.worker_id
+        ack = await rt.send_input(wid, "go")
+        try:
+            run = await rt.wait_for_run(wid, ack.run_id, timeout=30)  # a bound for a hang, far below the sleep
+        finally:
+            escaped = int(pid_file.read_text())
+            os.kill(escaped, 9)
+        assert run.status == "completed"
+        assert [e.content for e in (await rt.transcript(wid)).items] == ["go", "found it\n"]

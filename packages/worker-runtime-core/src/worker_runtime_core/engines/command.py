@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import anyio
@@ -18,6 +19,9 @@ __all__ = ["CommandEngine", "CommandOptions"]
 
 _STDERR_TAIL_CHARS = 500  # of stderr, in a failed run's error message
 _STDERR_TAIL_BYTES = 4 * _STDERR_TAIL_CHARS  # enough bytes for that many characters of UTF-8
+#: After the program exits, how long its pipes may still be read: what a descendant that escaped the process
+#: group (and so the kill) writes later is not the run's.
+_DRAIN_AFTER_EXIT_S = 1.0
 
 
 class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,13 +108,30 @@ class CommandEngine(Engine):
                 err.extend(chunk)
                 del err[:-_STDERR_TAIL_BYTES]
 
+        readers_done = 0
+        drained = anyio.Event()
+
+        async def read(reader: Callable[[], Awaitable[None]]) -> None:
+            nonlocal readers_done
+            try:
+                await reader()
+            finally:
+                readers_done += 1
+                if readers_done == 2:
+                    drained.set()
+
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(feed)
-                tg.start_soon(read_out)
-                tg.start_soon(read_err)
+                tg.start_soon(read, read_out)
+                tg.start_soon(read, read_err)
                 returncode = await process.wait()
                 _signal_group(process, signal.SIGKILL)  # leftovers of the group; also closes their pipe ends
+                # The run is bounded by the program, not by its pipes: a descendant that left the group (`setsid`)
+                # may hold stdout open for ever. Take what is already written, then stop reading.
+                with anyio.move_on_after(_DRAIN_AFTER_EXIT_S):
+                    await drained.wait()
+                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await _terminate(process, opts.kill_grace_s)
