@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from . import _fileops as fileops
 from .layout import Layout
 from .logs import FdCache, IndexedLog, Repair
 
@@ -54,7 +55,7 @@ class EventLog:
 
     def open(self) -> list[Repair]:
         """Find the segments, repair the newest (a torn tail) and any whose index is missing."""
-        self.layout.events.mkdir(parents=True, exist_ok=True)
+        fileops.mkdir(self.layout.events, parents=True)
         repairs = []
         self.firsts = self.layout.segments()
         self.logs = {first: IndexedLog(*self.layout.segment(first)) for first in self.firsts}
@@ -67,7 +68,7 @@ class EventLog:
         while len(self.firsts) > 1 and self.logs[self.firsts[-1]].count() == 0:
             empty = self.firsts.pop()  # a segment started just before a crash, with nothing in it
             for path in (self.logs[empty].data, self.logs[empty].index):
-                path.unlink(missing_ok=True)
+                fileops.unlink(path)
             del self.logs[empty]
         if self.firsts:
             newest = self.logs[self.firsts[-1]]
@@ -94,7 +95,7 @@ class EventLog:
                 log = self.logs.pop(self.firsts.pop())
                 for path in (log.data, log.index):
                     fds.drop(str(path))
-                    path.unlink(missing_ok=True)
+                    fileops.unlink(path)
             raise
         self.last_id = lines[-1][0]
 
@@ -140,4 +141,4 @@ class EventLog:
             log = self.logs.pop(first)
             for path in (log.data, log.index):
                 fds.drop(str(path))
-                path.unlink(missing_ok=True)
+                fileops.unlink(path)
