@@ -64,12 +64,13 @@ class FdCache:
 class Repair:
     """What `IndexedLog.repair` did: lines indexed, bytes of torn tail cut, and where."""
 
-    __slots__ = ("indexed", "path", "rebuilt", "torn_at", "torn_bytes")
+    __slots__ = ("indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.indexed = 0
         self.rebuilt = False
+        self.sealed = False  # the log was a closed segment, which should never need repair
         self.torn_at = 0
         self.torn_bytes = 0
 
@@ -109,6 +110,15 @@ class IndexedLog:
             return os.stat(self.index).st_size // _SIZE
         except FileNotFoundError:
             return 0
+
+    def sealed(self) -> bool:
+        """The index covers the data exactly (two `stat` calls and one `pread`): nothing to repair."""
+        try:
+            data_size = os.stat(self.data).st_size
+            index_size = os.stat(self.index).st_size
+        except FileNotFoundError:
+            return False
+        return index_size % _SIZE == 0 and self.end_of(index_size // _SIZE - 1) == data_size
 
     def entries(self, first: int, n: int) -> list[tuple[int, int]]:
         """Index records ``(key, end)`` of lines `first` to `first + n` (fewer at the end)."""

@@ -83,13 +83,32 @@ class _Recovery:
             self.diagnose(
                 "warning", "index_rebuilt", "the offset index was missing and was rebuilt", report.path, None, wid
             )
+        elif report.sealed:
+            self.diagnose(
+                "warning",
+                "index_rebuilt",
+                f"the offset index of a closed segment missed {report.indexed} lines, now indexed",
+                report.path,
+                None,
+                wid,
+            )
 
     def run(self) -> Loaded:
         self.load_checkpoint()
         self.load_workers()
         self.load_keys()
-        for report in self.wal.open():
+        repairs, gaps = self.wal.open()
+        for report in repairs:
             self.repaired(report, None)
+        for gap in gaps:
+            self.diagnose(
+                "error",
+                "store_corrupt",
+                f"events {gap.first} to {gap.last} are missing from the event log; they are skipped",
+                gap.path,
+                gap.offset,
+                None,
+            )
         self.replay()
         self.check_workers()
         return self.out

@@ -146,7 +146,7 @@ class FsRuntimeStore:
         self._info = StoreInfo(kind="fs", path=str(self.layout.root), fsync=fsync)
         self._os_write = default_write  # the one place bytes reach a file; tests inject failures here
         self._fds = FdCache(_fd_budget())
-        self._wal = EventLog(self.layout, segment_bytes)
+        self._wal = EventLog(self.layout, segment_bytes, durable=fsync != "never")
         self._projections = Projections(self.layout, self._fds, self._write)
         self._io = threading.Lock()  # the writer thread, the flusher and close
         self._lock_fd: int | None = None
