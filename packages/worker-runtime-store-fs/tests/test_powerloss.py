@@ -111,3 +111,15 @@ async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path
             await store.close()
         async with Runtime(store=FsRuntimeStore(root)) as rt:
             assert [d.code for d in await rt.diagnostics()] == []
+
+
+async def test_a_new_display_name_survives_a_power_cut_once_the_runtime_has_started(tmp_path: Path) -> None:
+    root = tmp_path / "db"
+    async with Runtime(runtime_id="rt-p", display_name="Old", store=FsRuntimeStore(root)):
+        pass
+    with PowerLoss(root) as disk:
+        async with Runtime(display_name="New", store=FsRuntimeStore(root)):
+            disk.arm(0)  # started: the renamed runtime record must be durable by now
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert (rt.runtime_id, rt.display_name) == ("rt-p", "New")
