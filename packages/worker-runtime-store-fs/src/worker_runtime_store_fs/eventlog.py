@@ -6,13 +6,15 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
+from . import _fileops as fileops
 from .layout import Layout
 from .logs import FdCache, IndexedLog, Repair
 
-__all__ = ["SEGMENT_BYTES", "EventLog", "line_event_id"]
+__all__ = ["SEGMENT_BYTES", "EventLog", "Gap", "line_event_id"]
 
 #: A segment is closed and a new one started once it holds this many bytes.
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -42,38 +44,64 @@ def _valid(line: bytes) -> bool:
     return True
 
 
+class Gap:
+    """Event ids missing between two segments: `first` to `last`, after `offset` of segment `path`."""
+
+    __slots__ = ("first", "last", "offset", "path")
+
+    def __init__(self, path: Path, offset: int, first: int, last: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.first = first
+        self.last = last
+
+
 class EventLog:
     """Segments named by their first event id; the newest takes appends. Ids are contiguous across segments."""
 
-    def __init__(self, layout: Layout, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, layout: Layout, segment_bytes: int = SEGMENT_BYTES, *, durable: bool = True) -> None:
         self.layout = layout
         self.segment_bytes = segment_bytes
+        self.durable = durable  # fsync a segment when the log moves on, and the new segment's directory entry
         self.firsts: list[int] = []
         self.logs: dict[int, IndexedLog] = {}
         self.last_id = 0
 
-    def open(self) -> list[Repair]:
-        """Find the segments, repair the newest (a torn tail) and any whose index is missing."""
-        self.layout.events.mkdir(parents=True, exist_ok=True)
+    def open(self) -> tuple[list[Repair], list[Gap]]:
+        """Find the segments and repair them: the newest (a torn tail), and any older one whose index does not
+        end where its data does (a missing or short index). Report every gap in the ids between segments."""
+        fileops.mkdir(self.layout.events, parents=True)
         repairs = []
         self.firsts = self.layout.segments()
         self.logs = {first: IndexedLog(*self.layout.segment(first)) for first in self.firsts}
         for first in self.firsts:
             log = self.logs[first]
-            if first == self.firsts[-1] or not log.index.exists():
+            if first == self.firsts[-1] or not log.sealed():
                 report = log.repair(line_event_id, _valid)
                 if report.changed:
+                    if first != self.firsts[-1] and not report.rebuilt:
+                        report.sealed = True  # a closed segment should never need this: say so
                     repairs.append(report)
         while len(self.firsts) > 1 and self.logs[self.firsts[-1]].count() == 0:
             empty = self.firsts.pop()  # a segment started just before a crash, with nothing in it
             for path in (self.logs[empty].data, self.logs[empty].index):
-                path.unlink(missing_ok=True)
+                fileops.unlink(path)
             del self.logs[empty]
         if self.firsts:
             newest = self.logs[self.firsts[-1]]
             last = newest.last_key()
             self.last_id = last if last is not None else self.firsts[-1] - 1
-        return repairs
+        return repairs, self._gaps()
+
+    def _gaps(self) -> list[Gap]:
+        gaps = []
+        for first, following in zip(self.firsts, self.firsts[1:], strict=False):
+            log = self.logs[first]
+            last = log.last_key()
+            expected = following - 1
+            if last != expected:
+                gaps.append(Gap(log.data, log.end_of(log.count() - 1), (last or first - 1) + 1, expected))
+        return gaps
 
     @property
     def first_id(self) -> int:
@@ -84,9 +112,17 @@ class EventLog:
         first_id = lines[0][0]
         started = False
         if not self.firsts or os.fstat(fds.get(str(self.logs[self.firsts[-1]].data))).st_size >= self.segment_bytes:
+            if self.durable and self.firsts:  # seal the segment before anything in the next one is acknowledged
+                sealed = self.logs[self.firsts[-1]]
+                fileops.fsync(fds.get(str(sealed.data)))
+                fileops.fsync(fds.get(str(sealed.index)))
             self.firsts.append(first_id)
-            self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
+            log = self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
             started = True
+            if self.durable:  # the new segment's directory entries, before its first line can be acknowledged
+                fds.get(str(log.data))
+                fds.get(str(log.index))
+                fileops.fsync_dir(self.layout.events)
         try:
             self.logs[self.firsts[-1]].append(fds, lines, write)
         except OSError:
@@ -94,7 +130,7 @@ class EventLog:
                 log = self.logs.pop(self.firsts.pop())
                 for path in (log.data, log.index):
                     fds.drop(str(path))
-                    path.unlink(missing_ok=True)
+                    fileops.unlink(path)
             raise
         self.last_id = lines[-1][0]
 
@@ -120,6 +156,10 @@ class EventLog:
             want = min(limit - len(found), upto - next_id + 1)
             lines = log.read(next_id - first, want)
             if not lines:
+                later = bisect.bisect_right(self.firsts, first)
+                if later < len(self.firsts) and self.firsts[later] > next_id:  # a gap (reported at open): skip it
+                    next_id = self.firsts[later]
+                    continue
                 break
             found.extend((key, offset, line, log) for key, offset, line in lines)
             next_id = lines[-1][0] + 1
@@ -140,4 +180,4 @@ class EventLog:
             log = self.logs.pop(first)
             for path in (log.data, log.index):
                 fds.drop(str(path))
-                path.unlink(missing_ok=True)
+                fileops.unlink(path)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _fileops as fileops
 from .records import RecordCorrupt
 
 __all__ = ["FdCache", "IdIndex", "IndexedLog", "Repair"]
@@ -37,17 +38,17 @@ class FdCache:
         if fd is not None:
             self._fds.move_to_end(path)
             return fd
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = fileops.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._fds[path] = fd
         if len(self._fds) > self.capacity:
             _, old = self._fds.popitem(last=False)
-            os.close(old)
+            fileops.close(old)
         return fd
 
     def drop(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:
-            os.close(fd)
+            fileops.close(fd)
 
     def drop_under(self, directory: str) -> None:
         prefix = directory.rstrip(os.sep) + os.sep
@@ -57,18 +58,19 @@ class FdCache:
     def close(self) -> None:
         while self._fds:
             _, fd = self._fds.popitem()
-            os.close(fd)
+            fileops.close(fd)
 
 
 class Repair:
     """What `IndexedLog.repair` did: lines indexed, bytes of torn tail cut, and where."""
 
-    __slots__ = ("indexed", "path", "rebuilt", "torn_at", "torn_bytes")
+    __slots__ = ("indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.indexed = 0
         self.rebuilt = False
+        self.sealed = False  # the log was a closed segment, which should never need repair
         self.torn_at = 0
         self.torn_bytes = 0
 
@@ -108,6 +110,15 @@ class IndexedLog:
             return os.stat(self.index).st_size // _SIZE
         except FileNotFoundError:
             return 0
+
+    def sealed(self) -> bool:
+        """The index covers the data exactly (two `stat` calls and one `pread`): nothing to repair."""
+        try:
+            data_size = os.stat(self.data).st_size
+            index_size = os.stat(self.index).st_size
+        except FileNotFoundError:
+            return False
+        return index_size % _SIZE == 0 and self.end_of(index_size // _SIZE - 1) == data_size
 
     def entries(self, first: int, n: int) -> list[tuple[int, int]]:
         """Index records ``(key, end)`` of lines `first` to `first + n` (fewer at the end)."""
@@ -219,7 +230,7 @@ class IndexedLog:
             return report
         if not self.index.exists():
             report.rebuilt = True
-            self.index.touch()
+            fileops.close(fileops.open(self.index, os.O_WRONLY | os.O_CREAT))
         index_size = os.stat(self.index).st_size
         usable = index_size - index_size % _SIZE
         entries = self.entries(0, usable // _SIZE) if usable else []
@@ -248,8 +259,11 @@ class IndexedLog:
             records += _REC.pack(key_of(line, position), offset)
             position += 1
         if records:
-            with open(self.index, "ab") as f:
-                f.write(records)
+            fd = fileops.open(self.index, os.O_WRONLY | os.O_APPEND)
+            try:
+                fileops.write(fd, bytes(records))
+            finally:
+                fileops.close(fd)
             report.indexed = position - good
         if offset < data_size:
             report.torn_at = offset

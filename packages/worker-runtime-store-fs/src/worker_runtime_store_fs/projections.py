@@ -7,12 +7,11 @@ step idempotent).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 
+from . import _fileops as fileops
 from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
 from .records import RecordCorrupt, write_atomic
@@ -82,10 +81,10 @@ class Projections:
         directory = files.directory
         if delete:
             self.fds.drop_under(str(directory))
-            shutil.rmtree(directory, ignore_errors=True)
+            fileops.rmtree(directory)
             return
         if check or created is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            fileops.mkdir(directory, parents=True)
         if created is not None:
             write_atomic(directory / "worker.json", created, durable=False)
         if entry is not None:
@@ -125,6 +124,4 @@ class _WorkerFiles:
 
 
 def default_write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    fileops.write(fd, data)

@@ -8,7 +8,9 @@ from typing import TypeVar
 
 import msgspec
 
-__all__ = ["RecordCorrupt", "fsync_dir", "read_record", "write_atomic"]
+from . import _fileops as fileops
+
+__all__ = ["RecordCorrupt", "read_record", "write_atomic"]
 
 T = TypeVar("T")
 
@@ -23,32 +25,22 @@ class RecordCorrupt(Exception):
         super().__init__(f"{path} at byte {offset}: {reason}")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
     """Replace `path` with `data` so that a reader sees the old or the new content, never a mix.
 
     With `durable`, the data and the rename are on disk when this returns.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        fileops.write(fd, data)
         if durable:
-            os.fsync(fd)
+            fileops.fsync(fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fileops.close(fd)
+    fileops.replace(tmp, path)
     if durable:
-        fsync_dir(path.parent)
+        fileops.fsync_dir(path.parent)
 
 
 def read_record(path: Path, type_: type[T]) -> T | None:

@@ -15,6 +15,7 @@ from worker_runtime_core import Diagnostic, WorkerRef, is_valid_id
 from worker_runtime_core._times import format_time, now
 from worker_runtime_core.records import InputKeyRecord, WorkerRecord
 
+from . import _fileops as fileops
 from .eventlog import EventLog
 from .layout import Layout
 from .lines import CheckpointRecord, EventLine, WalLineIn, decode_wal, encode
@@ -82,13 +83,32 @@ class _Recovery:
             self.diagnose(
                 "warning", "index_rebuilt", "the offset index was missing and was rebuilt", report.path, None, wid
             )
+        elif report.sealed:
+            self.diagnose(
+                "warning",
+                "index_rebuilt",
+                f"the offset index of a closed segment missed {report.indexed} lines, now indexed",
+                report.path,
+                None,
+                wid,
+            )
 
     def run(self) -> Loaded:
         self.load_checkpoint()
         self.load_workers()
         self.load_keys()
-        for report in self.wal.open():
+        repairs, gaps = self.wal.open()
+        for report in repairs:
             self.repaired(report, None)
+        for gap in gaps:
+            self.diagnose(
+                "error",
+                "store_corrupt",
+                f"events {gap.first} to {gap.last} are missing from the event log; they are skipped",
+                gap.path,
+                gap.offset,
+                None,
+            )
         self.replay()
         self.check_workers()
         return self.out
@@ -102,7 +122,7 @@ class _Recovery:
         self.out.checkpoint_id = record.event_id if record is not None else 0
 
     def load_workers(self) -> None:
-        self.layout.workers.mkdir(parents=True, exist_ok=True)
+        fileops.mkdir(self.layout.workers, parents=True)
         for entry in os.scandir(self.layout.workers):
             wid = entry.name
             if not entry.is_dir():
@@ -261,10 +281,12 @@ class _Recovery:
                         ids.append(event_id)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
-        index.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(index.path, "wb") as f:
-            for event_id in ids:
-                f.write(event_id.to_bytes(8, "little", signed=True))
+        fileops.mkdir(index.path.parent, parents=True)
+        fd = fileops.open(index.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            fileops.write(fd, b"".join(event_id.to_bytes(8, "little", signed=True) for event_id in ids))
+        finally:
+            fileops.close(fd)
         self.diagnose(
             "warning", "index_rebuilt", "the worker's event index was missing and was rebuilt", index.path, None, wid
         )

@@ -30,6 +30,7 @@ from worker_runtime_core._times import now
 from worker_runtime_core.records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
 from worker_runtime_core.stores import Batch, StoreState
 
+from . import _fileops as fileops
 from .errors import StoreFormatError, StoreLockedError
 from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
@@ -145,7 +146,7 @@ class FsRuntimeStore:
         self._info = StoreInfo(kind="fs", path=str(self.layout.root), fsync=fsync)
         self._os_write = default_write  # the one place bytes reach a file; tests inject failures here
         self._fds = FdCache(_fd_budget())
-        self._wal = EventLog(self.layout, segment_bytes)
+        self._wal = EventLog(self.layout, segment_bytes, durable=fsync != "never")
         self._projections = Projections(self.layout, self._fds, self._write)
         self._io = threading.Lock()  # the writer thread, the flusher and close
         self._lock_fd: int | None = None
@@ -183,13 +184,13 @@ class FsRuntimeStore:
         if runtime_id is not None and not is_valid_id(runtime_id):
             raise ConfigError(f"invalid runtime id {runtime_id!r}")
         try:
-            layout.root.mkdir(parents=True, exist_ok=True)
+            fileops.mkdir(layout.root, parents=True)
             self._lock()
         except OSError as exc:
             raise ConfigError(f"cannot open the store at {layout.root}: {exc.strerror or exc}") from exc
         try:
             record = self._runtime_record(runtime_id, display_name)
-            layout.index.mkdir(exist_ok=True)
+            fileops.mkdir(layout.index)
             loaded = load(
                 layout, self._wal, self._projections, runtime_id=record.runtime_id, ttl=self.idempotency_ttl_s
             )
@@ -356,7 +357,7 @@ class FsRuntimeStore:
         if current is None:
             return
         try:
-            os.fsync(self._fds.get(str(current.data)))
+            fileops.fsync(self._fds.get(str(current.data)))
         except OSError as exc:
             # After a failed fsync the page cache can no longer be trusted: refuse writes until a restart.
             self._broken = f"fsync of {current.data} failed ({exc.strerror or exc}); restart the Runtime"
@@ -402,7 +403,7 @@ class FsRuntimeStore:
         self._keys = {k: v for k, v in self._keys.items() if v.created_at > horizon}
         write_atomic(self.layout.input_keys, b"".join(encode(k) + b"\n" for k in self._keys.values()), durable=False)
         if durable:
-            os.sync()  # the projections written since the last checkpoint, all at once
+            fileops.sync()  # the projections written since the last checkpoint, all at once
         record = CheckpointRecord(event_id=self._durable_id, created_at=now())
         write_atomic(self.layout.checkpoint, encode(record), durable=durable)
         self._dirty = {}

@@ -1,0 +1,210 @@
+"""A power-loss layer for the FS store tests: what a disk keeps when the power goes.
+
+`PowerLoss` replaces the functions of `worker_runtime_store_fs._fileops` (every operation of the store that
+changes the disk) and keeps a model of what is durable:
+
+* file data: the content a file had at its last `fsync` (a file never fsynced is empty);
+* directory entries: the names a directory held at its last `fsync_dir` (a create, rename or unlink not covered
+  by one is undone, and a new directory never fsynced is empty).
+
+`sync` makes everything durable. What is on disk when the layer is installed counts as durable. After
+`cut_after` writes the power goes: that write and every later operation fail with EIO, as if the process had
+died there. `power_cut()` then rewrites the tree under the root to the durable state only, so a store opened on
+it sees what a real disk could hold after a power cut (the worst case: nothing that was not made durable).
+
+The live files are the real ones (reads see them); fsyncs are not passed to the disk, which keeps the tests fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from worker_runtime_store_fs import _fileops
+
+__all__ = ["PowerLoss"]
+
+
+class _Node:
+    """A file or directory as the disk knows it: `data` (file) or `entries` (directory) as last made durable."""
+
+    __slots__ = ("data", "entries", "is_dir")
+
+    def __init__(self, is_dir: bool, data: bytes = b"") -> None:
+        self.is_dir = is_dir
+        self.data = data
+        self.entries: dict[str, _Node] = {}
+
+
+def _read_all(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class PowerLoss:
+    """Install with ``with PowerLoss(root, cut_after=n) as disk:``; after leaving it, `power_cut()`."""
+
+    def __init__(self, root: Path, *, cut_after: int | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = os.path.abspath(root)
+        self.cut_after = cut_after
+        self.writes = 0  # fileops.write calls seen
+        self.fsyncs = 0  # fsync, fsync_dir and sync calls seen
+        self.off = False
+        self._live: dict[str, _Node] = {}  # path -> the node that is there now
+        self._fds: dict[int, _Node] = {}
+        self._patch = pytest.MonkeyPatch()
+        self._live[self.root] = self._snapshot_tree(self.root)
+
+    # --- the model ---------------------------------------------------------------------------------------------
+
+    def _inside(self, path: object) -> str | None:
+        p = os.path.abspath(os.fspath(path))  # type: ignore[call-overload]
+        return p if p == self.root or p.startswith(self.root + os.sep) else None
+
+    def _node(self, path: str) -> _Node:
+        """The node at a real path, made on first sight (a file the store made without this layer)."""
+        node = self._live.get(path)
+        if node is None:
+            node = self._live[path] = _Node(os.path.isdir(path))
+        return node
+
+    def _snapshot_tree(self, path: str) -> _Node:
+        """Everything under `path` as durable (install time, `sync`)."""
+        node = self._node(path)
+        if node.is_dir:
+            node.entries = {}
+            for name in sorted(os.listdir(path)):
+                node.entries[name] = self._snapshot_tree(os.path.join(path, name))
+        else:
+            node.data = _read_all(path)
+        return node
+
+    def arm(self, writes: int) -> None:
+        """Cut the power after `writes` more writes."""
+        self.cut_after = self.writes + writes
+
+    def _gate(self) -> None:
+        if self.off:
+            raise OSError(errno.EIO, "the power is off")
+
+    # --- the patched operations --------------------------------------------------------------------------------
+
+    def open(self, path: _fileops.StrPath, flags: int, mode: int = 0o644) -> int:
+        self._gate()
+        p = self._inside(path)
+        existed = p is not None and os.path.lexists(p)
+        fd = os.open(path, flags, mode)
+        if p is not None:
+            if not existed:
+                self._live[p] = _Node(False)
+            self._fds[fd] = self._node(p)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self._fds.pop(fd, None)
+        os.close(fd)
+
+    def write(self, fd: int, data: bytes) -> None:
+        self._gate()
+        self.writes += 1
+        if self.cut_after is not None and self.writes > self.cut_after:
+            self.off = True
+            self._gate()
+        _REAL["write"](fd, data)
+
+    def fsync(self, fd: int) -> None:
+        self._gate()
+        self.fsyncs += 1
+        node = self._fds.get(fd)
+        if node is not None and not node.is_dir:
+            node.data = _read_all(f"/proc/self/fd/{fd}")  # the descriptor is write-only: read the file anew
+
+    def fsync_dir(self, path: _fileops.StrPath) -> None:
+        self._gate()
+        self.fsyncs += 1
+        p = self._inside(path)
+        if p is not None:
+            node = self._node(p)
+            node.entries = {name: self._node(os.path.join(p, name)) for name in sorted(os.listdir(p))}
+
+    def sync(self) -> None:
+        self._gate()
+        self.fsyncs += 1
+        self._snapshot_tree(self.root)
+
+    def replace(self, src: _fileops.StrPath, dst: _fileops.StrPath) -> None:
+        self._gate()
+        os.replace(src, dst)
+        s, d = self._inside(src), self._inside(dst)
+        if s is not None and d is not None:
+            self._live[d] = self._live.pop(s, None) or _Node(False)
+
+    def unlink(self, path: _fileops.StrPath) -> None:
+        self._gate()
+        _REAL["unlink"](path)
+        p = self._inside(path)
+        if p is not None:
+            self._live.pop(p, None)
+
+    def mkdir(self, path: Path, *, parents: bool = False) -> None:
+        self._gate()
+        missing = []
+        here = os.path.abspath(path)
+        while not os.path.exists(here):
+            missing.append(here)
+            here = os.path.dirname(here)
+        _REAL["mkdir"](path, parents=parents)
+        for p in missing:
+            if self._inside(p) is not None:
+                self._live[p] = _Node(True)
+
+    def rmtree(self, path: _fileops.StrPath) -> None:
+        self._gate()
+        _REAL["rmtree"](path)
+        p = self._inside(path)
+        if p is not None:
+            for key in [k for k in self._live if k == p or k.startswith(p + os.sep)]:
+                del self._live[key]
+
+    # --- installing, and the cut -------------------------------------------------------------------------------
+
+    def __enter__(self) -> PowerLoss:
+        for name in _REAL:
+            self._patch.setattr(_fileops, name, getattr(self, name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._patch.undo()
+
+    def power_cut(self) -> None:
+        """Leave on disk only what was durable (call it once the store is closed or abandoned)."""
+        self.off = True
+        tree = self._live[self.root]
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        self._materialize(self.root, tree)
+
+    def _materialize(self, path: str, node: _Node) -> None:
+        for name, child in node.entries.items():
+            target = os.path.join(path, name)
+            if child.is_dir:
+                os.mkdir(target)
+                self._materialize(target, child)
+            else:
+                with open(target, "wb") as f:
+                    f.write(child.data)
+
+
+_REAL = {
+    name: getattr(_fileops, name)
+    for name in ("open", "close", "write", "fsync", "fsync_dir", "sync", "replace", "unlink", "mkdir", "rmtree")
+}

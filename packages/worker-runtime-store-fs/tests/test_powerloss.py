@@ -1,0 +1,125 @@
+"""Power cuts under the FS store (the `powerloss` layer): what was acknowledged is there after recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from powerloss import PowerLoss
+
+from worker_runtime_core import Runtime, WorkerRuntimeError
+from worker_runtime_store_fs import FsRuntimeStore
+
+# Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
+_SMALL = {"segment_bytes": 700, "checkpoint_every": 5}
+
+
+async def _write_until_cut(root: Path, cut: int | None, inputs: int = 3, **options: object) -> tuple[PowerLoss, list]:
+    """Start a Runtime, create a Worker, then cut the power after `cut` more writes while inputs go in."""
+    acked: list[tuple[str, str]] = []
+    with PowerLoss(root) as disk:
+        async with Runtime(runtime_id="rt-p", display_name="P", store=FsRuntimeStore(root, **options)) as rt:  # type: ignore[arg-type]
+            await rt.create_worker(worker_id="w")
+            if cut is not None:
+                disk.arm(cut)
+            try:
+                for i in range(inputs):
+                    ack = await rt.send_input("w", f"in-{i}", input_id=f"k{i}")
+                    acked.append((f"in-{i}", ack.run_id))
+                    await rt.wait_for_run("w", ack.run_id)
+            except WorkerRuntimeError:
+                pass
+    disk.power_cut()
+    return disk, acked
+
+
+async def _check_recovered(root: Path, acked: list[tuple[str, str]], **options: object) -> None:
+    async with Runtime(store=FsRuntimeStore(root, **options)) as rt:  # type: ignore[arg-type]
+        assert rt.runtime_id == "rt-p" and rt.display_name == "P"
+        problems = [(d.level, d.code, d.message) for d in await rt.diagnostics()]
+        assert problems == []  # a power cut under fsync=always needs no repair of anything acknowledged
+        page = await rt.transcript("w")
+        assert page.total_items == len(page.items)
+        assert [e.sequence for e in page.items] == list(range(len(page.items)))
+        users = [(e.content, e.run_id) for e in page.items if e.role == "user"]
+        assert users[: len(acked)] == acked  # every acknowledged input, in order
+        assert len(users) <= len(acked) + 1  # at most the one in flight at the cut, never a later one
+        for _, run_id in users:
+            assert (await rt.get_run("w", run_id)).status in {"completed", "interrupted"}
+        events = (await rt.read_events(limit=1000)).events
+        assert [e.id for e in events] == list(range(1, len(events) + 1))  # no gap, nothing served twice
+        assert (await rt.read_events(after=events[-1].id)).events == []
+
+
+async def test_a_power_cut_at_any_write_keeps_every_acknowledged_input(tmp_path: Path) -> None:
+    disk, acked = await _write_until_cut(tmp_path / "full", None, **_SMALL)
+    assert len(list((tmp_path / "full" / "events").glob("*.jsonl"))) > 2  # the sweep crosses rotations
+    await _check_recovered(tmp_path / "full", acked, **_SMALL)
+    total = disk.writes
+    for cut in range(total):
+        root = tmp_path / f"cut-{cut}"
+        _, acked = await _write_until_cut(root, cut, **_SMALL)
+        await _check_recovered(root, acked, **_SMALL)
+
+
+async def test_a_power_cut_right_after_an_acknowledged_create_keeps_the_worker(tmp_path: Path) -> None:
+    # The first segment's directory entry must be durable before its first line is acknowledged.
+    root = tmp_path / "db"
+    with PowerLoss(root) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root)) as rt:
+            await rt.create_worker(worker_id="w")
+            disk.arm(0)
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert (await rt.get_worker("w")).status == "idle"
+
+
+async def test_a_rotated_segment_is_durable_under_batch_before_the_next_flush(tmp_path: Path) -> None:
+    # With a flush interval longer than the test, only rotation itself can make the closed segments durable.
+    root = tmp_path / "db"
+    options = {"fsync": "batch", "fsync_interval_ms": 3_600_000, "segment_bytes": 700}
+    with PowerLoss(root) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root, **options)) as rt:  # type: ignore[arg-type]
+            await rt.create_worker(worker_id="w")
+            for i in range(3):
+                await rt.wait_for_run("w", (await rt.send_input("w", f"in-{i}")).run_id)
+            events = (await rt.read_events(limit=1000)).events
+            disk.arm(0)
+    disk.power_cut()
+    segments = sorted(int(p.stem) for p in (root / "events").glob("*.jsonl"))
+    assert len(segments) > 2
+    async with Runtime(store=FsRuntimeStore(root, **options)) as rt:  # type: ignore[arg-type]
+        assert [d.code for d in await rt.diagnostics()] == []
+        kept = (await rt.read_events(limit=1000)).events
+        sealed = [e for e in events if e.id < segments[-1]]
+        assert kept[: len(sealed)] == sealed
+
+
+async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    with PowerLoss(full) as disk:
+        store = FsRuntimeStore(full)
+        await store.open("rt-p", None)
+        opening = disk.writes
+        await store.close()
+    for cut in range(opening):
+        root = tmp_path / f"cut-{cut}"
+        with PowerLoss(root, cut_after=cut):
+            store = FsRuntimeStore(root)
+            with pytest.raises(OSError):
+                await store.open("rt-p", None)
+            await store.close()
+        async with Runtime(store=FsRuntimeStore(root)) as rt:
+            assert [d.code for d in await rt.diagnostics()] == []
+
+
+async def test_a_new_display_name_survives_a_power_cut_once_the_runtime_has_started(tmp_path: Path) -> None:
+    root = tmp_path / "db"
+    async with Runtime(runtime_id="rt-p", display_name="Old", store=FsRuntimeStore(root)):
+        pass
+    with PowerLoss(root) as disk:
+        async with Runtime(display_name="New", store=FsRuntimeStore(root)):
+            disk.arm(0)  # started: the renamed runtime record must be durable by now
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert (rt.runtime_id, rt.display_name) == ("rt-p", "New")

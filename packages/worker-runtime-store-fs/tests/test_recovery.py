@@ -1,0 +1,47 @@
+"""Recovery of the event log's closed segments: a short index is repaired, missing events are reported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from worker_runtime_core import Runtime
+from worker_runtime_store_fs import FsRuntimeStore
+
+
+async def _three_segments(root: Path) -> list[int]:
+    async with Runtime(store=FsRuntimeStore(root, segment_bytes=700)) as rt:
+        await rt.create_worker(worker_id="w")
+        for i in range(3):
+            await rt.wait_for_run("w", (await rt.send_input("w", f"in-{i}")).run_id)
+    segments = sorted(int(p.stem) for p in (root / "events").glob("*.jsonl"))
+    assert len(segments) > 2
+    return segments
+
+
+async def test_a_closed_segment_with_a_short_index_is_reindexed_and_reported(tmp_path: Path) -> None:
+    segments = await _three_segments(tmp_path)
+    async with Runtime(store=FsRuntimeStore(tmp_path, segment_bytes=700)) as rt:
+        before = (await rt.read_events(limit=1000)).events
+    index = tmp_path / "events" / f"{segments[0]:020d}.idx"
+    os.truncate(index, os.path.getsize(index) - 16)  # its last line is no longer indexed
+    async with Runtime(store=FsRuntimeStore(tmp_path, segment_bytes=700)) as rt:
+        found = [(d.code, d.path) for d in await rt.diagnostics()]
+        assert found == [("index_rebuilt", str(tmp_path / "events" / f"{segments[0]:020d}.jsonl"))]
+        after = (await rt.read_events(limit=1000)).events
+        assert after[: len(before)] == before
+
+
+async def test_events_missing_between_segments_are_store_corrupt_and_reads_go_on_past_them(tmp_path: Path) -> None:
+    segments = await _three_segments(tmp_path)
+    data, index = (tmp_path / "events" / f"{segments[0]:020d}{ext}" for ext in (".jsonl", ".idx"))
+    ends = [int.from_bytes(index.read_bytes()[i + 8 : i + 16], "little") for i in range(0, index.stat().st_size, 16)]
+    os.truncate(data, ends[-3])  # the last two lines of the oldest segment are gone, data and index
+    os.truncate(index, (len(ends) - 2) * 16)
+    lost_first = segments[0] + len(ends) - 2
+    async with Runtime(store=FsRuntimeStore(tmp_path, segment_bytes=700)) as rt:
+        [problem] = [d for d in await rt.diagnostics()]
+        assert (problem.level, problem.code, problem.path) == ("error", "store_corrupt", str(data))
+        assert f"events {lost_first} to {segments[1] - 1}" in problem.message
+        page = await rt.read_events(after=lost_first - 1, limit=1)
+        assert [e.id for e in page.events] == [segments[1]]  # not [] forever
