@@ -29,7 +29,7 @@ import msgspec
 from worker_runtime_core import Limits, Runtime
 from worker_runtime_core.records import TranscriptRecord
 from worker_runtime_store_fs import FsRuntimeStore
-from worker_runtime_store_fs.logs import FdCache
+from worker_runtime_store_fs.logs import FdCache, frame
 from worker_runtime_store_fs.projections import default_write
 
 
@@ -53,17 +53,18 @@ async def page_cost(tmp: Path) -> dict[str, float]:
             lines = [
                 (
                     n,
-                    encode(
-                        TranscriptRecord(
-                            sequence=n,
-                            role="user",
-                            content=f"message number {n} " * 4,
-                            run_id=f"run-{n}",
-                            created_at=1.8e9 + n,
-                            event_id=n + 1,
+                    frame(
+                        encode(
+                            TranscriptRecord(
+                                sequence=n,
+                                role="user",
+                                content=f"message number {n} " * 4,
+                                run_id=f"run-{n}",
+                                created_at=1.8e9 + n,
+                                event_id=n + 1,
+                            )
                         )
-                    )
-                    + b"\n",
+                    ),
                 )
                 for n in range(start, min(entries, start + 10_000))
             ]

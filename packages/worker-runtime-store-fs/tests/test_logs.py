@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from worker_runtime_store_fs.logs import FdCache, IdIndex, IndexedLog
+from worker_runtime_store_fs.logs import FdCache, IdIndex, IndexedLog, frame, unframe
 from worker_runtime_store_fs.projections import default_write
+from worker_runtime_store_fs.records import RecordCorrupt
 
 
 def _line(n: int) -> bytes:
-    return json.dumps({"n": n}).encode() + b"\n"
+    return frame(json.dumps({"n": n}).encode())
 
 
 def _valid(line: bytes) -> bool:
@@ -81,6 +82,40 @@ def test_a_missing_index_is_rebuilt(log: IndexedLog) -> None:
     report = log.repair(lambda _line, pos: pos, _valid)
     assert report.rebuilt and report.indexed == 25
     assert log.read(0, 25) == before
+
+
+def test_a_changed_byte_is_record_corrupt_naming_the_offset_of_its_line(log: IndexedLog) -> None:
+    _fill(log, 10)
+    at = log.end_of(5) + len('{"n": ')  # the digit of line 6
+    with open(log.data, "r+b") as f:
+        f.seek(at)
+        f.write(b"9")
+    assert [json.loads(line)["n"] for _, _, line in log.read(0, 6)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(RecordCorrupt) as info:
+        log.read(4, 4)
+    assert (info.value.path, info.value.offset) == (log.data, log.end_of(5))
+    assert "checksum" in info.value.reason
+    [(_, _, raw)] = log.read(6, 1, verify=False)  # unchecked: the whole line as it is on disk
+    assert raw.startswith(b'{"n": 9}\t') and unframe(raw) is None
+
+
+def test_a_whole_last_line_whose_checksum_fails_is_cut_as_torn(log: IndexedLog) -> None:
+    _fill(log, 10)
+    size = log.data.stat().st_size
+    with open(log.data, "ab") as f:
+        f.write(_line(10).replace(b"10", b"11"))  # not indexed yet and damaged: what a crash mid-write leaves
+    report = log.repair(lambda _line, pos: pos, _valid)
+    assert (report.torn_at, report.indexed, log.count()) == (size, 0, 10)
+    assert log.data.stat().st_size == size
+
+
+def test_frame_and_unframe_round_trip_and_refuse_damage() -> None:
+    line = frame(b'{"a":"x\\ty"}')
+    assert line.endswith(b"\n") and line.count(b"\t") == 1
+    assert unframe(line) == b'{"a":"x\\ty"}'
+    assert unframe(line[:-1]) is None  # torn: no newline
+    assert unframe(b'{"a":"x"}\n') is None  # no checksum
+    assert unframe(line.replace(b"x", b"z")) is None
 
 
 def test_index_records_past_the_data_are_dropped(log: IndexedLog) -> None:

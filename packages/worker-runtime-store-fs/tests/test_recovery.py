@@ -1,9 +1,11 @@
-"""Recovery of the event log's closed segments: a short index is repaired, missing events are reported."""
+"""Recovery of the event log: a short index is repaired, missing or changed events are reported."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from store_fs_helpers import crash_copy
 
 from worker_runtime_core import Runtime
 from worker_runtime_store_fs import FsRuntimeStore
@@ -45,3 +47,24 @@ async def test_events_missing_between_segments_are_store_corrupt_and_reads_go_on
         assert f"events {lost_first} to {segments[1] - 1}" in problem.message
         page = await rt.read_events(after=lost_first - 1, limit=1)
         assert [e.id for e in page.events] == [segments[1]]  # not [] forever
+
+
+async def test_an_event_line_changed_after_the_checkpoint_is_store_corrupt_at_start_and_not_replayed(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="w")
+        await rt.wait_for_run("w", (await rt.send_input("w", "first")).run_id)
+        await rt.wait_for_run("w", (await rt.send_input("w", "second")).run_id)
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # the log after the checkpoint is replayed
+    segment = next((copy / "events").glob("*.jsonl"))
+    data = segment.read_bytes()
+    at = data.index(b'"second"')
+    segment.write_bytes(data[:at] + b'"sekond"' + data[at + 8 :])
+    line = data.rfind(b"\n", 0, at) + 1
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        found = [d for d in await rt.diagnostics() if d.code == "store_corrupt" and d.path == str(segment)]
+        assert [(d.level, d.offset) for d in found] == [("error", line)]
+        assert "checksum" in found[0].message
+        contents = [e.content for e in (await rt.transcript("w")).items]
+        assert contents == ["first", "first", "second", "second"]  # the damage is served nowhere

@@ -183,6 +183,60 @@ async def test_a_corrupt_transcript_line_in_the_middle_answers_store_corrupt(tmp
         assert any(d.code == "store_corrupt" and d.offset == second for d in await rt.diagnostics())
 
 
+def _change_letter(path: Path, old: bytes, new: bytes) -> int:
+    """Replace the first `old` in the file with `new` (same length); the offset of the line that held it."""
+    data = path.read_bytes()
+    at = data.index(old)
+    path.write_bytes(data[:at] + new + data[at + len(new) :])
+    return data.rfind(b"\n", 0, at) + 1
+
+
+async def test_one_changed_letter_in_a_transcript_entry_is_store_corrupt_with_path_offset_and_diagnostic(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        await rt.create_worker(worker_id="w")
+        await rt.create_worker(worker_id="other")
+        for n in range(3):
+            await _run(rt, "w", f"message {n}")
+        await _run(rt, "other", "message 1")
+    transcript = tmp_path / "workers" / "w" / "transcript.jsonl"
+    line = _change_letter(transcript, b'"message 1"', b'"massage 1"')  # still valid JSON of the same length
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [e.content for e in (await rt.transcript("w", limit=2)).items] == ["message 0", "message 0"]
+        with pytest.raises(StoreCorruptError) as info:
+            await rt.transcript("w", start=2)
+        assert info.value.details == {"path": str(transcript), "offset": line}
+        [diag] = [d for d in await rt.diagnostics() if d.code == "store_corrupt"]
+        assert (diag.path, diag.offset, diag.level) == (str(transcript), line, "error")
+        assert "checksum" in diag.message
+        assert [e.content for e in (await rt.transcript("other")).items] == ["message 1", "message 1"]
+
+
+async def test_one_changed_letter_in_an_event_line_is_store_corrupt_and_a_diagnostic_after_each_restart(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:  # a graceful stop: the checkpoint covers the log
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "hello there")
+        await _run(rt, "w", "second")
+        total = len((await rt.read_events()).events)
+    segment = next((tmp_path / "events").glob("*.jsonl"))
+    line = _change_letter(segment, b'"second"', b'"sekond"')
+    for _ in range(2):
+        async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+            assert not await rt.diagnostics()  # start-up does not read the log the checkpoint covers
+            before = await rt.read_events(limit=3)  # the events before the damaged line are served
+            assert [e.id for e in before.events] == [1, 2, 3]
+            for worker_id in (None, "w"):
+                for _ in range(2):
+                    with pytest.raises(StoreCorruptError) as info:
+                        await rt.read_events(limit=total, worker_id=worker_id)
+                    assert info.value.details == {"path": str(segment), "offset": line}
+            [diag] = await rt.diagnostics()  # once, however often the line is read
+            assert (diag.code, diag.level, diag.path, diag.offset) == ("store_corrupt", "error", str(segment), line)
+
+
 async def test_a_second_process_cannot_open_the_store(tmp_path: Path) -> None:
     script = (
         "import anyio, sys\n"

@@ -826,9 +826,23 @@ class Runtime:
                     records = await self._store.read_events(after, size + 1, worker_id)
         except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
             logger.error("the event log is corrupt: %s", exc.message)
+            path, offset = exc.details.get("path"), exc.details.get("offset")
+            path, offset = str(path) if path is not None else None, offset if isinstance(offset, int) else None
+            if not any(d.code == "store_corrupt" and (d.path, d.offset) == (path, offset) for d in self._diagnostics):
+                self._diagnostics.append(  # once per damaged line, however often it is read
+                    Diagnostic(
+                        level="error",
+                        code="store_corrupt",
+                        message=exc.message,
+                        path=path,
+                        offset=offset,
+                        worker_ref=None,
+                        created_at=format_time(now()),
+                    )
+                )
             raise StoreCorruptError(
                 "the store's event log is corrupt; the Runtime's log has the detail",
-                details={"path": exc.details.get("path"), "offset": exc.details.get("offset")},
+                details={"path": path, "offset": offset},
             ) from None
         has_more = len(records) > size
         if has_more:

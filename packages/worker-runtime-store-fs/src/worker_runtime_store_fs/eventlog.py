@@ -32,7 +32,7 @@ _ID_DECODER = msgspec.json.Decoder(_EventIdLine)
 
 
 def line_event_id(line: bytes, position: int = 0) -> int:
-    """The event id of a log line (raises msgspec.DecodeError for a damaged one)."""
+    """The event id of a log line's payload (raises msgspec.DecodeError for a damaged one)."""
     return _ID_DECODER.decode(line).event.id
 
 
@@ -143,8 +143,14 @@ class EventLog:
         i = bisect.bisect_right(firsts, event_id) - 1
         return firsts[i] if i >= 0 else None
 
-    def read(self, after: int, limit: int, upto: int) -> list[tuple[int, int, bytes, IndexedLog]]:
-        """Up to `limit` lines with ids `after + 1` to `upto`, as ``(id, offset, line, log)``."""
+    def read(
+        self, after: int, limit: int, upto: int, *, verify: bool = True
+    ) -> list[tuple[int, int, bytes, IndexedLog]]:
+        """Up to `limit` lines with ids `after + 1` to `upto`, as ``(id, offset, payload, log)``.
+
+        Raises:
+            RecordCorrupt: a line's checksum does not match (with ``verify=False``: whole lines, unchecked).
+        """
         found: list[tuple[int, int, bytes, IndexedLog]] = []
         next_id = after + 1
         while len(found) < limit and next_id <= upto:
@@ -154,7 +160,7 @@ class EventLog:
                 continue
             log = self.logs[first]
             want = min(limit - len(found), upto - next_id + 1)
-            lines = log.read(next_id - first, want)
+            lines = log.read(next_id - first, want, verify=verify)
             if not lines:
                 later = bisect.bisect_right(self.firsts, first)
                 if later < len(self.firsts) and self.firsts[later] > next_id:  # a gap (reported at open): skip it

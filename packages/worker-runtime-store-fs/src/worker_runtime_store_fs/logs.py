@@ -1,18 +1,24 @@
-"""Append-only JSON Lines files with an offset index, read at O(page) cost.
+"""Append-only JSON Lines files with an offset index and a checksum on every line, read at O(page) cost.
 
 An `IndexedLog` is a data file of lines and an index file of fixed 16-byte records ``(key, end offset)``, one per
 line, little-endian. Line *n* spans ``end[n-1]`` (0 for the first) to ``end[n]``. Keys increase: a transcript's
 key is the entry's sequence, the event log's the event id, the runs log's the run number. So a page of lines is
 two `pread` calls wherever it is in the file, and a key is found by binary search over the index.
 
+Each line is ``<json>\t<crc32 of the json, 8 hex digits>\n`` (`frame`): msgspec's JSON holds no raw tab or newline,
+so the checksum sits in the last 10 bytes, and every read checks it (`unframe`); a mismatch is `RecordCorrupt` with
+the path and the offset of the line.
+
 Data is written before its index record, so after a crash the index may be short (lines written but not indexed)
-or the data may end in a torn line; `repair` indexes the complete lines and truncates the torn one.
+or the data may end in a torn line; `repair` indexes the complete lines and truncates the torn one (a line without
+its newline or whose checksum does not match).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +26,24 @@ from pathlib import Path
 from . import _fileops as fileops
 from .records import RecordCorrupt
 
-__all__ = ["FdCache", "IdIndex", "IndexedLog", "Repair"]
+__all__ = ["FdCache", "IdIndex", "IndexedLog", "Repair", "frame", "unframe"]
 
 _REC = struct.Struct("<qq")
 _SIZE = _REC.size
+_TAIL = 10  # b"\t", 8 hex digits, b"\n"
+
+
+def frame(payload: bytes) -> bytes:
+    """A log line: `payload` (one JSON document, no newline), a tab, its CRC-32 in 8 hex digits, a newline."""
+    return b"%b\t%08x\n" % (payload, zlib.crc32(payload))
+
+
+def unframe(line: bytes) -> bytes | None:
+    """The payload of a whole line whose checksum matches; None for a torn, changed or unchecksummed line."""
+    if len(line) < _TAIL or line[-_TAIL] != 0x09 or line[-1] != 0x0A:
+        return None
+    payload = line[:-_TAIL]
+    return payload if b"%08x" % zlib.crc32(payload) == line[-9:-1] else None
 
 
 class FdCache:
@@ -132,8 +152,13 @@ class IndexedLog:
         entries = self.entries(position, 1)
         return entries[0][1] if entries else 0
 
-    def read(self, first: int, n: int) -> list[tuple[int, int, bytes]]:
-        """Lines `first` to `first + n` as ``(key, offset, line)``: two `pread` calls, whatever the log length."""
+    def read(self, first: int, n: int, *, verify: bool = True) -> list[tuple[int, int, bytes]]:
+        """Lines `first` to `first + n` as ``(key, offset, payload)``: two `pread` calls, whatever the log length.
+
+        Raises:
+            RecordCorrupt: a line's checksum does not match (names the line's offset). With ``verify=False`` the
+                whole lines come back unchecked instead, for a caller that handles damage line by line.
+        """
         entries = self.entries(first, n)
         if not entries:
             return []
@@ -149,7 +174,13 @@ class IndexedLog:
         lines = []
         offset = start
         for key, line_end in entries:
-            lines.append((key, offset, blob[offset - start : line_end - start]))
+            line = blob[offset - start : line_end - start]
+            if verify:
+                payload = unframe(line)
+                if payload is None:
+                    raise RecordCorrupt(self.data, offset, _damage(line))
+                line = payload
+            lines.append((key, offset, line))
             offset = line_end
         return lines
 
@@ -218,7 +249,8 @@ class IndexedLog:
 
     def repair(self, key_of: Callable[[bytes, int], int], valid: Callable[[bytes], bool]) -> Repair:
         """Make the index match the data: drop index records past the data, index complete lines that are not
-        indexed yet (`key_of(line, position)` gives their key), and cut a torn or undecodable tail line.
+        indexed yet (`key_of(payload, position)` gives their key), and cut a torn tail: the first line that is
+        not whole, fails its checksum or is not `valid` (given the payload), and everything after it.
         A missing index is rebuilt from the data.
         """
         report = Repair(self.data)
@@ -253,10 +285,11 @@ class IndexedLog:
         position = good
         offset = start
         for line in tail.splitlines(keepends=True):
-            if not line.endswith(b"\n") or not valid(line):
+            payload = unframe(line)
+            if payload is None or not valid(payload):
                 break
             offset += len(line)
-            records += _REC.pack(key_of(line, position), offset)
+            records += _REC.pack(key_of(payload, position), offset)
             position += 1
         if records:
             fd = fileops.open(self.index, os.O_WRONLY | os.O_APPEND)
@@ -270,6 +303,12 @@ class IndexedLog:
             report.torn_bytes = data_size - offset
             os.truncate(self.data, offset)
         return report
+
+
+def _damage(line: bytes) -> str:
+    if len(line) < _TAIL or line[-_TAIL] != 0x09 or line[-1] != 0x0A:
+        return "the line has no checksum (not a whole line of this format)"
+    return "the line's checksum does not match: it changed after it was written"
 
 
 _ID = struct.Struct("<q")

@@ -19,7 +19,7 @@ from . import _fileops as fileops
 from .eventlog import EventLog
 from .layout import Layout
 from .lines import CheckpointRecord, EventLine, WalLineIn, decode_wal, encode
-from .logs import IdIndex, Repair
+from .logs import IdIndex, Repair, frame, unframe
 from .projections import Projections, run_number
 from .records import RecordCorrupt, read_record
 
@@ -173,13 +173,24 @@ class _Recovery:
             after = self.wal.first_id - 1
         touched: set[str] = set()
         while True:
-            lines = self.wal.read(after, 1000, self.wal.last_id)
+            lines = self.wal.read(after, 1000, self.wal.last_id, verify=False)
             if not lines:
                 break
             for event_id, offset, line, log in lines:
                 after = event_id
+                payload = unframe(line)
+                if payload is None:
+                    self.diagnose(
+                        "error",
+                        "store_corrupt",
+                        f"event {event_id}: the line's checksum does not match; its changes are not replayed",
+                        log.data,
+                        offset,
+                        None,
+                    )
+                    continue
                 try:
-                    record = decode_wal(line)
+                    record = decode_wal(payload)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.diagnose("error", "event_unreadable", f"event {event_id}: {exc}", log.data, offset, None)
                     continue
@@ -222,12 +233,12 @@ class _Recovery:
             self.out.dirty[wid] = state
             if event.kind == "worker_created":
                 created = state
-        entry = (record.entry.sequence, encode(record.entry) + b"\n") if record.entry is not None else None
+        entry = (record.entry.sequence, frame(encode(record.entry))) if record.entry is not None else None
         run = None
         if record.ended_run is not None:
             number = run_number(record.ended_run.run_id)
             if number is not None:
-                run = (number, encode(record.ended_run) + b"\n")
+                run = (number, frame(encode(record.ended_run)))
         try:
             self.projections.apply(wid, event.id, created=created, entry=entry, run=run, check=True)
         except RecordCorrupt as exc:
@@ -271,13 +282,16 @@ class _Recovery:
         after = self.wal.first_id - 1
         decoder = _EVENT_LINE_DECODER
         while True:
-            lines = self.wal.read(after, 1000, self.wal.last_id)
+            lines = self.wal.read(after, 1000, self.wal.last_id, verify=False)
             if not lines:
                 break
             for event_id, _, line, _ in lines:
                 after = event_id
+                payload = unframe(line)
+                if payload is None:
+                    continue
                 try:
-                    if decoder.decode(line).event.worker_id == wid:
+                    if decoder.decode(payload).event.worker_id == wid:
                         ids.append(event_id)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue

@@ -35,7 +35,7 @@ from .errors import StoreFormatError, StoreLockedError
 from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
 from .lines import CheckpointRecord, RuntimeRecord, WalLineOut, decode_event, encode
-from .logs import FdCache
+from .logs import FdCache, frame
 from .projections import Projections, default_write, run_number
 from .records import RecordCorrupt, read_record, write_atomic
 from .recovery import load
@@ -77,7 +77,7 @@ class _Pending:
         self.created = event.kind == "worker_created"
         self.delete = batch.delete_worker
         self.input_key = batch.input_key
-        self.line = (
+        self.line = frame(
             encode(
                 WalLineOut(
                     event=event,
@@ -88,14 +88,13 @@ class _Pending:
                     delete_worker=batch.delete_worker,
                 )
             )
-            + b"\n"
         )
-        self.entry = (batch.entry.sequence, encode(batch.entry) + b"\n") if batch.entry is not None else None
+        self.entry = (batch.entry.sequence, frame(encode(batch.entry))) if batch.entry is not None else None
         self.run: tuple[int, bytes] | None = None
         if batch.ended_run is not None:
             number = run_number(batch.ended_run.run_id)
             if number is not None:
-                self.run = (number, encode(batch.ended_run) + b"\n")
+                self.run = (number, frame(encode(batch.ended_run)))
         self.finished = False
         self.error: WorkerRuntimeError | None = None
         self.wake = anyio.Event()
