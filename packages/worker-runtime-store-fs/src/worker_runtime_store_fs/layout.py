@@ -7,7 +7,8 @@
       runtime.json                  format_version, runtime_id, display_name, created_at
       checkpoint.json               the event id up to which projections are on disk
       input_keys.jsonl              the input keys alive at the checkpoint
-      events/<first id>.jsonl       the event log (write-ahead log), in segments named by their first event id
+      events/<first id>.jsonl       the event log (write-ahead log), in segments named by their first event id;
+                                    every line of a log is <json>\t<crc32, 8 hex digits>\n
       events/<first id>.idx         its offset index
       index/<worker_id>.idx         the ids of the events naming each Worker (kept when the Worker is deleted)
       workers/<worker_id>/
@@ -26,8 +27,9 @@ from worker_runtime_core import is_valid_id
 
 __all__ = ["FORMAT_VERSION", "Layout"]
 
-#: Written into runtime.json; a store of a newer format is refused.
-FORMAT_VERSION = 1
+#: Written into runtime.json; a store of a newer format is refused, one of version 1 (log lines without a
+#: checksum) is upgraded at open.
+FORMAT_VERSION = 2
 
 
 class Layout:

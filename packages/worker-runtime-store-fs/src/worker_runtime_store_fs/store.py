@@ -18,6 +18,7 @@ from worker_runtime_core import (
     AssistantIntent,
     ConfigError,
     CursorExpiredError,
+    Diagnostic,
     RuntimeDefaultProfile,
     RuntimeUnavailableError,
     StoreCorruptError,
@@ -26,7 +27,7 @@ from worker_runtime_core import (
     generate_id,
     is_valid_id,
 )
-from worker_runtime_core._times import now
+from worker_runtime_core._times import format_time, now
 from worker_runtime_core.records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
 from worker_runtime_core.stores import Batch, StoreState
 
@@ -39,6 +40,7 @@ from .logs import FdCache, frame
 from .projections import Projections, default_write, run_number
 from .records import RecordCorrupt, read_record, write_atomic
 from .recovery import load
+from .upgrade import upgrade_v1
 
 __all__ = ["FsyncPolicy", "FsRuntimeStore"]
 
@@ -116,7 +118,8 @@ class FsRuntimeStore:
         segment_bytes: size at which the event log starts a new segment.
 
     Raises (from `Runtime.start`): `StoreLockedError` when another process owns the root, `StoreFormatError` when
-    the root belongs to another runtime id, is of a newer format or its runtime record is unreadable.
+    the root belongs to another runtime id, is of a newer format or its runtime record is unreadable. A store of
+    format version 1 is upgraded in place at open (a `store_upgraded` info diagnostic says so).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class FsRuntimeStore:
         self._dirty: dict[str, bytes] = {}
         self._keys: dict[tuple[str, str], InputKeyRecord] = {}
         self._broken: str | None = None
+        self._upgraded: str | None = None
         self._unsynced = False
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
@@ -226,8 +230,19 @@ class FsRuntimeStore:
             last_event_id=self._wal.last_id,
             workers=workers,
             input_keys=list(self._keys.values()),
-            diagnostics=loaded.diagnostics,
+            diagnostics=loaded.diagnostics if self._upgraded is None else [self._upgrade_note(), *loaded.diagnostics],
             corrupt=loaded.corrupt,
+        )
+
+    def _upgrade_note(self) -> Diagnostic:
+        return Diagnostic(
+            level="info",
+            code="store_upgraded",
+            message=self._upgraded or "",
+            path=str(self.layout.runtime_record),
+            offset=None,
+            worker_ref=None,
+            created_at=format_time(now()),
         )
 
     def _lock(self) -> None:
@@ -268,13 +283,27 @@ class FsRuntimeStore:
             raise StoreFormatError(
                 f"{path} has format version {record.format_version}; this version reads up to {FORMAT_VERSION}"
             )
+        if record.format_version < 1:
+            raise StoreFormatError(
+                f"{path} has format version {record.format_version}, which no version wrote; "
+                "restore the store from a backup or use another store path"
+            )
         if runtime_id is not None and runtime_id != record.runtime_id:
             raise StoreFormatError(
                 f"{path} belongs to runtime {record.runtime_id!r}, not {runtime_id!r}; "
                 "start without a runtime id to keep the stored one, or use another store path"
             )
+        changed = False
+        if record.format_version == 1:
+            logs = upgrade_v1(self.layout, durable=self.fsync != "never")
+            self._upgraded = f"upgraded the store from format version 1 to {FORMAT_VERSION} ({logs} logs rewritten)"
+            logger.info("%s: %s", self.layout.root, self._upgraded)
+            record.format_version = FORMAT_VERSION
+            changed = True
         if display_name and display_name != record.display_name:
             record.display_name = display_name
+            changed = True
+        if changed:  # the version last: only once every log is upgraded
             write_atomic(path, encode(record), durable=self.fsync != "never")
         return record
 

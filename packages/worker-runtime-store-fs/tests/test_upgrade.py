@@ -1,0 +1,120 @@
+"""A store of format version 1 (log lines without a checksum) is upgraded in place at open, crash-safely."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from worker_runtime_core import Runtime
+from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError
+from worker_runtime_store_fs import _fileops as fileops
+from worker_runtime_store_fs.layout import Layout
+from worker_runtime_store_fs.logs import unframe
+from worker_runtime_store_fs.upgrade import upgrade_v1
+
+_REC = struct.Struct("<qq")
+
+
+def _logs(root: Path) -> list[Path]:
+    return sorted([*root.glob("events/*.jsonl"), *root.glob("workers/*/*.jsonl")])
+
+
+def _to_v1(root: Path) -> None:
+    """Rewrite a store as version 1 wrote it: ``<json>\\n`` lines, their end offsets in the indexes."""
+    for data in _logs(root):
+        index = data.with_suffix(".idx")
+        lines = data.read_bytes().splitlines(keepends=True)
+        keys = [key for key, _ in _REC.iter_unpack(index.read_bytes())]
+        assert len(keys) == len(lines)
+        out, records = b"", b""
+        for key, line in zip(keys, lines, strict=True):
+            payload = unframe(line)
+            assert payload is not None
+            out += payload + b"\n"
+            records += _REC.pack(key, len(out))
+        data.write_bytes(out)
+        index.write_bytes(records)
+    record = json.loads((root / "runtime.json").read_bytes())
+    record["format_version"] = 1
+    (root / "runtime.json").write_text(json.dumps(record))
+
+
+async def _v1_store(root: Path) -> tuple[str, list[object], list[object]]:
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        await rt.create_worker(worker_id="w")
+        for text in ("one", "two"):
+            ack = await rt.send_input("w", text)
+            await rt.wait_for_run("w", ack.run_id)
+        transcript = (await rt.transcript("w")).items
+        events = (await rt.read_events()).events
+    _to_v1(root)
+    assert all(unframe(data.read_bytes().splitlines(keepends=True)[0]) is None for data in _logs(root))
+    return ack.run_id, list(transcript), list(events)
+
+
+async def test_a_version_1_store_is_upgraded_in_place_and_serves_what_it_held(tmp_path: Path) -> None:
+    run_id, transcript, events = await _v1_store(tmp_path)
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert (await rt.transcript("w")).items == transcript
+        assert (await rt.read_events()).events[: len(events)] == events
+        assert (await rt.get_run("w", run_id)).status == "completed"
+        [note] = await rt.diagnostics()
+        assert (note.level, note.code, note.path) == ("info", "store_upgraded", str(tmp_path / "runtime.json"))
+        ack = await rt.send_input("w", "three")
+        await rt.wait_for_run("w", ack.run_id)
+    assert json.loads((tmp_path / "runtime.json").read_bytes())["format_version"] == 2
+    for data in _logs(tmp_path):  # every line of every log is checksummed now
+        assert all(unframe(line) is not None for line in data.read_bytes().splitlines(keepends=True))
+    assert not list(tmp_path.rglob(".*.v2"))
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert not await rt.diagnostics()  # upgraded once
+        assert (await rt.transcript("w")).total_items == 6
+
+
+class _Crash(Exception):
+    pass
+
+
+async def test_an_upgrade_cut_short_at_any_rename_is_finished_at_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id, transcript, events = await _v1_store(tmp_path / "v1")
+    renames = 2 * len(_logs(tmp_path / "v1"))
+    real = fileops.replace
+    for crash_at in range(renames):
+        root = tmp_path / f"crash-{crash_at}"
+        shutil.copytree(tmp_path / "v1", root)
+        calls = 0
+
+        def replace(src: object, dst: object, crash_at: int = crash_at) -> None:
+            nonlocal calls
+            if calls == crash_at:
+                raise _Crash
+            calls += 1
+            real(src, dst)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(fileops, "replace", replace)
+        with pytest.raises(_Crash):
+            upgrade_v1(Layout(root), durable=False)
+        monkeypatch.setattr(fileops, "replace", real)
+        assert json.loads((root / "runtime.json").read_bytes())["format_version"] == 1
+        async with Runtime(store=FsRuntimeStore(root)) as rt:
+            assert (await rt.transcript("w")).items == transcript
+            assert (await rt.read_events()).events[: len(events)] == events
+            assert (await rt.get_run("w", run_id)).status == "completed"
+            assert [d.code for d in await rt.diagnostics()] == ["store_upgraded"]
+
+
+async def test_a_store_of_format_version_0_is_refused_naming_the_version(tmp_path: Path) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path)):
+        pass
+    record = json.loads((tmp_path / "runtime.json").read_bytes())
+    record["format_version"] = 0
+    (tmp_path / "runtime.json").write_text(json.dumps(record))
+    with pytest.raises(StoreFormatError, match="format version 0"):
+        async with Runtime(store=FsRuntimeStore(tmp_path)):
+            pass
