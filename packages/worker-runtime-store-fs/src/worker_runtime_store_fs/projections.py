@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -33,21 +34,28 @@ def run_number(run_id: str) -> int | None:
 
 
 class Projections:
-    def __init__(self, layout: Layout, fds: FdCache, write: Callable[[int, bytes], None]) -> None:
+    def __init__(
+        self, layout: Layout, fds: FdCache, write: Callable[[int, bytes], None], *, capacity: int = 4096
+    ) -> None:
         self.layout = layout
         self.fds = fds
         self.write = write
+        self.capacity = capacity
         self._files: OrderedDict[str, _WorkerFiles] = OrderedDict()  # recently used workers' files
+        # Reader threads and the writer share the cache: a lookup that finds a Worker and then moves it to the
+        # end must not meet another thread's eviction of it in between (KeyError). Held for a few dict steps.
+        self._files_lock = threading.Lock()
 
     def _of(self, worker_id: str) -> _WorkerFiles:
-        files = self._files.get(worker_id)
-        if files is None:
-            files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
-            if len(self._files) > 4096:
-                self._files.popitem(last=False)
-        else:
-            self._files.move_to_end(worker_id)
-        return files
+        with self._files_lock:
+            files = self._files.get(worker_id)
+            if files is None:
+                files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
+                if len(self._files) > self.capacity:
+                    self._files.popitem(last=False)
+            else:
+                self._files.move_to_end(worker_id)
+            return files
 
     def transcript(self, worker_id: str) -> IndexedLog:
         return self._of(worker_id).transcript
