@@ -18,7 +18,7 @@ from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
 from .records import RecordCorrupt, write_atomic
 
-__all__ = ["Projections", "run_number"]
+__all__ = ["Projections", "run_number", "worker_files"]
 
 _RUN_ID_RE = re.compile(r"run-([1-9][0-9]{0,18})")
 
@@ -45,6 +45,8 @@ class Projections:
         # Reader threads and the writer share the cache: a lookup that finds a Worker and then moves it to the
         # end must not meet another thread's eviction of it in between (KeyError). Held for a few dict steps.
         self._files_lock = threading.Lock()
+        #: Workers whose files were written since the store last took this set (the checkpoint fsyncs them).
+        self.touched: set[str] = set()
 
     def _of(self, worker_id: str) -> _WorkerFiles:
         with self._files_lock:
@@ -84,6 +86,7 @@ class Projections:
             OSError: the disk refused.
         """
         files = self._of(worker_id)
+        self.touched.add(worker_id)
         index = files.events
         if not check or index.last() < event_id:
             index.append(self.fds, event_id, self.write)
@@ -130,6 +133,13 @@ class _WorkerFiles:
         self.transcript = IndexedLog(self.directory / "transcript.jsonl", self.directory / "transcript.idx")
         self.runs = IndexedLog(self.directory / "runs.jsonl", self.directory / "runs.idx")
         self.events = IdIndex(layout.worker_index(worker_id))
+
+
+def worker_files(layout: Layout, worker_id: str) -> list[str]:
+    """Every file a Worker's projections and checkpoints write (its directory last)."""
+    directory = layout.worker_dir(worker_id)
+    names = ("transcript.jsonl", "transcript.idx", "runs.jsonl", "runs.idx", "worker.json", "state.json")
+    return [str(layout.worker_index(worker_id)), *(str(directory / name) for name in names), str(directory)]
 
 
 def default_write(fd: int, data: bytes) -> None:
