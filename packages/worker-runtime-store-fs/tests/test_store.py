@@ -336,7 +336,7 @@ async def test_input_is_acknowledged_while_a_checkpoint_is_being_written(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", held_replace)
-    store = FsRuntimeStore(tmp_path, checkpoint_every=20)
+    store = FsRuntimeStore(tmp_path, checkpoint_every=40)
     async with Runtime(store=store) as rt:
         try:
             with anyio.fail_after(5):  # a guard against a hang, not a measure
