@@ -7,8 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 from store_fs_helpers import Hold, crash_copy
 
@@ -370,3 +373,113 @@ async def test_read_run_of_an_id_not_in_the_runtime_form_is_none(tmp_path: Path,
         run_id = await _run(rt, "w", "hi")
         assert (await store.read_run("w", run_id)) is not None
         assert (await store.read_run("w", other.format(n=run_id.removeprefix("run-")))) is None
+
+
+async def test_input_is_acknowledged_while_a_checkpoint_is_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold every state.json replacement (a checkpoint writes them) until released. A checkpoint written under
+    # the commit lock (before: all live keys and an os.sync) held every acknowledgement meanwhile.
+    entered, release = threading.Event(), threading.Event()
+    real_replace = os.replace
+
+    def held_replace(src: str, dst: str) -> None:
+        if Path(dst).name == "state.json" and not release.is_set():
+            entered.set()
+            release.wait(10)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", held_replace)
+    store = FsRuntimeStore(tmp_path, checkpoint_every=40)
+    async with Runtime(store=store) as rt:
+        try:
+            with anyio.fail_after(5):  # a guard against a hang, not a measure
+                await rt.create_worker(worker_id="w")
+                while not entered.is_set():
+                    await _run(rt, "w", "before")
+                run_id = await _run(rt, "w", "during", input_id="during")  # the checkpoint is still held
+                assert not store._job.done.is_set()  # type: ignore[union-attr]
+        finally:
+            release.set()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        again = await rt.send_input("w", "during", input_id="during")
+        assert again.duplicate and again.run_id == run_id
+
+
+def _block_checkpoint_write(store: FsRuntimeStore, name: str) -> tuple[threading.Event, threading.Event]:
+    """Make the checkpoint's first write to a file called `name` stop half-way until released (a crash there)."""
+    entered, release = threading.Event(), threading.Event()
+    real = store._checkpoint_write
+
+    def write(fd: int, data: bytes) -> None:
+        if not entered.is_set() and os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == name:
+            real(fd, data[: len(data) // 2])
+            entered.set()
+            release.wait(10)
+            raise OSError(errno.EIO, "killed mid-write")
+        real(fd, data)
+
+    store._checkpoint_write = write  # type: ignore[method-assign]
+    return entered, release
+
+
+@pytest.mark.parametrize("name", [".state.json.tmp", "input_keys.jsonl", ".input_keys.jsonl.tmp"])
+async def test_a_crash_mid_checkpoint_keeps_every_input_key(tmp_path: Path, name: str) -> None:
+    # The checkpoint appends new keys to input_keys.jsonl and rewrites it whole after a delete; a crash in the
+    # middle of a state write, an append or a rewrite must leave every acknowledged key known after a restart.
+    live = tmp_path / "live"
+    store = FsRuntimeStore(live, checkpoint_every=1_000_000)
+    acks: dict[tuple[str, str, str], str] = {}  # (worker, input id, text): run id
+    async with Runtime(store=store) as rt:
+
+        async def send(wid: str, text: str, input_id: str) -> None:
+            acks[wid, input_id, text] = await _run(rt, wid, text, input_id=input_id)
+
+        await rt.create_worker(worker_id="a")
+        await rt.create_worker(worker_id="b")
+        for n in range(3):
+            await send("a", f"a{n}", f"k{n}")
+            await send("b", f"b{n}", f"k{n}")
+        store.checkpoint_every = 1
+        await _run(rt, "a", "flush")  # a first checkpoint (keys appended), with nothing blocked
+        store._wait_checkpoint()
+        store.checkpoint_every = 1_000_000
+        if name == ".input_keys.jsonl.tmp":  # a delete makes the next checkpoint rewrite the key file
+            await rt.stop_worker("b")
+            await rt.delete_worker("b")
+            acks = {k: v for k, v in acks.items() if k[0] != "b"}
+            await rt.create_worker(worker_id="b")
+            await send("b", "new b", "k0")
+        await send("a", "a9", "k9")
+        entered, release = _block_checkpoint_write(store, name)
+        store.checkpoint_every = 1
+        try:
+            with anyio.fail_after(5):
+                acks["a", "last", "last"] = (await rt.send_input("a", "last", input_id="last")).run_id
+            assert await anyio.to_thread.run_sync(entered.wait, 10), "the checkpoint never wrote that file"
+            copy = crash_copy(live, tmp_path / "crashed")
+        finally:
+            release.set()
+            store.checkpoint_every = 1_000_000
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        for (wid, input_id, text), run_id in acks.items():
+            again = await rt.send_input(wid, text, input_id=input_id)
+            assert again.duplicate and again.run_id == run_id, (wid, input_id)
+        if name == ".input_keys.jsonl.tmp":  # the first b's other keys went with it
+            fresh = await rt.send_input("b", "b1", input_id="k1")
+            assert not fresh.duplicate
+        assert [d for d in await rt.diagnostics() if d.level == "error"] == []
+
+
+async def test_keys_of_a_deleted_worker_do_not_come_back_after_checkpoints(tmp_path: Path) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path, checkpoint_every=3)) as rt:
+        await rt.create_worker(worker_id="w")
+        first = await _run(rt, "w", "one", input_id="k")
+        await rt.stop_worker("w")
+        await rt.delete_worker("w")
+        await rt.create_worker(worker_id="w")
+        for n in range(5):  # more checkpoints after the delete
+            await _run(rt, "w", f"m{n}")
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        ack = await rt.send_input("w", "one", input_id="k")
+        assert not ack.duplicate and ack.run_id != first

@@ -8,6 +8,7 @@ step idempotent).
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
 from .records import RecordCorrupt, write_atomic
 
-__all__ = ["Projections", "run_number"]
+__all__ = ["Projections", "run_number", "worker_files"]
 
 _RUN_ID_RE = re.compile(r"run-([1-9][0-9]{0,18})")
 
@@ -32,21 +33,30 @@ def run_number(run_id: str) -> int | None:
 
 
 class Projections:
-    def __init__(self, layout: Layout, fds: FdCache, write: Callable[[int, bytes], None]) -> None:
+    def __init__(
+        self, layout: Layout, fds: FdCache, write: Callable[[int, bytes], None], *, capacity: int = 4096
+    ) -> None:
         self.layout = layout
         self.fds = fds
         self.write = write
+        self.capacity = capacity
         self._files: OrderedDict[str, _WorkerFiles] = OrderedDict()  # recently used workers' files
+        # Reader threads and the writer share the cache: a lookup that finds a Worker and then moves it to the
+        # end must not meet another thread's eviction of it in between (KeyError). Held for a few dict steps.
+        self._files_lock = threading.Lock()
+        #: Workers whose files were written since the store last took this set (the checkpoint fsyncs them).
+        self.touched: set[str] = set()
 
     def _of(self, worker_id: str) -> _WorkerFiles:
-        files = self._files.get(worker_id)
-        if files is None:
-            files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
-            if len(self._files) > 4096:
-                self._files.popitem(last=False)
-        else:
-            self._files.move_to_end(worker_id)
-        return files
+        with self._files_lock:
+            files = self._files.get(worker_id)
+            if files is None:
+                files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
+                if len(self._files) > self.capacity:
+                    self._files.popitem(last=False)
+            else:
+                self._files.move_to_end(worker_id)
+            return files
 
     def transcript(self, worker_id: str) -> IndexedLog:
         return self._of(worker_id).transcript
@@ -75,6 +85,7 @@ class Projections:
             OSError: the disk refused.
         """
         files = self._of(worker_id)
+        self.touched.add(worker_id)
         index = files.events
         if not check or index.last() < event_id:
             index.append(self.fds, event_id, self.write)
@@ -121,6 +132,13 @@ class _WorkerFiles:
         self.transcript = IndexedLog(self.directory / "transcript.jsonl", self.directory / "transcript.idx")
         self.runs = IndexedLog(self.directory / "runs.jsonl", self.directory / "runs.idx")
         self.events = IdIndex(layout.worker_index(worker_id))
+
+
+def worker_files(layout: Layout, worker_id: str) -> list[str]:
+    """Every file a Worker's projections and checkpoints write (its directory last)."""
+    directory = layout.worker_dir(worker_id)
+    names = ("transcript.jsonl", "transcript.idx", "runs.jsonl", "runs.idx", "worker.json", "state.json")
+    return [str(layout.worker_index(worker_id)), *(str(directory / name) for name in names), str(directory)]
 
 
 def default_write(fd: int, data: bytes) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import fcntl
+import itertools
 import logging
 import os
 import resource
 import threading
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -37,7 +41,7 @@ from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
 from .lines import CheckpointRecord, RuntimeRecord, WalLineOut, decode_event, encode
 from .logs import FdCache, frame
-from .projections import Projections, default_write, run_number
+from .projections import Projections, default_write, run_number, worker_files
 from .records import RecordCorrupt, read_record, write_atomic
 from .recovery import load
 from .upgrade import upgrade_v1
@@ -51,6 +55,8 @@ _POLICIES = ("always", "batch", "never")
 T = TypeVar("T")
 _ENTRY_DECODER = msgspec.json.Decoder(TranscriptRecord)
 _RUN_DECODER = msgspec.json.Decoder(RunRecord)
+_LINES = msgspec.json.Encoder()
+_KEY_CHUNK = 1000  # keys encoded per write when the key file is rewritten: each write lets other threads run
 
 
 class _Pending:
@@ -102,6 +108,35 @@ class _Pending:
         self.wake = anyio.Event()
 
 
+class _Checkpoint:
+    """One checkpoint at `event_id`: what the writer handed over (taken under the commit lock in O(1)), written
+    by a background thread while the writer goes on.
+
+    `dirty` are the Worker states to write (a delete that commits meanwhile takes its Worker out, under the
+    projection lock); `key_ops` the input keys accepted (a record) and Workers deleted (an id) since the last
+    checkpoint, in log order; `touched` the Workers whose projection files were written; `segments` the event
+    log files to fsync (``batch`` policy only: ``always`` has fsynced them already).
+    """
+
+    __slots__ = ("dirty", "done", "error", "event_id", "key_ops", "segments", "touched")
+
+    def __init__(
+        self,
+        event_id: int,
+        dirty: dict[str, bytes],
+        key_ops: list[InputKeyRecord | str],
+        touched: set[str],
+        segments: list[str],
+    ) -> None:
+        self.event_id = event_id
+        self.dirty = dirty
+        self.key_ops = key_ops
+        self.touched = touched
+        self.segments = segments
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class FsRuntimeStore:
     """Persists a Runtime under one root directory; pass it as ``Runtime(store=FsRuntimeStore(path))``.
 
@@ -114,7 +149,8 @@ class FsRuntimeStore:
         fsync_interval_ms: the interval of the ``batch`` policy.
         event_retention: keep at least this many newest events (0 keeps all); whole segments go at once.
         idempotency_ttl_s: how long input keys are kept across restarts.
-        checkpoint_every: events between checkpoints; a restart replays at most this many log lines.
+        checkpoint_every: events between checkpoints. A checkpoint is written in a background thread while
+            input goes on, so a restart replays at most about twice this many log lines.
         segment_bytes: size at which the event log starts a new segment.
 
     Raises (from `Runtime.start`): `StoreLockedError` when another process owns the root, `StoreFormatError` when
@@ -158,8 +194,20 @@ class FsRuntimeStore:
         self._next_id = 1
         self._durable_id = 0
         self._since_checkpoint = 0
-        self._dirty: dict[str, bytes] = {}
-        self._keys: dict[tuple[str, str], InputKeyRecord] = {}
+        self._dirty: dict[str, bytes] = {}  # Worker states changed since the last checkpoint
+        self._key_ops: list[InputKeyRecord | str] = []  # keys accepted, Workers deleted, since then
+        self._proj_lock = threading.Lock()  # a delete's rmtree against the checkpoint's state writes
+        self._job: _Checkpoint | None = None  # the checkpoint being written
+        self._checkpointed_id = 0
+        self._checkpoint_write = default_write  # how the checkpoint writes its files; tests inject failures here
+        # The input keys as the checkpoints know them, per Worker (a delete drops its Worker's keys, not a scan),
+        # oldest first in `_key_order` (expiry pops from the front). Touched by one checkpoint at a time only.
+        self._keys: dict[str, dict[str, InputKeyRecord]] = {}
+        self._key_order: deque[InputKeyRecord] = deque()
+        self._keys_count = 0
+        self._keys_lines = 0  # lines in input_keys.jsonl (the live keys plus what expired or was replaced)
+        self._keys_size = 0  # its length in bytes up to the last whole line the store wrote
+        self._keys_compact = True  # rewrite it whole at the next checkpoint (else append the new keys)
         self._broken: str | None = None
         self._upgraded: str | None = None
         self._unsynced = False
@@ -200,9 +248,12 @@ class FsRuntimeStore:
             self._next_id = self._wal.last_id + 1
             self._durable_id = self._wal.last_id
             self._dirty = loaded.dirty
-            self._keys = loaded.keys
+            self._load_keys(loaded.keys.values(), rewrite=bool(loaded.replayed))
+            for diagnostic in loaded.diagnostics:  # what recovery repaired goes to disk with the next checkpoint
+                if diagnostic.worker_ref is not None and is_valid_id(diagnostic.worker_ref.worker_id):
+                    self._projections.touched.add(diagnostic.worker_ref.worker_id)
             if loaded.replayed or not layout.checkpoint.exists():
-                self._checkpoint()
+                self._checkpoint_now()
         except BaseException:
             self._unlock()
             raise
@@ -229,7 +280,7 @@ class FsRuntimeStore:
             created_at=record.created_at,
             last_event_id=self._wal.last_id,
             workers=workers,
-            input_keys=list(self._keys.values()),
+            input_keys=list(loaded.keys.values()),
             diagnostics=loaded.diagnostics if self._upgraded is None else [self._upgrade_note(), *loaded.diagnostics],
             corrupt=loaded.corrupt,
         )
@@ -374,11 +425,16 @@ class FsRuntimeStore:
                 self._project(pending)
             self._durable_id = expected - 1
             self._since_checkpoint += len(group)
+            if self._job is not None and self._job.done.is_set():
+                self._finish_checkpoint()
             if self._since_checkpoint >= self.checkpoint_every:
-                try:
-                    self._checkpoint()
-                except OSError as exc:  # not fatal: the log has everything; the next checkpoint retries
-                    logger.warning("checkpoint of %s failed: %s", self.layout.root, exc)
+                if self._job is not None:  # the last one is still writing: wait for it, so replay stays bounded
+                    self._job.done.wait()
+                    self._finish_checkpoint()
+                job = self._take_checkpoint()
+                threading.Thread(
+                    target=self._checkpoint_thread, args=(job,), name="worker-runtime-checkpoint", daemon=True
+                ).start()
 
     def _fsync_log(self) -> None:
         current = self._wal.current
@@ -394,19 +450,24 @@ class FsRuntimeStore:
     def _project(self, pending: _Pending) -> None:
         wid = pending.worker_id
         if pending.input_key is not None:
-            record = pending.input_key
-            self._keys[(record.worker_id, record.input_id)] = record
+            self._key_ops.append(pending.input_key)
         if wid is None:
             return
         try:
-            self._projections.apply(
-                wid,
-                pending.event_id,
-                created=pending.state if pending.created else None,
-                entry=pending.entry,
-                run=pending.run,
-                delete=pending.delete,
-            )
+            if pending.delete:
+                self._key_ops.append(wid)
+                with self._proj_lock:  # the checkpoint must not write its state into the directory going away
+                    if self._job is not None:
+                        self._job.dirty.pop(wid, None)
+                    self._projections.apply(wid, pending.event_id, delete=True)
+            else:
+                self._projections.apply(
+                    wid,
+                    pending.event_id,
+                    created=pending.state if pending.created else None,
+                    entry=pending.entry,
+                    run=pending.run,
+                )
         except OSError as exc:
             # The log line is durable, so the batch stands and a restart re-projects it; until then reads of this
             # worker could miss it, so refuse further writes.
@@ -415,30 +476,187 @@ class FsRuntimeStore:
             return
         if pending.delete:
             self._dirty.pop(wid, None)
-            for key in [k for k in self._keys if k[0] == wid]:
-                del self._keys[key]
         elif pending.state is not None:
             self._dirty[wid] = pending.state
 
-    def _checkpoint(self) -> None:
-        """Write dirty worker states and the live input keys, flush everything, then move the checkpoint."""
-        durable = self.fsync != "never"
-        for wid, state in self._dirty.items():
-            directory = self.layout.worker_dir(wid)
-            if directory.is_dir():
-                write_atomic(directory / "state.json", state, durable=False)
-        horizon = now() - self.idempotency_ttl_s
-        self._keys = {k: v for k, v in self._keys.items() if v.created_at > horizon}
-        write_atomic(self.layout.input_keys, b"".join(encode(k) + b"\n" for k in self._keys.values()), durable=False)
-        if durable:
-            fileops.sync()  # the projections written since the last checkpoint, all at once
-        record = CheckpointRecord(event_id=self._durable_id, created_at=now())
-        write_atomic(self.layout.checkpoint, encode(record), durable=durable)
+    # --- checkpoints -----------------------------------------------------------------------------------------
+    #
+    # The writer hands over what changed since the last checkpoint in O(1) under the commit lock
+    # (`_take_checkpoint`) and a background thread writes it (`_write_checkpoint`): the dirty Worker states, the
+    # new input keys (appended to input_keys.jsonl; the file is rewritten only after a delete or once it holds
+    # mostly dead keys), an fsync of exactly the files written since the last checkpoint, and last the
+    # checkpoint record. Until that record moves, a restart replays the log from the previous one, which redoes
+    # all of it, so a crash at any point loses nothing. The writer collects the outcome under the commit lock
+    # (`_finish_checkpoint`): retention after a success; after a failure it takes the work back for the next one.
+
+    def _take_checkpoint(self) -> _Checkpoint:
+        """Hand over what the next checkpoint writes. Under the commit lock (or before the store serves)."""
+        segments: list[str] = []
+        if self.fsync == "batch":  # the log up to this id must be on disk before the checkpoint says so
+            firsts = self._wal.firsts
+            start = max(0, bisect.bisect_right(firsts, self._checkpointed_id + 1) - 1)
+            for first in firsts[start:]:
+                if first <= self._durable_id:
+                    log = self._wal.logs[first]
+                    segments += [str(log.data), str(log.index)]
+        touched, self._projections.touched = self._projections.touched, set()
+        job = _Checkpoint(self._durable_id, self._dirty, self._key_ops, touched, segments)
         self._dirty = {}
+        self._key_ops = []
         self._since_checkpoint = 0
-        if self.event_retention:
-            keep_from = min(self._durable_id + 1, self._wal.last_id - self.event_retention + 1)
-            self._wal.drop_before(keep_from, self._fds)
+        self._job = job
+        return job
+
+    def _checkpoint_thread(self, job: _Checkpoint) -> None:
+        try:
+            self._write_checkpoint(job)
+        except BaseException as exc:  # collected by the writer, which logs it and retries with the next one
+            job.error = exc
+        finally:
+            job.done.set()
+
+    def _finish_checkpoint(self) -> None:
+        """Collect the finished checkpoint. Under the commit lock."""
+        job, self._job = self._job, None
+        if job is None:
+            return
+        if job.error is None:
+            self._checkpointed_id = job.event_id
+            if self.event_retention:
+                keep_from = min(job.event_id + 1, self._wal.last_id - self.event_retention + 1)
+                self._wal.drop_before(keep_from, self._fds)
+            return
+        # Not fatal: the log has everything since the last checkpoint; the next one writes this one's work too.
+        logger.warning("checkpoint of %s failed: %s", self.layout.root, job.error)
+        for wid, state in job.dirty.items():
+            self._dirty.setdefault(wid, state)  # a newer state of the same Worker wins
+        self._key_ops[:0] = job.key_ops  # in log order, before what came since
+        self._projections.touched |= job.touched
+        self._keys_compact = True  # the key file may hold part of an append: rewrite it whole
+
+    def _wait_checkpoint(self) -> None:
+        """Wait until the checkpoint being written (if any) is on disk (tests and tools)."""
+        job = self._job
+        if job is not None:
+            job.done.wait()
+
+    def _checkpoint_now(self) -> None:
+        """A checkpoint written in this thread (open and close: nothing else is writing)."""
+        if self._job is not None:
+            self._job.done.wait()
+            self._finish_checkpoint()
+        job = self._take_checkpoint()
+        self._checkpoint_thread(job)
+        self._finish_checkpoint()
+        if job.error is not None:
+            raise job.error
+
+    def _write_checkpoint(self, job: _Checkpoint) -> None:
+        durable = self.fsync != "never"
+        with self._proj_lock:
+            states = list(job.dirty)
+        for wid in states:
+            with self._proj_lock:
+                state = job.dirty.get(wid)
+                directory = self.layout.worker_dir(wid)
+                if state is not None and directory.is_dir():
+                    self._replace(directory / "state.json", [state])  # fsynced below with the Worker's files
+        self._write_keys(job.key_ops, durable)
+        if durable:
+            for wid in sorted(job.touched.union(states)):
+                for path in worker_files(self.layout, wid):
+                    _fsync_path(path)
+            for path in job.segments:
+                _fsync_path(path)
+            for directory in (self.layout.workers, self.layout.index, self.layout.root):
+                fileops.fsync_dir(directory)
+        record = CheckpointRecord(event_id=job.event_id, created_at=now())
+        write_atomic(self.layout.checkpoint, encode(record), durable=durable)
+
+    def _replace(self, path: Path, chunks: Iterable[bytes], *, fsync: bool = False) -> int:
+        """Write `chunks` to a temp file beside `path` and rename it over `path`; the number of bytes."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        size = 0
+        try:
+            for chunk in chunks:
+                self._checkpoint_write(fd, chunk)
+                size += len(chunk)
+            if fsync:
+                fileops.fsync(fd)
+        finally:
+            fileops.close(fd)
+        fileops.replace(tmp, path)
+        return size
+
+    def _load_keys(self, keys: Iterable[InputKeyRecord], *, rewrite: bool) -> None:
+        """The keys recovery found; `rewrite` when the key file does not hold them all (the log added some)."""
+        for record in sorted(keys, key=lambda k: k.created_at):
+            self._keys.setdefault(record.worker_id, {})[record.input_id] = record
+            self._key_order.append(record)
+        self._keys_count = self._keys_lines = len(self._key_order)
+        try:
+            with open(self.layout.input_keys, "rb") as f:
+                self._keys_size = f.seek(0, os.SEEK_END)
+                whole = self._keys_size == 0 or (f.seek(-1, os.SEEK_END) >= 0 and f.read(1) == b"\n")
+        except FileNotFoundError:
+            self._keys_size, whole = 0, True
+        self._keys_compact = rewrite or not whole
+
+    def _write_keys(self, ops: list[InputKeyRecord | str], durable: bool) -> None:
+        """Apply the key changes since the last checkpoint and bring input_keys.jsonl up to date with them."""
+        keys = self._keys
+        added: list[InputKeyRecord] = []
+        for op in ops:
+            if isinstance(op, str):  # a deleted Worker: its keys go, and the file must lose them too
+                gone = keys.pop(op, None)
+                if gone:
+                    self._keys_count -= len(gone)
+                    self._keys_compact = True
+                continue
+            per = keys.get(op.worker_id)
+            if per is None:
+                per = keys[op.worker_id] = {}
+            if op.input_id not in per:
+                self._keys_count += 1
+            per[op.input_id] = op
+            self._key_order.append(op)
+            added.append(op)
+        horizon = now() - self.idempotency_ttl_s
+        order = self._key_order
+        while order and order[0].created_at <= horizon:  # expired: O(expired), never a scan of every key
+            old = order.popleft()
+            per = keys.get(old.worker_id)
+            if per is not None and per.get(old.input_id) is old:
+                del per[old.input_id]
+                self._keys_count -= 1
+                if not per:
+                    del keys[old.worker_id]
+        path = self.layout.input_keys
+        if self._keys_compact or self._keys_lines + len(added) > 2 * self._keys_count + 10_000:
+            live = (record for per in keys.values() for record in per.values())
+            chunks = iter(lambda: _LINES.encode_lines(list(itertools.islice(live, _KEY_CHUNK))), b"")
+            self._keys_size = self._replace(path, chunks, fsync=durable)  # the root is fsynced after
+            self._keys_lines = self._keys_count
+            self._keys_compact = False
+            return
+        if not added:
+            return
+        data = _LINES.encode_lines(added)
+        fd = fileops.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, self._keys_size)  # whole lines only, whatever an earlier failed append left
+            try:
+                self._checkpoint_write(fd, data)
+                if durable:
+                    fileops.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, self._keys_size)
+                raise
+        finally:
+            fileops.close(fd)
+        self._keys_size += len(data)
+        self._keys_lines += len(added)
 
     def _flush_loop(self) -> None:
         interval = self.fsync_interval_ms / 1000
@@ -540,10 +758,13 @@ class FsRuntimeStore:
             self._flusher.join()
         with self._io:
             try:
+                if self._job is not None:
+                    self._job.done.wait()
+                    self._finish_checkpoint()
                 if self._broken is None:
                     if self.fsync != "never":
                         self._fsync_log()
-                    self._checkpoint()
+                    self._checkpoint_now()
             except (OSError, RuntimeUnavailableError) as exc:
                 logger.warning("closing the store at %s: %s", self.layout.root, exc)
             finally:
@@ -556,6 +777,21 @@ def _decode(decoder: msgspec.json.Decoder[T], line: bytes, path: Path, offset: i
         return decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise RecordCorrupt(path, offset, f"unreadable line: {exc}") from None
+
+
+def _fsync_path(path: str) -> None:
+    """fsync a file, or a directory's entries, by path; one that is gone (a deleted Worker's) needs nothing."""
+    try:
+        if os.path.isdir(path):
+            fileops.fsync_dir(path)
+            return
+        fd = fileops.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fileops.fsync(fd)
+    finally:
+        fileops.close(fd)
 
 
 def _fd_budget() -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 from .._times import now
 from ..errors import ConfigError, CursorExpiredError
@@ -23,7 +23,8 @@ class MemoryStore:
         event_retention: keep at least this many newest events (0 keeps all). The Runtime passes its limit.
 
     Per Worker it keeps an index of its event ids, so a page filtered by worker costs O(page). A Worker with
-    one event stores that id as a bare int, not a list.
+    one event stores that id as a bare int, not a list. Retention trims the index with the events: it holds
+    only ids that are still kept, and a Worker none of whose events are kept has no entry.
     """
 
     def __init__(self, *, event_retention: int = 0) -> None:
@@ -82,8 +83,30 @@ class MemoryStore:
         keep = self.event_retention
         if keep and len(self._events) >= 2 * keep:
             drop = len(self._events) - keep
+            dropped = {e.worker_id for e in self._events[:drop] if e.worker_id is not None}
             del self._events[:drop]
             self._first_id += drop
+            self._trim_index(dropped)
+
+    def _trim_index(self, worker_ids: set[str]) -> None:
+        """Drop the ids below the oldest kept event from the index of each Worker named by a dropped event."""
+        first = self._first_id
+        by_worker = self._by_worker
+        for wid in worker_ids:
+            ids = by_worker.get(wid)
+            if ids is None:
+                continue
+            if isinstance(ids, int):
+                if ids < first:
+                    del by_worker[wid]
+                continue
+            cut = bisect_left(ids, first)
+            if cut == len(ids):
+                del by_worker[wid]
+            elif cut == len(ids) - 1:
+                by_worker[wid] = ids[-1]
+            elif cut:
+                del ids[:cut]
 
     async def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
         entries = self._transcripts.get(worker_id)
