@@ -209,6 +209,11 @@ class _Recovery:
             self.out.workers.pop(wid, None)
             self.out.corrupt.pop(wid, None)
             self.out.dirty.pop(wid, None)
+            # What recovery found in the files of a Worker deleted later in the log (left by a crash before the
+            # delete was durable) goes with them: a repair of files about to be removed is nothing to report.
+            self.out.diagnostics = [
+                d for d in self.out.diagnostics if d.worker_ref is None or d.worker_ref.worker_id != wid
+            ]
             for k in [k for k in self.out.keys if k[0] == wid]:
                 del self.out.keys[k]
             self.projections.apply(wid, event.id, delete=True, check=True)
