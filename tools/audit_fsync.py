@@ -1,8 +1,8 @@
 """Audit of the FS store's fsyncs: remove each one in turn and see whether a test notices.
 
-    hatch run dev:python tools/audit_fsync.py            # every call site, 4 at a time
-    hatch run dev:python tools/audit_fsync.py --list     # only list the call sites
-    hatch run dev:python tools/audit_fsync.py --jobs 1 --json
+    hatch run audit-fsync                       # every call site, 4 at a time
+    hatch run audit-fsync --list                # only list the call sites
+    hatch run audit-fsync --jobs 1 --json
 
 A call site is a call of ``fileops.fsync``, ``fileops.fsync_dir`` or ``fileops.sync`` in
 ``packages/worker-runtime-store-fs/src`` (every durable operation of the store goes through `_fileops`). For each

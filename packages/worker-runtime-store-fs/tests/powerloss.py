@@ -48,10 +48,12 @@ def _read_all(path: str) -> bytes:
 class PowerLoss:
     """Install with ``with PowerLoss(root, cut_after=n) as disk:``; after leaving it, `power_cut()`."""
 
-    def __init__(self, root: Path, *, cut_after: int | None = None) -> None:
+    def __init__(self, root: Path, *, cut_after: int | None = None, cut_after_ops: int | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = os.path.abspath(root)
         self.cut_after = cut_after
+        self.cut_after_ops = cut_after_ops  # or: cut after that many operations of any kind (renames, syncs, ...)
+        self.ops = 0  # operations seen, when counting them
         self.writes = 0  # fileops.write calls seen
         self.fsyncs = 0  # fsync, fsync_dir and sync calls seen
         self.off = False
@@ -89,6 +91,9 @@ class PowerLoss:
         self.cut_after = self.writes + writes
 
     def _gate(self) -> None:
+        if not self.off and self.cut_after_ops is not None:
+            self.ops += 1
+            self.off = self.ops > self.cut_after_ops
         if self.off:
             raise OSError(errno.EIO, "the power is off")
 
@@ -181,9 +186,22 @@ class PowerLoss:
     def __exit__(self, *exc: object) -> None:
         self._patch.undo()
 
-    def power_cut(self) -> None:
-        """Leave on disk only what was durable (call it once the store is closed or abandoned)."""
+    def power_cut(self, *, metadata_first: bool = False) -> None:
+        """Leave on disk only what was durable (call it once the store is closed or abandoned).
+
+        With `metadata_first` the disk is the other adversary: every directory change reached the disk (a
+        journaling file system commits metadata on its own schedule) but file data only as far as it was fsynced,
+        so a file renamed into place before its data was made durable is empty or short.
+        """
         self.off = True
+        if metadata_first:
+            for directory, _, files in os.walk(self.root):
+                for name in files:
+                    path = os.path.join(directory, name)
+                    node = self._live.get(path)
+                    with open(path, "wb") as f:
+                        f.write(node.data if node is not None else b"")
+            return
         tree = self._live[self.root]
         for name in os.listdir(self.root):
             path = os.path.join(self.root, name)
