@@ -86,6 +86,10 @@ class PowerLoss:
             node.data = _read_all(path)
         return node
 
+    def cut(self) -> None:
+        """The power goes now: every later operation fails (then `power_cut()` leaves what was durable)."""
+        self.off = True
+
     def arm(self, writes: int) -> None:
         """Cut the power after `writes` more writes."""
         self.cut_after = self.writes + writes

@@ -99,10 +99,10 @@ async def test_a_power_cut_right_after_an_acknowledged_create_keeps_the_worker(t
         assert (await rt.get_worker("w")).status == "idle"
 
 
-async def test_a_rotated_segment_is_durable_under_batch_before_the_next_flush(tmp_path: Path) -> None:
-    # With a flush interval longer than the test, only rotation itself can make the closed segments durable.
+async def test_a_rotated_segment_is_durable_under_batch(tmp_path: Path) -> None:
+    # A batch flush covers the current segment only: rotation itself makes the closed one (and its index) durable.
     root = tmp_path / "db"
-    options = {"fsync": "batch", "fsync_interval_ms": 3_600_000, "segment_bytes": 700}
+    options = {"fsync": "batch", "fsync_interval_ms": 5, "segment_bytes": 700}
     with PowerLoss(root) as disk:
         async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root, **options)) as rt:  # type: ignore[arg-type]
             await rt.create_worker(worker_id="w")
@@ -158,3 +158,19 @@ async def test_a_power_cut_after_a_delete_keeps_every_input_key(tmp_path: Path) 
         root = tmp_path / f"cut-{cut}"
         _, acked = await _write_until_cut(root, cut, delete_first=True, **_SMALL)
         await _check_recovered(root, acked, repairs=True, deleted="gone", **_SMALL)
+
+
+async def test_under_batch_an_acknowledgement_waits_for_the_fsync_that_covers_it(tmp_path: Path) -> None:
+    """`fsync = "batch"` acknowledges after the next batch fsync: what was acknowledged survives a power cut at
+    once after the answer, before any later flush."""
+    root = tmp_path / "db"
+    with PowerLoss(root) as disk:
+        store = FsRuntimeStore(root, fsync="batch", fsync_interval_ms=20)
+        async with Runtime(runtime_id="rt-p", store=store) as rt:
+            await rt.create_worker(worker_id="w")
+            ack = await rt.send_input("w", "kept", input_id="k0")
+            disk.cut()
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert [(e.content, e.run_id) for e in (await rt.transcript("w")).items][:1] == [("kept", ack.run_id)]
+        assert (await rt.send_input("w", "kept", input_id="k0")).duplicate

@@ -143,8 +143,9 @@ class FsRuntimeStore:
     Args:
         path: the root directory (created when missing).
         fsync: ``always`` (default): a batch is acknowledged once its log line is fsynced, and concurrent
-            batches share one fsync (group commit). ``batch``: fsync at most every `fsync_interval_ms`; a power
-            loss may lose that last interval of acknowledged work. ``never``: the OS decides; a power loss may
+            batches share one fsync (group commit). ``batch``: one fsync every `fsync_interval_ms` for everything
+            written since the last; a batch is acknowledged once that fsync covers it (so it waits up to the
+            interval, and a power loss loses nothing acknowledged). ``never``: the OS decides; a power loss may
             lose any recent work (a process crash loses nothing). For tests and benchmarks.
         fsync_interval_ms: the interval of the ``batch`` policy.
         event_retention: keep at least this many newest events (0 keeps all); whole segments go at once.
@@ -211,6 +212,11 @@ class FsRuntimeStore:
         self._broken: str | None = None
         self._upgraded: str | None = None
         self._unsynced = False
+        # `batch`: each commit waits for the flusher's next fsync. `_written` counts commits, `_synced` the last
+        # commit a flush covered; `_synced_cond` wakes the waiting commits.
+        self._written = 0
+        self._synced = 0
+        self._synced_cond = threading.Condition()
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
 
@@ -400,6 +406,16 @@ class FsRuntimeStore:
                 self._queue[0].wake.set()
 
     def _commit(self, group: list[_Pending]) -> None:
+        written = self._commit_locked(group)
+        if written:  # `batch`: acknowledged only once the flush that covers it is done
+            with self._synced_cond:
+                while self._synced < written and self._broken is None:
+                    self._synced_cond.wait()
+            if self._synced < written:
+                raise RuntimeUnavailableError(self._broken or "the store closed before the write was flushed")
+
+    def _commit_locked(self, group: list[_Pending]) -> int:
+        """Append and project `group`; under `batch`, the commit's number for the flush to cover, else 0."""
         with self._io:
             if self._broken is not None:
                 raise RuntimeUnavailableError(self._broken)
@@ -416,10 +432,13 @@ class FsRuntimeStore:
             except OSError as exc:
                 path = self._wal.current.data if self._wal.current else self.layout.events
                 raise RuntimeUnavailableError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+            written = 0
             if self.fsync == "always":
                 self._fsync_log()
             elif self.fsync == "batch":
                 self._unsynced = True
+                self._written += 1
+                written = self._written
             self._next_id = expected
             for pending in group:
                 self._project(pending)
@@ -435,6 +454,7 @@ class FsRuntimeStore:
                 threading.Thread(
                     target=self._checkpoint_thread, args=(job,), name="worker-runtime-checkpoint", daemon=True
                 ).start()
+            return written
 
     def _fsync_log(self) -> None:
         current = self._wal.current
@@ -665,10 +685,19 @@ class FsRuntimeStore:
                 with self._io:
                     if self._unsynced and self._broken is None:
                         self._unsynced = False
+                        written = self._written
                         try:
                             self._fsync_log()
                         except RuntimeUnavailableError:
                             logger.error("%s", self._broken)
+                        self._flushed(written)
+
+    def _flushed(self, written: int) -> None:
+        """Commits up to `written` are durable (or, with `_broken` set, never will be): wake their callers."""
+        with self._synced_cond:
+            if self._broken is None:
+                self._synced = max(self._synced, written)
+            self._synced_cond.notify_all()
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -764,10 +793,12 @@ class FsRuntimeStore:
                 if self._broken is None:
                     if self.fsync != "never":
                         self._fsync_log()
+                        self._flushed(self._written)
                     self._checkpoint_now()
             except (OSError, RuntimeUnavailableError) as exc:
                 logger.warning("closing the store at %s: %s", self.layout.root, exc)
             finally:
+                self._flushed(0)  # a commit still waiting (the fsync failed) gets its answer
                 self._fds.close()
                 self._unlock()
 
