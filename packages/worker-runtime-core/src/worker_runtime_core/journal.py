@@ -113,6 +113,27 @@ class Journal:
                 self._next_id = self._store.committed_id + 1
                 self._failed = False
 
+    def append_now(self, batch: Batch) -> None:
+        """`submit` without a coroutine, for a store whose writes never suspend (`suspends` is False).
+
+        Raises:
+            RuntimeUnavailableError: the store refused it (nothing of it became visible).
+        """
+        assert self._append is not None
+        try:
+            self._append(batch)
+        except Exception as exc:
+            if isinstance(exc, RuntimeUnavailableError):
+                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+            else:
+                logger.exception("the store failed to write event %d", batch.event.id)
+            self._next_id = self._store.committed_id + 1  # nothing else is in flight: resynchronise at once
+            raise RuntimeUnavailableError(STORE_CANNOT_WRITE) from exc
+        if self._signal is not None:
+            self.notify()
+        if self._writable is not None:
+            self.wake_writers()
+
     def notify(self) -> None:
         """Wake every long-polling reader."""
         signal = self._signal

@@ -437,7 +437,11 @@ class Runtime:
         )
         self._creating += 1
         try:
-            await self._commit(wid, Batch(event=event, worker=record))
+            batch = Batch(event=event, worker=record)
+            if self._journal.suspends:
+                await self._commit(wid, batch)
+            else:
+                self._journal.append_now(batch)
         finally:
             self._creating -= 1
         self._workers[wid] = record
@@ -506,7 +510,11 @@ class Runtime:
         if record.status != "stopped" or wid in self._stopping:
             raise WorkerNotStoppedError(f"worker {wid!r} is {record.status}; stop it first")
         event = self._journal.event("worker_deleted", wid, None, EMPTY_DATA)
-        await self._commit(wid, Batch(event=event, delete_worker=True))
+        batch = Batch(event=event, delete_worker=True)
+        if self._journal.suspends:
+            await self._commit(wid, batch)
+        else:
+            self._journal.append_now(batch)
         del self._workers[wid]
         self._unlisted.add(wid)
         self._order_dirty = True
@@ -611,7 +619,10 @@ class Runtime:
             input_key=key,
         )
         try:
-            await self._commit(wid, batch)
+            if self._journal.suspends:
+                await self._commit(wid, batch)
+            else:
+                self._journal.append_now(batch)
         except BaseException:
             if key is not None:
                 self._forget_key(wid, key.input_id)  # a repeat waiting for this call decides again
@@ -652,7 +663,9 @@ class Runtime:
             OperationTimeoutError: `timeout` seconds passed first (the run goes on).
             RunNotFoundError, InvalidWorkerIdError, WorkerNotFoundError.
         """
-        record = await self._settled_worker(worker_id)
+        record = self._worker(worker_id)
+        if self._changing:
+            record = await self._settled_worker(worker_id)
         active = self._active.get(record.worker_id)
         if active is not None and active.record.run_id == run_id:
             if timeout is None:
@@ -753,7 +766,11 @@ class Runtime:
                     raise RuntimeUnavailableError(f"the Runtime stopped before worker {wid!r} could stop")
                 event = self._journal.event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
                 staged = _replace(record, status="stopped", updated_at=event.created_at, last_event_id=event.id)
-                await self._commit(wid, Batch(event=event, worker=staged))
+                batch = Batch(event=event, worker=staged)
+                if self._journal.suspends:
+                    await self._commit(wid, batch)
+                else:
+                    self._journal.append_now(batch)
                 self._set_status(record, "stopped")
                 record.updated_at = event.created_at
                 record.last_event_id = event.id
@@ -972,7 +989,11 @@ class Runtime:
                 updated_at=clock,
             )
             try:
-                await self._commit(wid, Batch(event=event, worker=staged, ended_run=final))
+                batch = Batch(event=event, worker=staged, ended_run=final)
+                if self._journal.suspends:
+                    await self._commit(wid, batch)
+                else:
+                    self._journal.append_now(batch)
                 break
             except WorkerRuntimeError as exc:
                 if backoff == _RETRY_FIRST_S:
@@ -1039,7 +1060,11 @@ class Runtime:
             event_id=event.id,
         )
         staged = _replace(record, transcript_len=sequence + 1, last_event_id=event.id, updated_at=event.created_at)
-        await self._commit(record.worker_id, Batch(event=event, worker=staged, entry=entry))
+        batch = Batch(event=event, worker=staged, entry=entry)
+        if self._journal.suspends:
+            await self._commit(record.worker_id, batch)
+        else:
+            self._journal.append_now(batch)
         record.transcript_len = sequence + 1
         record.last_event_id = event.id
         record.updated_at = event.created_at
@@ -1061,12 +1086,10 @@ class Runtime:
         return record
 
     async def _commit(self, wid: str, batch: Batch) -> None:
-        """Write one change of Worker `wid` through the journal. While it is in flight (a store that suspends),
-        other commands on that Worker wait for it; the caller applies the change once this returns."""
+        """Write one change of Worker `wid` through the journal, for a store that suspends (else the callers use
+        `Journal.append_now`). While it is in flight, other commands on that Worker wait for it; the caller applies
+        the change once this returns."""
         journal = self._journal
-        if not journal.suspends:
-            await journal.submit(batch)
-            return
         changing = self._changing.get(wid)
         while changing is not None:  # one change per Worker at a time (the callers already wait; this is a guard)
             await changing.wait()
