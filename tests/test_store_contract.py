@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from store_faults import FaultyStore
 
 from worker_runtime_core import (
     CursorExpiredError,
@@ -15,6 +16,7 @@ from worker_runtime_core import (
     RunNotFoundError,
     Runtime,
     RuntimeStore,
+    RuntimeUnavailableError,
 )
 from worker_runtime_store_fs import FsRuntimeStore
 
@@ -151,3 +153,47 @@ async def test_concurrent_inputs_on_many_workers_are_all_kept(rt: Runtime) -> No
         assert [e.content for e in items if e.role == "user"] == [f"{wid}-{n}" for n in range(5)]
     ids = [e.id for e in (await rt.read_events(limit=1000)).events]
     assert ids == list(range(1, len(ids) + 1))
+
+
+async def test_committed_id_is_the_newest_event_and_a_refused_write_leaves_it(make_store: StoreFactory) -> None:
+    store = FaultyStore(make_store(Limits()))
+    async with Runtime(store=store) as rt:
+        assert store.inner.committed_id == 1  # runtime_started
+        await rt.create_worker(worker_id="w")
+        newest = (await rt.read_events()).next_after
+        assert store.inner.committed_id == newest == 2
+        store.failing = True
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.send_input("w", "lost")
+        store.failing = False
+        assert store.inner.committed_id == newest
+        ack = await rt.send_input("w", "kept")
+        assert ack.event_id == newest + 1
+        await rt.wait_for_run("w", ack.run_id)
+
+
+async def test_a_failed_input_write_leaves_no_stop_waiting(make_store: StoreFactory) -> None:
+    store = FaultyStore(make_store(Limits()))
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        store.hold = True
+        stopped = []
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+
+                async def send() -> None:
+                    with pytest.raises(RuntimeUnavailableError):
+                        await rt.send_input("w", "lost")
+
+                async def stop() -> None:
+                    stopped.append(await rt.stop_worker("w"))
+
+                tg.start_soon(send)
+                await store.wait_held(1)
+                tg.start_soon(stop)
+                await anyio.wait_all_tasks_blocked()
+                store.hold = False
+                store.fail_ids.add(store.held[0].batch.event.id)
+                store.release_all()
+        assert stopped[0].status == "stopped" and stopped[0].cancelled_run_id is None
+        assert (await rt.get_worker("w")).transcript_len == 0

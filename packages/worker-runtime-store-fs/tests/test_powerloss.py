@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from powerloss import PowerLoss
 
-from worker_runtime_core import Runtime, WorkerNotFoundError, WorkerRuntimeError
+from worker_runtime_core import Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
 from worker_runtime_store_fs import FsRuntimeStore
 
 # Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
 _SMALL = {"segment_bytes": 700, "checkpoint_every": 5}
 _TORN = ("warning", "torn_tail_repaired")
+
+
+async def _run_ends_or_power_goes(rt: Runtime, disk: PowerLoss, run_id: str) -> None:
+    """Wait for the run's end; once the power is off its end can never be written (the run stays `running`
+    until a restart marks it `interrupted`), so stop waiting then. Polls the power every 50 ms."""
+    while True:
+        with anyio.move_on_after(0.05):
+            await rt.wait_for_run("w", run_id)
+            return
+        if disk.off:
+            raise RuntimeUnavailableError("the power is off")
 
 
 async def _write_until_cut(
@@ -37,7 +49,7 @@ async def _write_until_cut(
                 for i in range(inputs):
                     ack = await rt.send_input("w", f"in-{i}", input_id=f"k{i}")
                     acked.append((f"in-{i}", ack.run_id))
-                    await rt.wait_for_run("w", ack.run_id)
+                    await _run_ends_or_power_goes(rt, disk, ack.run_id)
             except WorkerRuntimeError:
                 pass
     disk.power_cut()

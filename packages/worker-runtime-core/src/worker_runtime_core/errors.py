@@ -32,6 +32,7 @@ whether the same call can succeed later. Only the HTTP package knows status code
     ├── OperationTimeoutError         operation_timeout (retryable; also a TimeoutError)
     ├── StoreCorruptError             store_corrupt
     ├── InternalError                 internal_error
+    │   └── IllegalTransitionError    internal_error (a bug: a state change the lifecycle tables lack)
     └── ConfigError                   invalid_config (a bad profile or setting; never sent by a server)
 
 `EngineError` is what an engine raises to fail a run with its own code; it ends the run ``failed`` and never
@@ -43,6 +44,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "IllegalTransitionError",
     "CapacityExceededError",
     "ConfigError",
     "ConflictError",
@@ -297,6 +299,19 @@ class InternalError(WorkerRuntimeError):
     """An unexpected failure; the server logged the traceback."""
 
     code = "internal_error"
+
+
+class IllegalTransitionError(InternalError):
+    """A state change the lifecycle tables do not allow: a bug in the Runtime, never a caller's mistake."""
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        super().__init__(
+            f"{machine} in state {state!r} has no transition for {event!r}",
+            details={"machine": machine, "state": state, "event": event},
+        )
+        self.machine = machine
+        self.state = state
+        self.event = event
 
 
 class ConfigError(WorkerRuntimeError):

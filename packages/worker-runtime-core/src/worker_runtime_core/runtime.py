@@ -47,6 +47,7 @@ from .errors import (
     WorkerStoppedError,
 )
 from .ids import generate_id, invalid_id_message, is_valid_id
+from .journal import Journal
 from .models import (
     CapabilitiesInfo,
     Diagnostic,
@@ -91,10 +92,10 @@ _ROLES = frozenset({"user", "system", "assistant", "tool"})
 _INPUT_KINDS = frozenset({"user", "system"})
 _NO_EXTRA = WorkerExtra()
 _MAX_DIAGNOSTICS = 1000
-#: What a caller is told when the store fails a write; the cause (paths, OS errors) goes to the log only.
-_STORE_CANNOT_WRITE = "the store cannot write right now; retry later (the Runtime's log has the cause)"
 #: What a run's error says when its engine raised something other than `EngineError`.
 _ENGINE_FAILED = "the engine failed; see the Runtime's log"
+_RETRY_FIRST_S = 0.05  # a terminal event the store refused is retried after this (doubling) or once it writes again
+_RETRY_MAX_S = 1.0
 _AT_FIELD_RE = re.compile(r" - at `\$\.([^`]*)`$")
 
 
@@ -238,9 +239,7 @@ class Runtime:
         self._store: RuntimeStore = (
             store if store is not None else MemoryStore(event_retention=self.limits.event_retention)
         )
-        self._store_suspends = not isinstance(self._store, MemoryStore)
-        # The plain MemoryStore's write is synchronous underneath: called directly, a write costs no coroutine.
-        self._append = self._store.append if type(self._store) is MemoryStore else None
+        self._journal = Journal(self._store)
         self._profiles = ProfileTable(profiles or {}, discover_engines(engines), default_profile)
         self._requested_id = runtime_id
         self._requested_name = display_name
@@ -252,13 +251,15 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope_type: type[anyio.CancelScope] = anyio.CancelScope  # the event loop's own, once started
         self._started_at = 0.0
-        self._next_event_id = 1
-        self._writes_in_flight = 0
-        self._write_failed = False  # until the writes in flight settle after a failed one
-        self._last_written_id = 0
         self._workers: dict[str, WorkerRecord] = {}
+        # Worker ids with a change in flight (only with a store whose writes suspend): other commands on that
+        # Worker wait for it, then decide on committed state. A create reserves its id here.
+        self._changing: dict[str, anyio.Event] = {}
+        self._creating = 0  # creates in flight: they count toward max_workers
+        self._giving_up = False  # closing: a terminal event that still cannot be written is given up
         self._order: list[str] = []  # worker ids; sorted unless _order_dirty
         self._order_dirty = False
+        self._unlisted: set[str] = set()  # deleted ids still in _order (until the next sort drops them)
         self._counts: dict[str, int] = {"idle": 0, "busy": 0, "stopped": 0}
         self._active: dict[str, _ActiveRun] = {}
         self._stopping: dict[str, _Stop] = {}
@@ -266,7 +267,6 @@ class Runtime:
         self._key_expiry: deque[tuple[float, str, str]] = deque()
         self._corrupt: dict[str, tuple[str, int]] = {}
         self._diagnostics: deque[Diagnostic] = deque(maxlen=_MAX_DIAGNOSTICS)
-        self._event_signal: anyio.Event | None = None
         self._usage = [0, 0, 0]  # runs, input tokens, output tokens
         self._created_data: dict[str, WorkerCreatedData] = {}
 
@@ -302,8 +302,7 @@ class Runtime:
         state = await self._store.open(self._requested_id, self._requested_name)
         self.runtime_id = state.runtime_id
         self.display_name = self._requested_name or state.display_name or state.runtime_id
-        self._next_event_id = state.last_event_id + 1
-        self._last_written_id = state.last_event_id
+        self._journal.opened(state.last_event_id)
         self._corrupt = dict(state.corrupt)
         self._diagnostics.extend(state.diagnostics)
         for record in state.workers:
@@ -330,7 +329,7 @@ class Runtime:
         for record in state.workers:
             if record.active_run is not None:
                 await self._interrupt_on_start(record)
-        await self._log(self._event("runtime_started", None, None, RuntimeStartedData(__version__)))
+        await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest
@@ -346,10 +345,12 @@ class Runtime:
                 await self._closed_event.wait()
             return
         self._state = "stopping"
-        self._notify_events()
+        self._journal.notify()
         with anyio.CancelScope(shield=True):
+            while self._changing:  # an input in flight may still start its run: wait until it has
+                await next(iter(self._changing.values())).wait()
             try:
-                await self._log(self._event("runtime_stopping", None, None, EMPTY_DATA))
+                await self._log(self._journal.event("runtime_stopping", None, None, EMPTY_DATA))
             except WorkerRuntimeError:
                 logger.warning("could not log runtime_stopping", exc_info=True)
             if self._active and grace_s > 0:
@@ -358,6 +359,8 @@ class Runtime:
                         await self._wait_run(active)
             for active in list(self._active.values()):
                 self._request_end(active, "interrupted", "runtime stopping")
+            self._giving_up = True  # a terminal event that cannot be written now is left to recovery
+            self._journal.wake_writers()
             for active in list(self._active.values()):
                 await self._wait_run(active)
         # Every run has ended, so the task group exits at once. It is exited outside the shield above: a cancel
@@ -396,11 +399,15 @@ class Runtime:
         wid = req.worker_id
         if wid is None:
             wid = generate_id("w")
-            while wid in self._workers:  # pragma: no cover - 64 random bits
+            while wid in self._workers or wid in self._changing:  # pragma: no cover - 64 random bits
                 wid = generate_id("w")
-        elif wid in self._workers:
-            raise WorkerExistsError(f"worker {wid!r} exists", details={"worker_id": wid})
-        if len(self._workers) >= self.limits.max_workers:
+        else:
+            if self._changing and wid in self._changing:  # a create or delete of this id is in flight
+                await self._settle(wid)
+                self._require_running()
+            if wid in self._workers:
+                raise WorkerExistsError(f"worker {wid!r} exists", details={"worker_id": wid})
+        if len(self._workers) + self._creating >= self.limits.max_workers:
             raise CapacityExceededError(
                 f"this Runtime holds its maximum of {self.limits.max_workers} workers (stopped ones count)",
                 details={"max_workers": self.limits.max_workers},
@@ -416,7 +423,7 @@ class Runtime:
         data = self._created_data.get(profile.name)
         if data is None:  # one frozen instance per profile: 32 bytes less per Worker
             data = self._created_data[profile.name] = WorkerCreatedData(profile.name)
-        event = self._event("worker_created", wid, None, data)
+        event = self._journal.event("worker_created", wid, None, data)
         record = WorkerRecord(
             worker_id=wid,
             profile=profile.name,
@@ -428,14 +435,21 @@ class Runtime:
             extra=extra,
             last_event_id=event.id,
         )
-        self._workers[wid] = record  # reserve the id while the store writes
+        self._creating += 1
         try:
-            await self._write(Batch(event=event, worker=record))
-        except BaseException:
-            del self._workers[wid]
-            raise
-        self._order.append(wid)
-        self._order_dirty = True
+            batch = Batch(event=event, worker=record)
+            if self._journal.suspends:
+                await self._commit(wid, batch)
+            else:
+                self._journal.append_now(batch)
+        finally:
+            self._creating -= 1
+        self._workers[wid] = record
+        if wid in self._unlisted:  # deleted and re-created before the order was sorted: it is listed already
+            self._unlisted.discard(wid)
+        else:
+            self._order.append(wid)
+            self._order_dirty = True
         self._counts["idle"] += 1
         return self._detail(record)
 
@@ -489,11 +503,20 @@ class Runtime:
         record = self._worker(worker_id)
         self._require_running()
         wid = record.worker_id
+        if self._changing and wid in self._changing:  # decided on committed state: it may be gone by then
+            await self._settle(wid)
+            record = self._worker(wid)
+            self._require_running()
         if record.status != "stopped" or wid in self._stopping:
             raise WorkerNotStoppedError(f"worker {wid!r} is {record.status}; stop it first")
-        event = self._event("worker_deleted", wid, None, EMPTY_DATA)
-        await self._write(Batch(event=event, delete_worker=True))
+        event = self._journal.event("worker_deleted", wid, None, EMPTY_DATA)
+        batch = Batch(event=event, delete_worker=True)
+        if self._journal.suspends:
+            await self._commit(wid, batch)
+        else:
+            self._journal.append_now(batch)
         del self._workers[wid]
+        self._unlisted.add(wid)
         self._order_dirty = True
         self._counts["stopped"] -= 1
         self._keys.pop(wid, None)
@@ -533,12 +556,19 @@ class Runtime:
             raise InvalidInputError(invalid_id_message("input_id"), details={"field": "input_id"})
         self._require_running()
         record = self._worker(wid)
-        digest = b""
-        if input_id is not None:
-            digest = _digest(kind, content)
-            duplicate = await self._find_key(wid, input_id, digest)
-            if duplicate is not None:
-                return duplicate
+        digest = _digest(kind, content) if input_id is not None else b""
+        waited = False
+        while True:  # decided on committed state: wait out a change of this Worker in flight, then look again
+            if input_id is not None:
+                duplicate = await self._find_key(wid, input_id, digest)
+                if duplicate is not None:
+                    return duplicate
+            changing = self._changing.get(wid) if self._changing else None
+            if changing is None:
+                break
+            await self._bounded_wait(changing, f"a change to worker {wid!r}")
+            waited = True  # and look for a duplicate again: the change may have been its first call
+        if input_id is not None or waited:
             record = self._worker(wid)  # it may have gone while we waited
             self._require_running()
         if record.status == "stopped" or wid in self._stopping:
@@ -552,24 +582,19 @@ class Runtime:
         profile = self._profiles.get(record.profile)
         if profile is None:
             raise _unknown_profile(record.profile)
-        if self._write_failed:
-            raise _write_failed()
+        journal = self._journal
+        journal.check()
 
-        # Reserve the Worker before the first await: single flight holds from here.
-        event_id = self._next_event_id
-        self._next_event_id = event_id + 1
+        # Stage the change on a copy; readers see it once the store has it. Single flight holds: other commands
+        # on this Worker wait for the change in flight.
+        event_id = journal.take_id()
         clock = now()
         run_id = f"run-{event_id}"
         sequence = record.transcript_len
         run = RunRecord(run_id=run_id, input_sequence=sequence, started_at=clock)
-        active = _ActiveRun(record, run, profile, kind, content)
-        self._active[wid] = active
-        previous = (record.updated_at, record.last_event_id)
-        record.active_run = run
-        self._set_status(record, "busy")
-        record.transcript_len = sequence + 1
-        record.last_event_id = event_id
-        record.updated_at = clock
+        staged = _replace(
+            record, status="busy", active_run=run, transcript_len=sequence + 1, last_event_id=event_id, updated_at=clock
+        )
         key = None
         if input_id is not None:
             key = InputKeyRecord(
@@ -587,23 +612,28 @@ class Runtime:
             event=EventRecord(
                 event_id, "input_accepted", wid, run_id, clock, InputAcceptedData(sequence, input_id, kind)
             ),
-            worker=record,
+            worker=staged,
             entry=TranscriptRecord(
                 sequence=sequence, role=kind, content=content, run_id=run_id, created_at=clock, event_id=event_id
             ),
             input_key=key,
         )
         try:
-            await self._write(batch)
+            if self._journal.suspends:
+                await self._commit(wid, batch)
+            else:
+                self._journal.append_now(batch)
         except BaseException:
-            del self._active[wid]
-            record.active_run = None
-            self._set_status(record, "idle")
-            record.transcript_len = sequence
-            record.updated_at, record.last_event_id = previous
             if key is not None:
-                self._forget_key(wid, key.input_id)
+                self._forget_key(wid, key.input_id)  # a repeat waiting for this call decides again
             raise
+        self._set_status(record, "busy")
+        record.active_run = run
+        record.transcript_len = sequence + 1
+        record.last_event_id = event_id
+        record.updated_at = clock
+        active = _ActiveRun(record, run, profile, kind, content)
+        self._active[wid] = active
         if key is not None:
             self._remember_key(key, digest)
         self._spawn(active)
@@ -634,17 +664,21 @@ class Runtime:
             RunNotFoundError, InvalidWorkerIdError, WorkerNotFoundError.
         """
         record = self._worker(worker_id)
+        if self._changing:
+            record = await self._settled_worker(worker_id)
         active = self._active.get(record.worker_id)
         if active is not None and active.record.run_id == run_id:
             if timeout is None:
                 await self._wait_run(active)
-                return active.record.to_wire()
-            with anyio.move_on_after(timeout) as scope:
-                await self._wait_run(active)
-            if scope.cancelled_caught:
-                raise OperationTimeoutError(
-                    f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id}
-                )
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    await self._wait_run(active)
+                if scope.cancelled_caught:
+                    raise OperationTimeoutError(
+                        f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id}
+                    )
+            if active.record.status == "running":  # closing: its end could not be recorded
+                raise RuntimeUnavailableError(f"the Runtime stopped before the end of run {run_id} was recorded")
             return active.record.to_wire()
         run = await self._find_run(record, run_id)
         return run.to_wire()
@@ -664,7 +698,7 @@ class Runtime:
             if not (type(worker_id) is str and worker_id in self._workers):
                 _check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
             raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
-        record = self._worker(worker_id)
+        record = await self._settled_worker(worker_id)
         self._require_started()
         wid = record.worker_id
         active = self._active.get(wid)
@@ -697,13 +731,14 @@ class Runtime:
         """
         record = self._worker(worker_id)
         wid = record.worker_id
+        if wid not in self._stopping:
+            record = await self._settled_worker(wid)
         stop = self._stopping.get(wid)
         first = stop is None
         if stop is None:
             if record.status == "stopped":
                 return WorkerAck(worker_ref=self._ref(wid), status="stopped", cancelled_run_id=None, event_id=None)
-            if self._write_failed:
-                raise _write_failed()
+            self._journal.check()
             stop = self._stopping[wid] = _Stop()
             assert self._tg is not None
             self._tg.start_soon(self._stop, record, reason, stop)
@@ -726,17 +761,19 @@ class Runtime:
                     await self._wait_run(active)
                     if active.record.status == "cancelled":
                         cancelled = active.record.run_id
-                event = self._event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
-                previous = (record.status, record.updated_at, record.last_event_id)
+                await self._settle(wid)
+                if wid in self._active:  # closing: the run's end could not be recorded
+                    raise RuntimeUnavailableError(f"the Runtime stopped before worker {wid!r} could stop")
+                event = self._journal.event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
+                staged = _replace(record, status="stopped", updated_at=event.created_at, last_event_id=event.id)
+                batch = Batch(event=event, worker=staged)
+                if self._journal.suspends:
+                    await self._commit(wid, batch)
+                else:
+                    self._journal.append_now(batch)
                 self._set_status(record, "stopped")
                 record.updated_at = event.created_at
                 record.last_event_id = event.id
-                try:
-                    await self._write(Batch(event=event, worker=record))
-                except BaseException:
-                    self._set_status(record, previous[0])
-                    record.updated_at, record.last_event_id = previous[1], previous[2]
-                    raise
             stop.ack = WorkerAck(
                 worker_ref=self._ref(wid), status="stopped", cancelled_run_id=cancelled, event_id=event.id
             )
@@ -804,7 +841,7 @@ class Runtime:
             raise InvalidRequestError(
                 f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"}
             )
-        newest = self._next_event_id - 1  # ids in flight count: a reader may see one before its writer resumes
+        newest = self._journal.newest_id  # what the store holds: a reader may see one before its writer resumes
         if after > newest:
             raise InvalidRequestError(
                 f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
@@ -819,10 +856,7 @@ class Runtime:
                     remaining = deadline - anyio.current_time()
                     if remaining <= 0:
                         break
-                    if self._event_signal is None:
-                        self._event_signal = anyio.Event()
-                    with anyio.move_on_after(remaining):
-                        await self._event_signal.wait()
+                    await self._journal.wait_for_event(remaining)
                     records = await self._store.read_events(after, size + 1, worker_id)
         except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
             logger.error("the event log is corrupt: %s", exc.message)
@@ -928,7 +962,7 @@ class Runtime:
             else:
                 status = active.end_status
             active.decided = True
-            if self._store_suspends:
+            if self._journal.suspends:
                 with anyio.CancelScope(shield=True):
                     await self._end_run(active, status, error)
             else:
@@ -941,35 +975,69 @@ class Runtime:
                 if active.done is not None:
                     active.done.set()
 
-    async def _end_run(self, active: _ActiveRun, status: str, error: RunError | None) -> None:
+    async def _end_run(self, active: _ActiveRun, status: str, error: RunError | None, *, retry: bool = True) -> None:
+        """Record the run's one terminal status, then show it. A terminal event the store cannot write is retried
+        (as soon as the store writes again) until it is: meanwhile the run stays visibly ``running``. Only at
+        shutdown, or with `retry` False (start-up), is it given up: the run stays ``running`` on disk and recovery
+        marks it ``interrupted``."""
         record = active.worker
+        wid = record.worker_id
         run = active.record
-        clock = now()
-        run.status = status
-        run.ended_at = clock
-        run.error = error
-        record.active_run = None
-        record.last_run = run
-        record.runs += 1
-        self._usage[0] += 1
-        if run.usage is not None:
-            record.input_tokens += run.usage.input_tokens
-            record.output_tokens += run.usage.output_tokens
-            self._usage[1] += run.usage.input_tokens
-            self._usage[2] += run.usage.output_tokens
+        usage = run.usage
+        reason = active.reason if status == "cancelled" else None
+        journal = self._journal
+        backoff = _RETRY_FIRST_S
+        while True:
+            clock = now()
+            final = _replace(run, status=status, ended_at=clock, error=error)
+            event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
+            staged = _replace(
+                record,
+                status="idle",
+                active_run=None,
+                last_run=final,
+                runs=record.runs + 1,
+                input_tokens=record.input_tokens + (usage.input_tokens if usage is not None else 0),
+                output_tokens=record.output_tokens + (usage.output_tokens if usage is not None else 0),
+                last_event_id=event.id,
+                updated_at=clock,
+            )
+            try:
+                batch = Batch(event=event, worker=staged, ended_run=final)
+                if self._journal.suspends:
+                    await self._commit(wid, batch)
+                else:
+                    self._journal.append_now(batch)
+                break
+            except WorkerRuntimeError as exc:
+                if backoff == _RETRY_FIRST_S:
+                    logger.error("could not record the end of run %s (retrying): %s", run.run_id, exc.message)
+                if self._giving_up or not retry:
+                    self._diagnose(
+                        "error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", record
+                    )
+                    active.finished = True  # it stays active: recovery marks it interrupted
+                    if active.done is not None:
+                        active.done.set()
+                    return
+                await journal.wait_writable(backoff)
+                backoff = min(backoff * 2, _RETRY_MAX_S)
         self._set_status(record, "idle")
-        del self._active[record.worker_id]
-        data = RunEndedData(run, active.reason if status == "cancelled" else None)
-        event = self._event("run_" + status, record.worker_id, run.run_id, data)
+        record.active_run = None
+        record.last_run = final
+        record.runs = staged.runs
+        record.input_tokens = staged.input_tokens
+        record.output_tokens = staged.output_tokens
         record.last_event_id = event.id
         record.updated_at = clock
-        try:
-            await self._write(Batch(event=event, worker=record, ended_run=run))
-        except WorkerRuntimeError as exc:
-            logger.error("could not record the end of run %s: %s", run.run_id, exc.message)
-            self._diagnose("error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", record)
-        else:
-            active.end_event_id = event.id
+        totals = self._usage
+        totals[0] += 1
+        if usage is not None:
+            totals[1] += usage.input_tokens
+            totals[2] += usage.output_tokens
+        del self._active[wid]
+        active.record = final
+        active.end_event_id = event.id
         if error is not None:
             self._diagnose("error", error.code, f"run {run.run_id} failed: {error.message}", record)
         active.finished = True
@@ -983,7 +1051,9 @@ class Runtime:
         self._active[record.worker_id] = active
         self._set_status(record, "busy")
         active.decided = True
-        await self._end_run(active, "interrupted", None)
+        await self._end_run(active, "interrupted", None, retry=False)
+        if not active.finished or record.active_run is not None:
+            self._active.pop(record.worker_id, None)
 
     async def _append_output(self, active: _ActiveRun, role: str, content: str) -> int:
         if role not in _ROLES:
@@ -992,13 +1062,9 @@ class Runtime:
             raise TypeError(f"content must be a str, not {type(content).__name__}")
         record = active.worker
         sequence = record.transcript_len
-        event = self._event(
+        event = self._journal.event(
             "transcript_appended", record.worker_id, active.record.run_id, TranscriptAppendedData(sequence, role)
         )
-        previous = (record.updated_at, record.last_event_id)
-        record.transcript_len = sequence + 1
-        record.last_event_id = event.id
-        record.updated_at = event.created_at
         entry = TranscriptRecord(
             sequence=sequence,
             role=role,
@@ -1007,13 +1073,47 @@ class Runtime:
             created_at=event.created_at,
             event_id=event.id,
         )
-        try:
-            await self._write(Batch(event=event, worker=record, entry=entry))
-        except BaseException:
-            record.transcript_len = sequence
-            record.updated_at, record.last_event_id = previous
-            raise
+        staged = _replace(record, transcript_len=sequence + 1, last_event_id=event.id, updated_at=event.created_at)
+        batch = Batch(event=event, worker=staged, entry=entry)
+        if self._journal.suspends:
+            await self._commit(record.worker_id, batch)
+        else:
+            self._journal.append_now(batch)
+        record.transcript_len = sequence + 1
+        record.last_event_id = event.id
+        record.updated_at = event.created_at
         return sequence
+
+    async def _settle(self, wid: str) -> None:
+        """Wait until no change to Worker `wid` is in flight (each wait bounded by `operation_timeout_s`)."""
+        changing = self._changing.get(wid)
+        while changing is not None:
+            await self._bounded_wait(changing, f"a change to worker {wid!r}")
+            changing = self._changing.get(wid)
+
+    async def _settled_worker(self, worker_id: str) -> WorkerRecord:
+        """`_worker`, decided on committed state: a change of it in flight is waited for first."""
+        record = self._worker(worker_id)
+        if self._changing and record.worker_id in self._changing:
+            await self._settle(record.worker_id)
+            record = self._worker(record.worker_id)
+        return record
+
+    async def _commit(self, wid: str, batch: Batch) -> None:
+        """Write one change of Worker `wid` through the journal, for a store that suspends (else the callers use
+        `Journal.append_now`). While it is in flight, other commands on that Worker wait for it; the caller applies
+        the change once this returns."""
+        journal = self._journal
+        changing = self._changing.get(wid)
+        while changing is not None:  # one change per Worker at a time (the callers already wait; this is a guard)
+            await changing.wait()
+            changing = self._changing.get(wid)
+        marker = self._changing[wid] = anyio.Event()
+        try:
+            await journal.submit(batch)
+        finally:
+            del self._changing[wid]
+            marker.set()
 
     async def _bounded_wait(self, event: anyio.Event, what: str) -> None:
         """Wait for `event` at most `operation_timeout_s`; past it raise `OperationTimeoutError` (work goes on)."""
@@ -1122,51 +1222,8 @@ class Runtime:
 
     # --- internals: plumbing ---------------------------------------------------------------------------------
 
-    def _event(self, kind: str, worker_id: str | None, run_id: str | None, data: Any) -> EventRecord:
-        event_id = self._next_event_id
-        self._next_event_id = event_id + 1
-        return EventRecord(event_id, kind, worker_id, run_id, now(), data)
-
     async def _log(self, event: EventRecord) -> None:
-        await self._write(Batch(event=event))
-
-    async def _write(self, batch: Batch) -> None:
-        """Hand one batch to the store. An event id is taken and its batch submitted in one synchronous step, and
-        a store fails every batch queued behind a failed one; so once no write is in flight, the next id restarts
-        right after the last one written and the log has no gap."""
-        if self._write_failed:
-            raise RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
-        self._writes_in_flight += 1
-        try:
-            if self._append is not None:
-                self._append(batch)
-            elif self._store_suspends:
-                with anyio.CancelScope(shield=True):
-                    await self._store.write(batch)
-            else:
-                await self._store.write(batch)
-        except Exception as exc:
-            self._write_failed = True
-            if isinstance(exc, RuntimeUnavailableError):  # the store's own words may name its files: log them
-                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
-            else:
-                logger.exception("the store failed to write event %d", batch.event.id)
-            raise RuntimeUnavailableError(_STORE_CANNOT_WRITE) from exc
-        else:
-            self._last_written_id = batch.event.id
-            if self._event_signal is not None:
-                self._notify_events()
-        finally:
-            self._writes_in_flight -= 1
-            if self._write_failed and not self._writes_in_flight:
-                self._next_event_id = self._last_written_id + 1
-                self._write_failed = False
-
-    def _notify_events(self) -> None:
-        signal = self._event_signal
-        if signal is not None:
-            self._event_signal = None
-            signal.set()
+        await self._journal.submit(Batch(event=event))
 
     def _set_status(self, record: WorkerRecord, status: str) -> None:
         counts = self._counts
@@ -1246,9 +1303,10 @@ class Runtime:
 
     def _sorted_ids(self) -> list[str]:
         if self._order_dirty:
-            workers = self._workers
-            if len(self._order) != len(workers):
-                self._order = [wid for wid in self._order if wid in workers]
+            if self._unlisted:
+                unlisted = self._unlisted
+                self._order = [wid for wid in self._order if wid not in unlisted]
+                self._unlisted = set()
             self._order.sort()  # a sorted run plus a short tail: Timsort merges it in linear time
             self._order_dirty = False
         return self._order
@@ -1321,8 +1379,9 @@ def _corrupt_error(worker_id: str, damage: tuple[str, int]) -> StoreCorruptError
     )
 
 
-def _write_failed() -> RuntimeUnavailableError:
-    return RuntimeUnavailableError("the store failed a write; retry when the writes in flight have settled")
+def _replace(record: Any, **changes: Any) -> Any:
+    """A staged copy of a record with `changes`: what the store writes before the live record changes."""
+    return msgspec.structs.replace(record, **changes)
 
 
 def _create_request(request: CreateWorkerRequest | None, fields: dict[str, Any]) -> CreateWorkerRequest:

@@ -24,6 +24,7 @@ from worker_runtime_core import (
     ForbiddenHostError,
     ForbiddenOriginError,
     IdempotencyConflictError,
+    IllegalTransitionError,
     InternalError,
     InvalidInputError,
     InvalidJsonError,
@@ -83,6 +84,7 @@ STATUS_BY_ERROR: Mapping[type[WorkerRuntimeError], int] = {
     UnknownProfileError: 422,
     UnsupportedCapabilityError: 422,
     InternalError: 500,
+    IllegalTransitionError: 500,
     StoreCorruptError: 500,
     ConfigError: 500,  # never sent as such: `error_reply` answers `internal_error` (see there)
     WorkerRuntimeError: 500,

@@ -224,6 +224,11 @@ class FsRuntimeStore:
     def info(self) -> StoreInfo:
         return self._info
 
+    @property
+    def committed_id(self) -> int:
+        """The newest event id the log has taken (a failed write leaves it where it was)."""
+        return self._next_id - 1
+
     def _write(self, fd: int, data: bytes) -> None:
         self._os_write(fd, data)
 

@@ -64,6 +64,12 @@ class RuntimeStore(Protocol):
         """Kind, path and fsync policy, for the runtime summary."""
         ...
 
+    @property
+    def committed_id(self) -> int:
+        """The id of the newest event the store has taken (0 before any): after a failed write, the Runtime's next
+        event id is this plus one, so an id the store holds is never handed out again."""
+        ...
+
     async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
         """Open (or create) the store; a `runtime_id` that differs from the stored one is a `ConfigError`."""
         ...

@@ -35,10 +35,15 @@ class MemoryStore:
         self._transcripts: dict[str, list[TranscriptRecord]] = {}
         self._runs: dict[str, dict[str, RunRecord]] = {}
         self._opened = False
+        self._committed = 0
 
     @property
     def info(self) -> StoreInfo:
         return _INFO
+
+    @property
+    def committed_id(self) -> int:
+        return self._committed
 
     async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
         if self._opened:
@@ -56,6 +61,7 @@ class MemoryStore:
         """`write` without the coroutine: it never suspends (the Runtime calls it directly)."""
         event = batch.event
         self._events.append(event)
+        self._committed = event.id
         wid = event.worker_id
         if wid is not None:
             ids = self._by_worker.get(wid)

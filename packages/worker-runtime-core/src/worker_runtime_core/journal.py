@@ -1,0 +1,173 @@
+"""The journal: every state change goes to the store through here, and is shown only once the store confirms it.
+
+A caller stages a change (one `Batch`: the event plus the Worker's new state, built on a copy), submits it, and
+applies it to what readers see only after `submit` returns. The journal hands out event ids; when a write fails
+it refuses new writes until the writes in flight have settled (a store fails every batch queued behind a failed
+one), then takes the next id from the store's committed id, so an id the store holds is never handed out again
+and the log has no gap. Long-polling readers are woken after each confirmed write, and a caller whose write was
+refused can wait for the store to write again (`wait_writable`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._times import now
+from .errors import RuntimeUnavailableError
+from .records import EventRecord
+from .stores.base import Batch, RuntimeStore
+
+__all__ = ["Journal", "STORE_CANNOT_WRITE"]
+
+logger = logging.getLogger("worker_runtime_core")
+
+#: What a caller is told when the store fails a write; the cause (paths, OS errors) goes to the log only.
+STORE_CANNOT_WRITE = "the store cannot write right now; retry later (the Runtime's log has the cause)"
+_SETTLING = "the store failed a write; retry when the writes in flight have settled"
+
+
+class Journal:
+    """Event ids and the one door to the store's `write`.
+
+    A store that offers a synchronous ``append(batch)`` beside its `write` (its writes never suspend, like
+    `MemoryStore`) is called without a coroutine, unless a subclass overrode `write` alone; any other store's
+    write is shielded, so a cancelled caller never leaves a batch half-written.
+    """
+
+    __slots__ = ("_append", "_failed", "_in_flight", "_next_id", "_signal", "_store", "_writable", "suspends")
+
+    def __init__(self, store: RuntimeStore) -> None:
+        self._store = store
+        self._append: Callable[[Batch], None] | None = _sync_append(store)
+        #: Whether a write may suspend; when False, staging and submitting is one synchronous step.
+        self.suspends = self._append is None
+        self._next_id = 1
+        self._in_flight = 0
+        self._failed = False  # until the writes in flight settle after a failed one
+        self._signal: anyio.Event | None = None  # long-polling readers
+        self._writable: anyio.Event | None = None  # callers waiting for the store to write again
+
+    def opened(self, last_event_id: int) -> None:
+        """Continue after the newest id of the opened store."""
+        self._next_id = last_event_id + 1
+
+    @property
+    def newest_id(self) -> int:
+        """The newest event id the store holds: what a reader may have been given."""
+        return self._store.committed_id
+
+    @property
+    def refusing(self) -> bool:
+        """True while a failed write has not settled: a new change would be refused."""
+        return self._failed
+
+    def check(self) -> None:
+        """Raise `RuntimeUnavailableError` while a failed write has not settled."""
+        if self._failed:
+            raise RuntimeUnavailableError(_SETTLING)
+
+    def take_id(self) -> int:
+        event_id = self._next_id
+        self._next_id = event_id + 1
+        return event_id
+
+    def event(self, kind: str, worker_id: str | None, run_id: str | None, data: Any) -> EventRecord:
+        """A new event with the next id and the current time (staged: nothing is written yet)."""
+        return EventRecord(self.take_id(), kind, worker_id, run_id, now(), data)
+
+    async def submit(self, batch: Batch) -> None:
+        """Hand one batch to the store; returns once it is durable.
+
+        Raises:
+            RuntimeUnavailableError: the store refused it (nothing of it became visible), or a failed write has
+                not settled yet.
+        """
+        if self._failed:
+            raise RuntimeUnavailableError(_SETTLING)
+        self._in_flight += 1
+        try:
+            if self._append is not None:
+                self._append(batch)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self._store.write(batch)
+        except Exception as exc:
+            self._failed = True
+            if isinstance(exc, RuntimeUnavailableError):  # the store's own words may name its files: log them
+                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+            else:
+                logger.exception("the store failed to write event %d", batch.event.id)
+            raise RuntimeUnavailableError(STORE_CANNOT_WRITE) from exc
+        else:
+            if self._signal is not None:
+                self.notify()
+            if self._writable is not None:
+                self.wake_writers()
+        finally:
+            self._in_flight -= 1
+            if self._failed and not self._in_flight:
+                self._next_id = self._store.committed_id + 1
+                self._failed = False
+
+    def append_now(self, batch: Batch) -> None:
+        """`submit` without a coroutine, for a store whose writes never suspend (`suspends` is False).
+
+        Raises:
+            RuntimeUnavailableError: the store refused it (nothing of it became visible).
+        """
+        assert self._append is not None
+        try:
+            self._append(batch)
+        except Exception as exc:
+            if isinstance(exc, RuntimeUnavailableError):
+                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+            else:
+                logger.exception("the store failed to write event %d", batch.event.id)
+            self._next_id = self._store.committed_id + 1  # nothing else is in flight: resynchronise at once
+            raise RuntimeUnavailableError(STORE_CANNOT_WRITE) from exc
+        if self._signal is not None:
+            self.notify()
+        if self._writable is not None:
+            self.wake_writers()
+
+    def notify(self) -> None:
+        """Wake every long-polling reader."""
+        signal = self._signal
+        if signal is not None:
+            self._signal = None
+            signal.set()
+
+    async def wait_for_event(self, seconds: float) -> None:
+        """Wait until the next confirmed write (or `notify`), at most `seconds`."""
+        if self._signal is None:
+            self._signal = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._signal.wait()
+
+    def wake_writers(self) -> None:
+        """Wake every `wait_writable` caller now (to try once more, at shutdown)."""
+        if self._writable is not None:
+            self._writable.set()
+            self._writable = None
+
+    async def wait_writable(self, seconds: float) -> None:
+        """Wait until some write is confirmed, at most `seconds` (then the caller tries again by itself)."""
+        if self._writable is None:
+            self._writable = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._writable.wait()
+
+
+def _sync_append(store: RuntimeStore) -> Callable[[Batch], None] | None:
+    """The store's optional synchronous ``append``, if the class that defines it also defines its `write` (a
+    subclass that overrides only `write`, to inject faults say, is written through `write`)."""
+    append = getattr(store, "append", None)
+    if not callable(append):
+        return None
+    mro = type(store).__mro__
+    owner = {name: next((c for c in mro if name in vars(c)), None) for name in ("append", "write")}
+    return append if owner["append"] is owner["write"] else None

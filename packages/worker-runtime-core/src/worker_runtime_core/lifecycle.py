@@ -1,0 +1,135 @@
+"""The lifecycles of a Worker and of a run: every state, every event and every allowed transition, in two tables.
+
+Everything that decides what state a Worker or a run moves to lives here, as tables; nothing here does I/O, reads
+a clock or starts a task (the Runtime drives it, the journal and the engines live around it). A transition that is
+not in a table is a bug and raises `IllegalTransitionError` naming the machine, the state and the event; a command
+that changes nothing (a cancel with nothing running, a repeated stop) is not a transition and never reaches here.
+
+The states name what is in flight, not only what is committed: a change is written first and shown after, so
+between the two a Worker is ``accepting`` (an input's write is in flight), ``stopping`` (its run is being ended and
+``worker_stopped`` written) or ``deleting``. Readers see the committed status, kept in the Worker's record; a
+command that arrives in an in-flight state waits for the write to be confirmed (``*_committed``) or refused
+(``*_refused``) and is then decided on the committed state.
+
+Worker::
+
+    idle ──accept──▶ accepting ──accept_committed──▶ running ──run_ended──▶ idle
+      ▲                  │                              │
+      └──accept_refused──┘                            stop
+    idle ──stop──▶ stopping ◀───────────────────────────┘   (stopping ──run_ended──▶ stopping)
+    stopping ──stop_committed──▶ stopped ──delete──▶ deleting ──delete_committed──▶ deleted
+    stopping ──stop_refused──▶ idle        deleting ──delete_refused──▶ stopped
+
+Run::
+
+    running ──end──▶ ending ──end_committed──▶ ended
+                       ├──end_refused──▶ ending   (retried until written)
+                       └──abandon──▶ abandoned    (shutdown: recovery marks it interrupted)
+
+Growing: queued runs add a run state ``queued`` (``queue`` / ``start``) and a Worker event that accepts input
+while ``running``; runs waiting for an answer add ``waiting`` (``ask`` / ``answer``) to the run table only. Each
+adds rows and events without changing the existing ones; `tests/test_lifecycle.py` checks every pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, Literal, get_args
+
+from .errors import IllegalTransitionError
+
+__all__ = [
+    "RUN_EVENTS",
+    "RUN_STATES",
+    "RUN_TRANSITIONS",
+    "WORKER_EVENTS",
+    "WORKER_STATES",
+    "WORKER_TRANSITIONS",
+    "RunEvent",
+    "RunState",
+    "WorkerEvent",
+    "WorkerState",
+    "next_run_state",
+    "next_worker_state",
+]
+
+WorkerState = Literal["idle", "accepting", "running", "stopping", "stopped", "deleting", "deleted"]
+WorkerEvent = Literal[
+    "accept",  # an input passed every check; its write is in flight
+    "accept_committed",  # the store has the input: its run starts
+    "accept_refused",  # the store refused it: nothing happened
+    "run_ended",  # the run's terminal event is committed
+    "stop",  # a stop begins (the active run, if any, is being ended)
+    "stop_committed",  # worker_stopped is committed
+    "stop_refused",  # the store refused worker_stopped (the run, if any, has ended)
+    "delete",  # a delete passed its checks; its write is in flight
+    "delete_committed",
+    "delete_refused",
+]
+RunState = Literal["running", "ending", "ended", "abandoned"]
+RunEvent = Literal[
+    "end",  # the terminal status is decided and its event staged
+    "end_committed",  # the store has the terminal event
+    "end_refused",  # the store refused it: it is retried
+    "abandon",  # shutdown gave up on writing it: on disk the run stays running
+]
+
+
+def _frozen(table: dict[str, dict[str, str]]) -> Mapping[str, Mapping[str, str]]:
+    return MappingProxyType({state: MappingProxyType(row) for state, row in table.items()})
+
+
+#: ``WORKER_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
+WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
+    {
+        "idle": {"accept": "accepting", "stop": "stopping"},
+        "accepting": {"accept_committed": "running", "accept_refused": "idle"},
+        "running": {"run_ended": "idle", "stop": "stopping"},
+        "stopping": {"run_ended": "stopping", "stop_committed": "stopped", "stop_refused": "idle"},
+        "stopped": {"delete": "deleting"},
+        "deleting": {"delete_committed": "deleted", "delete_refused": "stopped"},
+        "deleted": {},
+    }
+)
+
+#: ``RUN_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
+RUN_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
+    {
+        "running": {"end": "ending"},
+        "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned"},
+        "ended": {},
+        "abandoned": {},
+    }
+)
+
+WORKER_STATES: Final[tuple[str, ...]] = tuple(WORKER_TRANSITIONS)
+WORKER_EVENTS: Final[tuple[str, ...]] = get_args(WorkerEvent)
+RUN_STATES: Final[tuple[str, ...]] = tuple(RUN_TRANSITIONS)
+RUN_EVENTS: Final[tuple[str, ...]] = get_args(RunEvent)
+
+
+def next_worker_state(state: str, event: str) -> WorkerState:
+    """The state a Worker in `state` moves to on `event`.
+
+    Raises:
+        IllegalTransitionError: the table has no such transition (a bug in the caller).
+    """
+    row = WORKER_TRANSITIONS.get(state)
+    target = row.get(event) if row is not None else None
+    if target is None:
+        raise IllegalTransitionError("worker", state, event)
+    return target  # type: ignore[return-value]  # the table holds WorkerState values only
+
+
+def next_run_state(state: str, event: str) -> RunState:
+    """The state a run in `state` moves to on `event`.
+
+    Raises:
+        IllegalTransitionError: the table has no such transition (a bug in the caller).
+    """
+    row = RUN_TRANSITIONS.get(state)
+    target = row.get(event) if row is not None else None
+    if target is None:
+        raise IllegalTransitionError("run", state, event)
+    return target  # type: ignore[return-value]  # the table holds RunState values only

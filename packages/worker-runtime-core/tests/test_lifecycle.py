@@ -1,0 +1,97 @@
+"""The lifecycle tables: every (state, event) pair either is a listed transition or raises, naming both."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_runtime_core.errors import IllegalTransitionError, InternalError
+from worker_runtime_core.lifecycle import (
+    RUN_EVENTS,
+    RUN_STATES,
+    RUN_TRANSITIONS,
+    WORKER_EVENTS,
+    WORKER_STATES,
+    WORKER_TRANSITIONS,
+    next_run_state,
+    next_worker_state,
+)
+
+WORKER_EXPECTED = {
+    ("idle", "accept"): "accepting",
+    ("idle", "stop"): "stopping",
+    ("accepting", "accept_committed"): "running",
+    ("accepting", "accept_refused"): "idle",
+    ("running", "run_ended"): "idle",
+    ("running", "stop"): "stopping",
+    ("stopping", "run_ended"): "stopping",
+    ("stopping", "stop_committed"): "stopped",
+    ("stopping", "stop_refused"): "idle",
+    ("stopped", "delete"): "deleting",
+    ("deleting", "delete_committed"): "deleted",
+    ("deleting", "delete_refused"): "stopped",
+}
+RUN_EXPECTED = {
+    ("running", "end"): "ending",
+    ("ending", "end_committed"): "ended",
+    ("ending", "end_refused"): "ending",
+    ("ending", "abandon"): "abandoned",
+}
+WORKER_PAIRS = [(s, e) for s in WORKER_STATES for e in WORKER_EVENTS]
+RUN_PAIRS = [(s, e) for s in RUN_STATES for e in RUN_EVENTS]
+
+
+@pytest.mark.parametrize(("state", "event"), WORKER_PAIRS)
+def test_every_worker_state_and_event_is_a_listed_transition_or_an_error(state: str, event: str) -> None:
+    expected = WORKER_EXPECTED.get((state, event))
+    if expected is not None:
+        assert next_worker_state(state, event) == expected
+    else:
+        with pytest.raises(IllegalTransitionError) as info:
+            next_worker_state(state, event)
+        assert (info.value.machine, info.value.state, info.value.event) == ("worker", state, event)
+        assert repr(state) in info.value.message and repr(event) in info.value.message
+
+
+@pytest.mark.parametrize(("state", "event"), RUN_PAIRS)
+def test_every_run_state_and_event_is_a_listed_transition_or_an_error(state: str, event: str) -> None:
+    expected = RUN_EXPECTED.get((state, event))
+    if expected is not None:
+        assert next_run_state(state, event) == expected
+    else:
+        with pytest.raises(IllegalTransitionError) as info:
+            next_run_state(state, event)
+        assert info.value.details == {"machine": "run", "state": state, "event": event}
+
+
+def test_the_tables_hold_exactly_the_expected_transitions_and_known_names_only() -> None:
+    worker = {(s, e): t for s, row in WORKER_TRANSITIONS.items() for e, t in row.items()}
+    run = {(s, e): t for s, row in RUN_TRANSITIONS.items() for e, t in row.items()}
+    assert worker == WORKER_EXPECTED and run == RUN_EXPECTED
+    assert set(worker.values()) <= set(WORKER_STATES) and {e for _, e in worker} <= set(WORKER_EVENTS)
+    assert set(run.values()) <= set(RUN_STATES) and {e for _, e in run} <= set(RUN_EVENTS)
+
+
+def test_an_unknown_state_is_an_illegal_transition_too() -> None:
+    with pytest.raises(IllegalTransitionError):
+        next_worker_state("paused", "accept")
+
+
+def test_every_worker_state_is_reachable_from_idle_and_only_deleted_is_final() -> None:
+    seen, frontier = {"idle"}, ["idle"]
+    while frontier:
+        for target in WORKER_TRANSITIONS[frontier.pop()].values():
+            if target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    assert seen == set(WORKER_STATES)
+    assert [s for s in WORKER_STATES if not WORKER_TRANSITIONS[s]] == ["deleted"]
+
+
+def test_an_illegal_transition_is_an_internal_error_on_the_wire() -> None:
+    assert issubclass(IllegalTransitionError, InternalError)
+    assert IllegalTransitionError("worker", "idle", "delete").code == "internal_error"
+
+
+def test_the_tables_cannot_be_changed_at_run_time() -> None:
+    with pytest.raises(TypeError):
+        WORKER_TRANSITIONS["idle"]["delete"] = "deleted"  # type: ignore[index]

@@ -1,0 +1,312 @@
+"""A hypothesis state machine drives a Runtime over a store that suspends and fails on command.
+
+It starts with two Workers; rules create, feed (with and without `input_id`), cancel, stop and delete them, one
+write failing when the rule says so, and run an input concurrently with a second command while its write is held
+(then failed or let through). After every step the Runtime must agree with its own event log replayed by a plain
+model: ids 1..n with no gap and none served twice, exactly one terminal event per accepted run, the listed Workers
+and their statuses, the counts (never negative), each Worker's transcript length and last event id. Every call has
+a bound: a call that does not answer within it is a hang, and fails the example.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from store_faults import FaultyStore
+
+from worker_runtime_core import (
+    Limits,
+    RunNotFoundError,
+    Runtime,
+    RuntimeUnavailableError,
+    WorkerBusyError,
+    WorkerExistsError,
+    WorkerNotFoundError,
+    WorkerNotStoppedError,
+    WorkerStoppedError,
+)
+
+BOUND = 5.0  # seconds; nothing here waits that long unless it hangs
+WIDS = st.sampled_from(["a", "b"])
+INPUT_IDS = st.sampled_from([None, "i1", "i2"])
+SECOND = st.sampled_from(["duplicate", "input", "stop", "cancel", "wait"])
+
+
+class RuntimeMachine(RuleBasedStateMachine):
+    portal: ClassVar[BlockingPortal]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = FaultyStore()
+        self.rt = Runtime(runtime_id="rt-s", store=self.store, limits=Limits(operation_timeout_s=BOUND / 2))
+        self.context = self.portal.wrap_async_context_manager(self.rt)
+        self.context.__enter__()
+        self.workers: dict[str, str] = {}  # the replayed log's Workers and statuses, as of the last step
+        self.keys: dict[tuple[str, str], str] = {}  # accepted (worker, input_id) -> run id
+        self.served: set[int] = set()  # event ids given in acks
+
+    def teardown(self) -> None:
+        self.store.hold = self.store.failing = False
+        self.store.release_all()
+        self.context.__exit__(None, None, None)
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        async def bounded() -> Any:
+            with anyio.fail_after(BOUND):
+                return await fn(*args, **kwargs)
+
+        return self.portal.call(bounded)
+
+    def serve(self, event_id: int | None) -> None:
+        if event_id is not None:
+            assert event_id not in self.served, f"event id {event_id} served twice"
+            self.served.add(event_id)
+
+    def accepted(self, wid: str, input_id: str | None, ack: Any) -> None:
+        assert not ack.duplicate
+        self.serve(ack.event_id)
+        if input_id is not None:
+            self.keys[(wid, input_id)] = ack.run_id
+
+    # --- rules -----------------------------------------------------------------------------------------------
+
+    @initialize()
+    def two_workers(self) -> None:
+        for wid in ("a", "b"):
+            self.serve(self.call(self.rt.create_worker, worker_id=wid).last_event_id)
+
+    @rule(wid=WIDS, fail=st.booleans())
+    def create(self, wid: str, fail: bool) -> None:
+        exists = wid in self.workers
+        self.store.failing = fail
+        try:
+            detail = self.call(self.rt.create_worker, worker_id=wid)
+        except WorkerExistsError:
+            assert exists
+        except RuntimeUnavailableError:
+            assert fail and not exists
+        else:
+            assert not exists and not fail
+            self.serve(detail.last_event_id)
+        finally:
+            self.store.failing = False
+
+    @rule(wid=WIDS, input_id=INPUT_IDS, fail=st.booleans())
+    def send(self, wid: str, input_id: str | None, fail: bool) -> None:
+        status = self.workers.get(wid)
+        first = self.keys.get((wid, input_id)) if input_id is not None else None
+        self.store.failing = fail
+        try:
+            ack = self.call(self.rt.send_input, wid, f"c-{input_id}", input_id=input_id)
+        except WorkerNotFoundError:
+            assert status is None
+            return
+        except WorkerStoppedError:
+            assert status == "stopped" and first is None
+            return
+        except RuntimeUnavailableError:
+            assert fail and status == "idle" and first is None
+            return
+        finally:
+            self.store.failing = False
+        if first is not None:
+            assert ack.duplicate and ack.run_id == first
+            return
+        assert status == "idle" and not fail
+        self.accepted(wid, input_id, ack)
+        assert self.call(self.rt.wait_for_run, wid, ack.run_id).status == "completed"
+
+    @rule(wid=WIDS)
+    def cancel(self, wid: str) -> None:
+        status = self.workers.get(wid)
+        try:
+            ack = self.call(self.rt.cancel_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+        else:
+            assert (ack.status, ack.cancelled_run_id, ack.event_id) == (status, None, None)
+
+    @rule(wid=WIDS, fail=st.booleans())
+    def stop(self, wid: str, fail: bool) -> None:
+        status = self.workers.get(wid)
+        self.store.failing = fail
+        try:
+            ack = self.call(self.rt.stop_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+        except RuntimeUnavailableError:
+            assert fail and status == "idle"
+        else:
+            assert ack.status == "stopped" and (status == "stopped") == (ack.event_id is None)
+            assert status == "stopped" or not fail
+            self.serve(ack.event_id)
+        finally:
+            self.store.failing = False
+
+    @rule(wid=WIDS, fail=st.booleans())
+    def delete(self, wid: str, fail: bool) -> None:
+        status = self.workers.get(wid)
+        self.store.failing = fail
+        try:
+            ack = self.call(self.rt.delete_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+        except WorkerNotStoppedError:
+            assert status == "idle"
+        except RuntimeUnavailableError:
+            assert fail and status == "stopped"
+        else:
+            assert status == "stopped" and not fail
+            self.serve(ack.event_id)
+            self.keys = {k: v for k, v in self.keys.items() if k[0] != wid}
+        finally:
+            self.store.failing = False
+
+    @rule(wid=WIDS, input_id=INPUT_IDS, second=SECOND, fail=st.booleans())
+    def input_in_flight(self, wid: str, input_id: str | None, second: str, fail: bool) -> None:
+        """An input whose write is held while a second command on the same Worker arrives; then the write fails
+        or goes through."""
+        if self.workers.get(wid) != "idle" or (input_id is not None and (wid, input_id) in self.keys):
+            return
+        store, rt = self.store, self.rt
+        outcomes: dict[str, Any] = {}
+
+        async def attempt(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                outcomes[name] = await call()
+            except Exception as exc:
+                outcomes[name] = exc
+
+        async def scenario() -> None:
+            store.hold = True
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(attempt, "first", lambda: rt.send_input(wid, f"c-{input_id}", input_id=input_id))
+                    await store.wait_held(1)
+                    [held] = store.held
+                    run_id = f"run-{held.batch.event.id}"
+                    if second == "duplicate":
+                        tg.start_soon(attempt, "second", lambda: rt.send_input(wid, f"c-{input_id}", input_id=input_id))
+                    elif second == "input":
+                        tg.start_soon(attempt, "second", lambda: rt.send_input(wid, "other"))
+                    elif second == "stop":
+                        tg.start_soon(attempt, "second", lambda: rt.stop_worker(wid))
+                    elif second == "cancel":
+                        tg.start_soon(attempt, "second", lambda: rt.cancel_worker(wid))
+                    else:
+                        tg.start_soon(attempt, "second", lambda: rt.wait_for_run(wid, run_id))
+                    await anyio.wait_all_tasks_blocked()
+                    assert store.held == [held]  # the second command waits for the first change
+                    store.hold = False
+                    if fail:
+                        store.fail_ids.add(held.batch.event.id)
+                    store.release_all()
+                runs = [a for a in outcomes.values() if hasattr(a, "run_id") and not getattr(a, "duplicate", True)]
+                for ack in runs:  # every run ends, whatever the second command did to it
+                    await rt.wait_for_run(wid, ack.run_id)
+
+        self.portal.call(scenario)
+        first, other = outcomes["first"], outcomes["second"]
+        if fail:
+            assert isinstance(first, RuntimeUnavailableError)
+        else:
+            self.accepted(wid, input_id, first)
+        if second == "duplicate":
+            if input_id is None or fail:  # a fresh input (the first never happened) or busy behind the first
+                assert isinstance(other, WorkerBusyError) or not other.duplicate
+                if not isinstance(other, WorkerBusyError):
+                    self.accepted(wid, input_id, other)
+            else:
+                assert other.duplicate and other.run_id == first.run_id
+        elif second == "input":
+            if isinstance(other, Exception):
+                assert isinstance(other, WorkerBusyError) and not fail
+            else:
+                self.accepted(wid, None, other)
+        elif second == "stop":
+            assert other.status == "stopped"
+            assert other.cancelled_run_id in ((None,) if fail else (None, first.run_id))
+            self.serve(other.event_id)
+        elif second == "cancel":
+            assert other.status == "idle" and (not fail or other.cancelled_run_id is None)
+        elif fail:
+            assert isinstance(other, RunNotFoundError)
+        else:
+            assert other.status in ("completed", "cancelled")
+
+    # --- what must hold after every step ---------------------------------------------------------------------
+
+    @invariant()
+    def agrees_with_its_event_log(self) -> None:
+        events = self.call(self.rt.read_events, limit=1000).events
+        ids = [e.id for e in events]
+        assert ids == list(range(1, len(ids) + 1)), "event ids must be 1..n with no gap or repeat"
+        assert self.served <= set(ids), "an acknowledged event is missing from the log"
+        workers: dict[str, str] = {}
+        transcript: dict[str, int] = {}
+        last: dict[str, int] = {}
+        accepted: set[str] = set()
+        ended: Counter[str] = Counter()
+        for e in events:
+            wid = e.worker_ref.worker_id if e.worker_ref is not None else None
+            if wid is None:
+                continue
+            last[wid] = e.id
+            if e.kind == "worker_created":
+                workers[wid], transcript[wid] = "idle", 0
+            elif e.kind == "input_accepted":
+                assert workers[wid] == "idle"
+                workers[wid] = "busy"
+                transcript[wid] += 1
+                assert e.run_id is not None
+                accepted.add(e.run_id)
+            elif e.kind == "transcript_appended":
+                transcript[wid] += 1
+            elif e.kind.startswith("run_"):
+                assert e.run_id is not None
+                ended[e.run_id] += 1
+                workers[wid] = "idle"
+            elif e.kind == "worker_stopped":
+                workers[wid] = "stopped"
+            elif e.kind == "worker_deleted":
+                assert workers.pop(wid) == "stopped"
+        assert set(ended) == accepted and all(n == 1 for n in ended.values()), "one terminal event per run"
+        listed = self.call(self.rt.list_workers, limit=1000).workers
+        assert {s.worker_ref.worker_id: s.status for s in listed} == workers
+        assert len(listed) == len(workers)
+        counts = self.call(self.rt.summary).workers
+        by_status = Counter(workers.values())
+        assert (counts.idle, counts.busy, counts.stopped, counts.total) == (
+            by_status["idle"],
+            by_status["busy"],
+            by_status["stopped"],
+            len(workers),
+        )
+        for wid in workers:
+            detail = self.call(self.rt.get_worker, wid)
+            assert (detail.transcript_len, detail.last_event_id) == (transcript[wid], last[wid])
+        self.workers = workers
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_runtime_keeps_its_promises_under_held_and_failed_writes(backend: str) -> None:
+    with start_blocking_portal(backend) as portal:
+        RuntimeMachine.portal = portal
+        run_state_machine_as_test(
+            RuntimeMachine,
+            settings=settings(
+                max_examples=200,
+                stateful_step_count=10,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
