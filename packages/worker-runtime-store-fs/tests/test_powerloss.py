@@ -16,6 +16,11 @@ _SMALL = {"segment_bytes": 700, "checkpoint_every": 5}
 _TORN = ("warning", "torn_tail_repaired")
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # these drive the store through many power cuts: one event loop is enough
+
+
 async def _run_ends_or_power_goes(rt: Runtime, disk: PowerLoss, run_id: str) -> None:
     """Wait for the run's end; once the power is off its end can never be written (the run stays `running`
     until a restart marks it `interrupted`), so stop waiting then. Polls the power every 50 ms."""

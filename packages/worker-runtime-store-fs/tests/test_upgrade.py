@@ -20,6 +20,11 @@ from worker_runtime_store_fs.upgrade import upgrade_v1
 _REC = struct.Struct("<qq")
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # these drive the store through many power cuts: one event loop is enough
+
+
 def _logs(root: Path) -> list[Path]:
     return sorted([*root.glob("events/*.jsonl"), *root.glob("workers/*/*.jsonl")])
 
