@@ -86,8 +86,7 @@ class Journal:
             RuntimeUnavailableError: the store refused it (nothing of it became visible), or a failed write has
                 not settled yet.
         """
-        if self._failed:
-            raise RuntimeUnavailableError(_SETTLING)
+        self.check()
         self._in_flight += 1
         try:
             if self._append is not None:
@@ -97,16 +96,9 @@ class Journal:
                     await self._store.write(batch)
         except Exception as exc:
             self._failed = True
-            if isinstance(exc, RuntimeUnavailableError):  # the store's own words may name its files: log them
-                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
-            else:
-                logger.exception("the store failed to write event %d", batch.event.id)
-            raise RuntimeUnavailableError(STORE_CANNOT_WRITE) from exc
+            raise _refused(batch, exc) from exc
         else:
-            if self._signal is not None:
-                self.notify()
-            if self._writable is not None:
-                self.wake_writers()
+            self._confirmed()
         finally:
             self._in_flight -= 1
             if self._failed and not self._in_flight:
@@ -123,12 +115,12 @@ class Journal:
         try:
             self._append(batch)
         except Exception as exc:
-            if isinstance(exc, RuntimeUnavailableError):
-                logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
-            else:
-                logger.exception("the store failed to write event %d", batch.event.id)
             self._next_id = self._store.committed_id + 1  # nothing else is in flight: resynchronise at once
-            raise RuntimeUnavailableError(STORE_CANNOT_WRITE) from exc
+            raise _refused(batch, exc) from exc
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        """A write is durable: wake the long-polling readers and the callers waiting for the store to write."""
         if self._signal is not None:
             self.notify()
         if self._writable is not None:
@@ -160,6 +152,15 @@ class Journal:
             self._writable = anyio.Event()
         with anyio.move_on_after(seconds):
             await self._writable.wait()
+
+
+def _refused(batch: Batch, exc: Exception) -> RuntimeUnavailableError:
+    """Log why the store refused `batch` (its own words may name its files) and make the error a caller sees."""
+    if isinstance(exc, RuntimeUnavailableError):
+        logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+    else:
+        logger.exception("the store failed to write event %d", batch.event.id, exc_info=exc)
+    return RuntimeUnavailableError(STORE_CANNOT_WRITE)
 
 
 def _sync_append(store: RuntimeStore) -> Callable[[Batch], None] | None:

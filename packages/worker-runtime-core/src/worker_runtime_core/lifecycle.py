@@ -115,11 +115,7 @@ def next_worker_state(state: str, event: str) -> WorkerState:
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    row = WORKER_TRANSITIONS.get(state)
-    target = row.get(event) if row is not None else None
-    if target is None:
-        raise IllegalTransitionError("worker", state, event)
-    return target  # type: ignore[return-value]  # the table holds WorkerState values only
+    return _next(WORKER_TRANSITIONS, "worker", state, event)  # type: ignore[return-value]  # WorkerState values only
 
 
 def next_run_state(state: str, event: str) -> RunState:
@@ -128,8 +124,12 @@ def next_run_state(state: str, event: str) -> RunState:
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    row = RUN_TRANSITIONS.get(state)
+    return _next(RUN_TRANSITIONS, "run", state, event)  # type: ignore[return-value]  # RunState values only
+
+
+def _next(table: Mapping[str, Mapping[str, str]], machine: str, state: str, event: str) -> str:
+    row = table.get(state)
     target = row.get(event) if row is not None else None
     if target is None:
-        raise IllegalTransitionError("run", state, event)
-    return target  # type: ignore[return-value]  # the table holds RunState values only
+        raise IllegalTransitionError(machine, state, event)
+    return target

@@ -19,7 +19,6 @@ import msgspec
 from worker_runtime_core import (
     ERROR_DETAILS_BY_CODE,
     EVENT_DATA_BY_KIND,
-    ID_PATTERN,
     KNOWN_EVENT_KINDS,
     ErrorEnvelope,
     LimitsInfo,
@@ -29,7 +28,7 @@ from worker_runtime_core import (
 
 from ._version import __version__
 from .errors import status_for
-from .routes import ENDPOINTS, Endpoint
+from .routes import ENDPOINTS, ID_SCHEMA, Endpoint
 
 __all__ = [
     "BODY_ERRORS",
@@ -123,7 +122,7 @@ def _parameters(endpoint: Endpoint, limits: LimitsInfo) -> list[dict[str, Any]]:
                 "in": "path",
                 "required": True,
                 "description": "The Worker's id; one that breaks the id pattern is 400 `invalid_worker_id`.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN},
+                "schema": dict(ID_SCHEMA),
             }
         )
     if "{run_id}" in endpoint.path:

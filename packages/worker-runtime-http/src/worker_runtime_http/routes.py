@@ -52,7 +52,7 @@ from ._request import (
     worker_id,
 )
 
-__all__ = ["ENDPOINTS", "Context", "Endpoint", "HealthStatus", "QueryParam", "Reply"]
+__all__ = ["ENDPOINTS", "ID_SCHEMA", "Context", "Endpoint", "HealthStatus", "QueryParam", "Reply"]
 
 Reply = tuple[int, bytes]
 
@@ -280,11 +280,11 @@ _LIMIT = QueryParam(
 )
 #: A cursor or a sequence in a query: 0 to a signed 64-bit integer's maximum.
 _COUNT_SCHEMA: dict[str, Any] = {"type": "integer", "format": "int64", "minimum": 0, "maximum": QUERY_INT_MAX}
-#: An id in a query: the path ids' pattern; one that breaks it is 422 `invalid_request`.
-_ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN}
+#: An id as a parameter (path or query) shows in the document: the id pattern and its length.
+ID_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN}
 _WORKER_ID_QUERY = QueryParam(
     "worker_id",
-    _ID_SCHEMA,
+    ID_SCHEMA,
     "Only events naming this Worker (a deleted Worker's events too).",
 )
 
@@ -438,7 +438,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             _LIMIT,
             QueryParam(
                 "after",
-                _ID_SCHEMA,
+                ID_SCHEMA,
                 "Return Workers whose id sorts after this one (the previous page's `next_after`).",
             ),
         ),

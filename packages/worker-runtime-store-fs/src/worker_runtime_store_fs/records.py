@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,15 +26,27 @@ class RecordCorrupt(Exception):
         super().__init__(f"{path} at byte {offset}: {reason}")
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new content, never a mix.
+def write_atomic(
+    path: Path,
+    data: bytes | Iterable[bytes],
+    *,
+    durable: bool,
+    write: Callable[[int, bytes], None] | None = None,
+) -> int:
+    """Replace `path` with `data` (bytes, or chunks written one after another) so that a reader sees the old or
+    the new content, never a mix; returns the number of bytes written.
 
-    With `durable`, the data and the rename are on disk when this returns.
+    With `durable`, the data and the rename are on disk when this returns. `write` writes each chunk
+    (`fileops.write` by default; tests inject failures through it).
     """
+    put = write or fileops.write
     tmp = path.with_name(f".{path.name}.tmp")
     fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    size = 0
     try:
-        fileops.write(fd, data)
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            put(fd, chunk)
+            size += len(chunk)
         if durable:
             fileops.fsync(fd)
     finally:
@@ -41,6 +54,7 @@ def write_atomic(path: Path, data: bytes, *, durable: bool) -> None:
     fileops.replace(tmp, path)
     if durable:
         fileops.fsync_dir(path.parent)
+    return size
 
 
 def read_record(path: Path, type_: type[T]) -> T | None:

@@ -585,7 +585,8 @@ class FsRuntimeStore:
                 state = job.dirty.get(wid)
                 directory = self.layout.worker_dir(wid)
                 if state is not None and directory.is_dir():
-                    self._replace(directory / "state.json", [state])  # fsynced below with the Worker's files
+                    # fsynced below with the Worker's files
+                    write_atomic(directory / "state.json", state, durable=False, write=self._checkpoint_write)
         self._write_keys(job.key_ops, durable)
         if durable:
             for wid in sorted(job.touched.union(states)):
@@ -597,22 +598,6 @@ class FsRuntimeStore:
                 fileops.fsync_dir(directory)
         record = CheckpointRecord(event_id=job.event_id, created_at=now())
         write_atomic(self.layout.checkpoint, encode(record), durable=durable)
-
-    def _replace(self, path: Path, chunks: Iterable[bytes], *, fsync: bool = False) -> int:
-        """Write `chunks` to a temp file beside `path` and rename it over `path`; the number of bytes."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = fileops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        size = 0
-        try:
-            for chunk in chunks:
-                self._checkpoint_write(fd, chunk)
-                size += len(chunk)
-            if fsync:
-                fileops.fsync(fd)
-        finally:
-            fileops.close(fd)
-        fileops.replace(tmp, path)
-        return size
 
     def _load_keys(self, keys: Iterable[InputKeyRecord], *, rewrite: bool) -> None:
         """The keys recovery found; `rewrite` when the key file does not hold them all (the log added some)."""
@@ -661,7 +646,7 @@ class FsRuntimeStore:
         if self._keys_compact or self._keys_lines + len(added) > 2 * self._keys_count + 10_000:
             live = (record for per in keys.values() for record in per.values())
             chunks = iter(lambda: _LINES.encode_lines(list(itertools.islice(live, _KEY_CHUNK))), b"")
-            self._keys_size = self._replace(path, chunks, fsync=durable)  # the root is fsynced after
+            self._keys_size = write_atomic(path, chunks, durable=durable, write=self._checkpoint_write)
             self._keys_lines = self._keys_count
             self._keys_compact = False
             return
