@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -56,3 +57,27 @@ def test_declared_dependencies_are_imported(package: Path) -> None:
         module = dep.replace("-", "_")
         imported = re.search(rf"^\s*(import|from) {module}\b", source, flags=re.M)
         assert imported or f'"{module}"' in source, f"{package.name} declares {dep} and never uses it"
+
+
+def _imported_modules(tree: ast.Module) -> list[str]:
+    """Every module a source imports, with each name taken from it (``a.b`` and ``a.b.name``)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and not node.level:
+            found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return found
+
+
+@pytest.mark.parametrize("package", [p for p in PACKAGES if p.name != "worker-runtime-core"], ids=lambda p: p.name)
+def test_siblings_import_nothing_private_from_core(package: Path) -> None:
+    private = []
+    for source in sorted((package / "src").rglob("*.py")):
+        for module in _imported_modules(ast.parse(source.read_text())):
+            parts = module.split(".")
+            if parts[0] == "worker_runtime_core" and any(
+                p.startswith("_") and not p.startswith("__") for p in parts[1:]
+            ):
+                private.append(f"{source.relative_to(ROOT)}: {module}")
+    assert private == []

@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker_runtime_core import _times
-from worker_runtime_core._times import format_time
+from worker_runtime_core import times as _times
+from worker_runtime_core.times import format_time
 
 
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))

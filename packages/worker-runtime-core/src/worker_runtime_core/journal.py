@@ -16,10 +16,10 @@ from typing import Any
 
 import anyio
 
-from ._times import now
 from .errors import RuntimeUnavailableError
 from .records import EventRecord
 from .stores.base import Batch, RuntimeStore
+from .times import now
 
 __all__ = ["Journal", "STORE_CANNOT_WRITE"]
 

@@ -7,6 +7,10 @@ A newer server may send more than this version knows, and a client decodes it al
 run status it does not know is kept as its string (`Event.kind` and `RunInfo.status` are ``str``; the values
 this version knows are `KNOWN_EVENT_KINDS` and `KNOWN_RUN_STATUSES`, typed as `EventKind` and `RunStatus`), and
 a field it does not know is ignored (no response struct forbids unknown fields).
+
+Three modules hold the shapes: `models` the domain structs a caller is shown (refs, runs, workers, transcript
+entries, events, diagnostics), `wire` the request bodies, acks, pages and envelopes around them, and `records` the
+compact internal records the Runtime keeps and hands to its store (never sent as they are).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 These are internal shapes, not wire shapes: times are floats and event data are small structs, so an idle
 Worker costs a few hundred bytes. `to_wire` helpers build the wire structs of `models` on read.
+
+Three modules hold the shapes: `models` the domain structs a caller is shown (refs, runs, workers, transcript
+entries, events, diagnostics), `wire` the request bodies, acks, pages and envelopes around them, and `records` the
+compact internal records the Runtime keeps and hands to its store (never sent as they are).
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from typing import Any
 
 import msgspec
 
-from ._times import format_time
 from .models import (
     CapabilityRequest,
     ConfigBundleRef,
@@ -24,6 +27,7 @@ from .models import (
     TranscriptEntry,
     WorkerRef,
 )
+from .times import format_time
 
 __all__ = [
     "EventRecord",

@@ -2,6 +2,10 @@
 
 Server and client share these structs; decoders are built once. Unknown values are sent as ``null``
 (no `omit_defaults`), so every field is always present.
+
+Three modules hold the shapes: `models` the domain structs a caller is shown (refs, runs, workers, transcript
+entries, events, diagnostics), `wire` the request bodies, acks, pages and envelopes around them, and `records` the
+compact internal records the Runtime keeps and hands to its store (never sent as they are).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import os
 import msgspec
 
 from worker_runtime_core import Diagnostic, WorkerRef, is_valid_id
-from worker_runtime_core._times import format_time, now
 from worker_runtime_core.records import InputKeyRecord, WorkerRecord
+from worker_runtime_core.times import format_time, now
 
 from . import _fileops as fileops
 from .eventlog import EventLog

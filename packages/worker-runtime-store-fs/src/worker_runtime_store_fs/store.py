@@ -31,9 +31,9 @@ from worker_runtime_core import (
     generate_id,
     is_valid_id,
 )
-from worker_runtime_core._times import format_time, now
 from worker_runtime_core.records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
 from worker_runtime_core.stores import Batch, StoreState
+from worker_runtime_core.times import format_time, now
 
 from . import _fileops as fileops
 from .errors import StoreFormatError, StoreLockedError

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
-from .._times import now
 from ..errors import ConfigError, CursorExpiredError
 from ..ids import generate_id, is_valid_id
 from ..models import StoreInfo
 from ..records import EventRecord, RunRecord, TranscriptRecord
+from ..times import now
 from .base import Batch, StoreState
 
 __all__ = ["MemoryStore"]

@@ -1,0 +1,323 @@
+"""The run supervisor: the active runs, their tasks, how they end (cancel, stop, timeout, shutdown), and the retry
+of a terminal event the store refused, so every run gets exactly one terminal status."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._backends import RunSpawner
+from .config import Limits
+from .diagnostics import Diagnostics
+from .errors import EngineError, InternalError, RuntimeUnavailableError, WorkerRuntimeError
+from .journal import Journal
+from .models import RunError, WorkerRef
+from .records import RunEndedData, TranscriptAppendedData, TranscriptRecord, WorkerRecord, WorkerStoppedData
+from .registry import Registry
+from .runs import ActiveRun, Context, Stop
+from .stores.base import Batch, RuntimeStore
+from .times import now
+from .wire import WorkerAck
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("worker_runtime_core")
+
+_ROLES = frozenset({"user", "system", "assistant", "tool"})
+#: What a run's error says when its engine raised something other than `EngineError`.
+_ENGINE_FAILED = "the engine failed; see the Runtime's log"
+_RETRY_FIRST_S = 0.05  # a terminal event the store refused is retried after this (doubling) or once it writes again
+_RETRY_MAX_S = 1.0
+
+
+class Supervisor:
+    """Runs in flight, one per busy Worker, and the stops under way.
+
+    Args:
+        journal: the one door to the store's writes.
+        registry: the Workers (for their status counts and changes in flight).
+        diagnostics: where failed runs and unrecorded ends are reported.
+        store: read for an engine's view of the transcript.
+        limits: the Runtime's limits.
+        ref: the worker ref of a worker id.
+    """
+
+    __slots__ = (
+        "_ref",
+        "_scope_type",
+        "_spawner",
+        "_tg",
+        "active",
+        "diagnostics",
+        "giving_up",
+        "journal",
+        "limits",
+        "registry",
+        "stopping",
+        "store",
+    )
+
+    def __init__(
+        self,
+        journal: Journal,
+        registry: Registry,
+        diagnostics: Diagnostics,
+        store: RuntimeStore,
+        limits: Limits,
+        ref: Callable[[str], WorkerRef],
+    ) -> None:
+        self.journal = journal
+        self.registry = registry
+        self.diagnostics = diagnostics
+        self.store = store
+        self.limits = limits
+        self._ref = ref
+        self.active: dict[str, ActiveRun] = {}
+        self.stopping: dict[str, Stop] = {}
+        self.giving_up = False  # closing: a terminal event that still cannot be written is given up
+        self._tg: TaskGroup | None = None
+        self._spawner: RunSpawner | None = None
+        self._scope_type: type[anyio.CancelScope] = anyio.CancelScope  # the event loop's own, once started
+
+    def started(self, tg: TaskGroup) -> None:
+        """Serve from now on, spawning in `tg` (on the Runtime's event loop)."""
+        self._tg = tg
+        self._spawner = RunSpawner(tg)
+        # anyio.CancelScope() looks its event loop up on every call; a run's scope is made by the class it returns.
+        self._scope_type = type(anyio.CancelScope())
+
+    # --- a run's task ----------------------------------------------------------------------------------------
+
+    def spawn(self, active: ActiveRun) -> None:
+        """Start a run's task (its input is committed)."""
+        self.active[active.worker.worker_id] = active
+        assert self._spawner is not None
+        active.task = self._spawner.spawn(self.run, active)
+
+    async def run(self, active: ActiveRun) -> None:
+        """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
+        try:
+            status = "completed"
+            error: RunError | None = None
+            profile = active.profile
+            assert profile is not None
+            if active.end_status is None:
+                timeout = profile.timeout_s
+                scope = self._scope_type(deadline=anyio.current_time() + timeout if timeout else math.inf)
+                active.scope = scope
+                try:
+                    with scope:
+                        await profile.engine.run(Context(self, active, self._ref(active.worker.worker_id)))
+                except EngineError as exc:
+                    status, error = "failed", RunError(code=exc.code, message=exc.message)
+                except WorkerRuntimeError as exc:
+                    status, error = "failed", RunError(code=exc.code, message=exc.message)
+                except Exception:
+                    logger.exception("engine %r failed run %s", profile.engine_name, active.record.run_id)
+                    status, error = "failed", RunError(code="engine_error", message=_ENGINE_FAILED)
+                if active.end_status is not None:
+                    status, error = active.end_status, None
+                elif scope.cancelled_caught:
+                    status = "timed_out"
+                    error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
+            else:
+                status = active.end_status
+            active.decided = True
+            if self.journal.suspends:
+                with anyio.CancelScope(shield=True):
+                    await self.end_run(active, status, error)
+            else:
+                await self.end_run(active, status, error)  # a memory write never suspends: nothing to shield
+        finally:
+            if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
+                logger.error("run %s ended without its terminal state", active.record.run_id)
+                active.finished = True
+                self.active.pop(active.worker.worker_id, None)
+                if active.done is not None:
+                    active.done.set()
+
+    async def end_run(self, active: ActiveRun, status: str, error: RunError | None, *, retry: bool = True) -> None:
+        """Record the run's one terminal status, then show it. A terminal event the store cannot write is retried
+        (as soon as the store writes again) until it is: meanwhile the run stays visibly ``running``. Only at
+        shutdown, or with `retry` False (start-up), is it given up: the run stays ``running`` on disk and recovery
+        marks it ``interrupted``."""
+        record = active.worker
+        wid = record.worker_id
+        run = active.record
+        usage = run.usage
+        reason = active.reason if status == "cancelled" else None
+        journal = self.journal
+        backoff = _RETRY_FIRST_S
+        while True:
+            clock = now()
+            final = _replace(run, status=status, ended_at=clock, error=error)
+            event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
+            staged = _replace(
+                record,
+                status="idle",
+                active_run=None,
+                last_run=final,
+                runs=record.runs + 1,
+                input_tokens=record.input_tokens + (usage.input_tokens if usage is not None else 0),
+                output_tokens=record.output_tokens + (usage.output_tokens if usage is not None else 0),
+                last_event_id=event.id,
+                updated_at=clock,
+            )
+            try:
+                batch = Batch(event=event, worker=staged, ended_run=final)
+                if journal.suspends:
+                    await self.registry.commit(wid, batch)
+                else:
+                    journal.append_now(batch)
+                break
+            except WorkerRuntimeError as exc:
+                if backoff == _RETRY_FIRST_S:
+                    logger.error("could not record the end of run %s (retrying): %s", run.run_id, exc.message)
+                if self.giving_up or not retry:
+                    self.diagnostics.diagnose(
+                        "error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", wid
+                    )
+                    active.finished = True  # it stays active: recovery marks it interrupted
+                    if active.done is not None:
+                        active.done.set()
+                    return
+                await journal.wait_writable(backoff)
+                backoff = min(backoff * 2, _RETRY_MAX_S)
+        self.registry.set_status(record, "idle")
+        record.active_run = None
+        record.last_run = final
+        record.runs = staged.runs
+        record.input_tokens = staged.input_tokens
+        record.output_tokens = staged.output_tokens
+        record.last_event_id = event.id
+        record.updated_at = clock
+        totals = self.registry.usage
+        totals[0] += 1
+        if usage is not None:
+            totals[1] += usage.input_tokens
+            totals[2] += usage.output_tokens
+        del self.active[wid]
+        active.record = final
+        active.end_event_id = event.id
+        if error is not None:
+            self.diagnostics.diagnose("error", error.code, f"run {run.run_id} failed: {error.message}", wid)
+        active.finished = True
+        if active.done is not None:
+            active.done.set()
+
+    async def interrupt_on_start(self, record: WorkerRecord) -> None:
+        """End a run the store had as active when it opened: ``interrupted``."""
+        run = record.active_run
+        assert run is not None
+        active = ActiveRun(record, run, None, "user", "")
+        self.active[record.worker_id] = active
+        self.registry.set_status(record, "busy")
+        active.decided = True
+        await self.end_run(active, "interrupted", None, retry=False)
+        if not active.finished or record.active_run is not None:
+            self.active.pop(record.worker_id, None)
+
+    async def append_output(self, active: ActiveRun, role: str, content: str) -> int:
+        """Append an engine's transcript entry; returns its sequence once it is durable."""
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a str, not {type(content).__name__}")
+        record = active.worker
+        sequence = record.transcript_len
+        event = self.journal.event(
+            "transcript_appended", record.worker_id, active.record.run_id, TranscriptAppendedData(sequence, role)
+        )
+        entry = TranscriptRecord(
+            sequence=sequence,
+            role=role,
+            content=content,
+            run_id=active.record.run_id,
+            created_at=event.created_at,
+            event_id=event.id,
+        )
+        staged = _replace(record, transcript_len=sequence + 1, last_event_id=event.id, updated_at=event.created_at)
+        batch = Batch(event=event, worker=staged, entry=entry)
+        if self.journal.suspends:
+            await self.registry.commit(record.worker_id, batch)
+        else:
+            self.journal.append_now(batch)
+        record.transcript_len = sequence + 1
+        record.last_event_id = event.id
+        record.updated_at = event.created_at
+        return sequence
+
+    # --- ending a run from outside ---------------------------------------------------------------------------
+
+    def request_end(self, active: ActiveRun, status: str, reason: str | None) -> None:
+        """Ask a run to end with `status` (cancel, stop, shutdown); a run that has decided is left alone."""
+        if active.decided or active.end_status is not None:
+            return
+        active.end_status = status
+        active.reason = reason
+        if active.scope is not None:
+            active.scope.cancel()
+
+    async def wait_run(self, active: ActiveRun) -> None:
+        """Wait until the run has ended (or its end was given up)."""
+        if active.finished:
+            return
+        if active.done is None:
+            active.done = anyio.Event()
+        await active.done.wait()
+
+    # --- stop ------------------------------------------------------------------------------------------------
+
+    def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
+        """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`."""
+        stop = self.stopping[record.worker_id] = Stop()
+        assert self._tg is not None
+        self._tg.start_soon(self._stop, record, reason, stop)
+        return stop
+
+    async def _stop(self, record: WorkerRecord, reason: str | None, stop: Stop) -> None:
+        wid = record.worker_id
+        try:
+            with anyio.CancelScope(shield=True):
+                cancelled = None
+                active = self.active.get(wid)
+                if active is not None:
+                    self.request_end(active, "cancelled", reason or "worker stopped")
+                    await self.wait_run(active)
+                    if active.record.status == "cancelled":
+                        cancelled = active.record.run_id
+                await self.registry.settle(wid)
+                if wid in self.active:  # closing: the run's end could not be recorded
+                    raise RuntimeUnavailableError(f"the Runtime stopped before worker {wid!r} could stop")
+                event = self.journal.event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
+                staged = _replace(record, status="stopped", updated_at=event.created_at, last_event_id=event.id)
+                batch = Batch(event=event, worker=staged)
+                if self.journal.suspends:
+                    await self.registry.commit(wid, batch)
+                else:
+                    self.journal.append_now(batch)
+                self.registry.set_status(record, "stopped")
+                record.updated_at = event.created_at
+                record.last_event_id = event.id
+            stop.ack = WorkerAck(
+                worker_ref=self._ref(wid), status="stopped", cancelled_run_id=cancelled, event_id=event.id
+            )
+        except WorkerRuntimeError as exc:
+            stop.error = exc
+        except Exception:
+            logger.exception("stopping worker %r failed", wid)
+            stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
+        finally:
+            del self.stopping[wid]
+            stop.done.set()
+
+
+def _replace(record: Any, **changes: Any) -> Any:
+    """A staged copy of a record with `changes`: what the store writes before the live record changes."""
+    return msgspec.structs.replace(record, **changes)
