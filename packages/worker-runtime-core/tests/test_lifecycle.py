@@ -26,6 +26,7 @@ WORKER_EXPECTED = {
     ("stopping", "run_ended"): "stopping",
     ("stopping", "stop_committed"): "stopped",
     ("stopping", "stop_refused"): "idle",
+    ("stopping", "stop_abandoned"): "running",
     ("stopped", "delete"): "deleting",
     ("deleting", "delete_committed"): "deleted",
     ("deleting", "delete_refused"): "stopped",

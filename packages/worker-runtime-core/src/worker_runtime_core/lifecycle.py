@@ -19,6 +19,7 @@ Worker::
     idle ──stop──▶ stopping ◀───────────────────────────┘   (stopping ──run_ended──▶ stopping)
     stopping ──stop_committed──▶ stopped ──delete──▶ deleting ──delete_committed──▶ deleted
     stopping ──stop_refused──▶ idle        deleting ──delete_refused──▶ stopped
+    stopping ──stop_abandoned──▶ running   (shutdown: the run's end could not be written)
 
 Run::
 
@@ -40,6 +41,9 @@ from typing import Final, Literal, get_args
 from .errors import IllegalTransitionError
 
 __all__ = [
+    "IN_FLIGHT_STATES",
+    "RESTING_STATES",
+    "STATUS_AFTER",
     "RUN_EVENTS",
     "RUN_STATES",
     "RUN_TRANSITIONS",
@@ -63,6 +67,7 @@ WorkerEvent = Literal[
     "stop",  # a stop begins (the active run, if any, is being ended)
     "stop_committed",  # worker_stopped is committed
     "stop_refused",  # the store refused worker_stopped (the run, if any, has ended)
+    "stop_abandoned",  # shutdown: the run's end could not be written, so the Worker cannot stop (it stays running)
     "delete",  # a delete passed its checks; its write is in flight
     "delete_committed",
     "delete_refused",
@@ -86,7 +91,12 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
         "idle": {"accept": "accepting", "stop": "stopping"},
         "accepting": {"accept_committed": "running", "accept_refused": "idle"},
         "running": {"run_ended": "idle", "stop": "stopping"},
-        "stopping": {"run_ended": "stopping", "stop_committed": "stopped", "stop_refused": "idle"},
+        "stopping": {
+            "run_ended": "stopping",
+            "stop_committed": "stopped",
+            "stop_refused": "idle",
+            "stop_abandoned": "running",
+        },
         "stopped": {"delete": "deleting"},
         "deleting": {"delete_committed": "deleted", "delete_refused": "stopped"},
         "deleted": {},
@@ -101,6 +111,17 @@ RUN_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
         "ended": {},
         "abandoned": {},
     }
+)
+
+#: The committed status readers see (``WorkerRecord.status``) -> the state of a Worker with no change in flight.
+RESTING_STATES: Final[Mapping[str, WorkerState]] = MappingProxyType(
+    {"idle": "idle", "busy": "running", "stopped": "stopped"}
+)
+#: States in which a change of the Worker is in flight: readers still see its committed status.
+IN_FLIGHT_STATES: Final[frozenset[str]] = frozenset({"accepting", "stopping", "deleting"})
+#: The committed status an event sets, for the events that change it (the others leave it as it is).
+STATUS_AFTER: Final[Mapping[str, str]] = MappingProxyType(
+    {"accept_committed": "busy", "run_ended": "idle", "stop_committed": "stopped"}
 )
 
 WORKER_STATES: Final[tuple[str, ...]] = tuple(WORKER_TRANSITIONS)

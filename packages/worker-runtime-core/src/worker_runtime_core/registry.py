@@ -1,6 +1,10 @@
 """The Worker registry: the committed Worker records, their ids in order, their counts and usage totals, and the
 changes in flight.
 
+Every change of a Worker's status goes through `transition`, which asks the lifecycle table for the next state: the
+committed status stays in the Worker's record (what readers see), an in-flight state (``accepting``, ``stopping``,
+``deleting``) is kept here beside it, and nothing else in the Runtime sets a status.
+
 A change of a Worker that is being written (through the journal, to a store whose writes suspend) marks its id as
 changing until the store has confirmed or refused it: every other command on that Worker waits for the mark to go
 and is then decided on committed state. A create or a delete of an id holds that mark too, so it is the id's
@@ -13,8 +17,9 @@ from collections.abc import Iterable
 
 import anyio
 
-from .errors import OperationTimeoutError
+from .errors import IllegalTransitionError, OperationTimeoutError
 from .journal import Journal
+from .lifecycle import IN_FLIGHT_STATES, RESTING_STATES, STATUS_AFTER, WorkerState, next_worker_state
 from .records import WorkerRecord
 from .stores.base import Batch
 
@@ -38,6 +43,7 @@ class Registry:
         "counts",
         "creating",
         "operation_timeout_s",
+        "states",
         "usage",
         "workers",
     )
@@ -54,6 +60,8 @@ class Registry:
         self._unlisted: set[str] = set()  # deleted ids still in _order (until the next sort drops them)
         self.counts: dict[str, int] = {"idle": 0, "busy": 0, "stopped": 0}
         self.usage = [0, 0, 0]  # runs, input tokens, output tokens
+        #: worker id -> its lifecycle state, for Workers in an in-flight state only (the rest rest on their status).
+        self.states: dict[str, WorkerState] = {}
 
     def restore(self, records: Iterable[WorkerRecord]) -> None:
         """Take the Workers a store kept."""
@@ -78,17 +86,44 @@ class Registry:
         self.counts[record.status] += 1
 
     def remove(self, wid: str) -> None:
-        """A deleted Worker, once its `worker_deleted` is committed."""
+        """A deleted Worker, once `transition(record, "delete_committed")` has moved it to ``deleted``."""
         record = self.workers.pop(wid)
         self._unlisted.add(wid)
         self._order_dirty = True
         self.counts[record.status] -= 1
 
-    def set_status(self, record: WorkerRecord, status: str) -> None:
-        counts = self.counts
-        counts[record.status] -= 1
-        counts[status] += 1
-        record.status = status
+    def state(self, record: WorkerRecord) -> WorkerState:
+        """The Worker's lifecycle state: its in-flight state, else the resting state of its committed status."""
+        state = self.states.get(record.worker_id) if self.states else None
+        return state if state is not None else RESTING_STATES[record.status]
+
+    def transition(self, record: WorkerRecord, event: str) -> WorkerState:
+        """Move a Worker on `event` by the lifecycle table, applying the committed status the event sets.
+
+        Raises:
+            IllegalTransitionError: the table has no such transition, or it would rest on a state the Worker's
+                committed status contradicts (a bug either way).
+        """
+        wid = record.worker_id
+        states = self.states
+        current = states.get(wid) if states else None
+        if current is None:
+            current = RESTING_STATES[record.status]
+        target = next_worker_state(current, event)
+        status = STATUS_AFTER.get(event)
+        if status is not None and status != record.status:
+            counts = self.counts
+            counts[record.status] -= 1
+            counts[status] += 1
+            record.status = status
+        if target in IN_FLIGHT_STATES:
+            states[wid] = target
+        else:
+            if current in IN_FLIGHT_STATES:
+                del states[wid]
+            if target != "deleted" and RESTING_STATES[record.status] != target:
+                raise IllegalTransitionError("worker", current, event)
+        return target
 
     def sorted_ids(self) -> list[str]:
         """Every worker id in order (it may name a Worker deleted since: look each up)."""

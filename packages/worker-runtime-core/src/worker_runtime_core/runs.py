@@ -1,5 +1,5 @@
-"""A run in flight: the Runtime's handles on it (`ActiveRun`), a stop under way (`Stop`), and the `RunContext` an
-engine is given (`Context`)."""
+"""A run in flight: the Runtime's handles on it (`ActiveRun`, whose state moves by the run lifecycle table), a stop
+under way (`Stop`), and the `RunContext` an engine is given (`Context`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import anyio.lowlevel
 
 from .engines.base import RunContext
 from .errors import StoreCorruptError, WorkerRuntimeError
+from .lifecycle import RunState, next_run_state
 from .models import TokenUsage, TranscriptEntry, WorkerRef
 from .profiles import Profile
 from .records import RunRecord, WorkerRecord
@@ -27,16 +28,15 @@ class ActiveRun:
 
     __slots__ = (
         "content",
-        "decided",
         "done",
         "end_event_id",
         "end_status",
-        "finished",
         "kind",
         "profile",
         "reason",
         "record",
         "scope",
+        "state",
         "task",
         "worker",
     )
@@ -52,11 +52,28 @@ class ActiveRun:
         self.scope: anyio.CancelScope | None = None
         self.end_status: str | None = None  # set by cancel, stop or shutdown before the run has decided
         self.reason: str | None = None
-        self.decided = False  # the run's terminal status is fixed; later cancels change nothing
-        self.finished = False
+        self.state: RunState = "running"  # moved only by `move`, through the run lifecycle table
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
         self.task: asyncio.Task[None] | None = None  # under asyncio: holds the run's task alive
+
+    def move(self, event: str) -> None:
+        """Move the run on `event` by the run lifecycle table.
+
+        Raises:
+            IllegalTransitionError: the table has no such transition (a bug).
+        """
+        self.state = next_run_state(self.state, event)
+
+    @property
+    def decided(self) -> bool:
+        """The run's terminal status is fixed; later cancels change nothing."""
+        return self.state != "running"
+
+    @property
+    def finished(self) -> bool:
+        """The run has ended, or shutdown gave up recording its end: nobody waits for it any longer."""
+        return self.state == "ended" or self.state == "abandoned"
 
 
 class Stop:

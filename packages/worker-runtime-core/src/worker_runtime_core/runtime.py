@@ -40,6 +40,7 @@ from .errors import (
 from .ids import generate_id, invalid_id_message, is_valid_id
 from .journal import Journal
 from .keys import InputKeys
+from .lifecycle import STATUS_AFTER
 from .models import (
     CapabilitiesInfo,
     Diagnostic,
@@ -359,21 +360,26 @@ class Runtime:
         record = self._worker(worker_id)
         self._require_running()
         wid = record.worker_id
-        if (
-            self._registry.changing and wid in self._registry.changing
-        ):  # decided on committed state: it may be gone by then
-            await self._registry.settle(wid)
+        registry = self._registry
+        if registry.changing and wid in registry.changing:  # decided on committed state: it may be gone by then
+            await registry.settle(wid)
             record = self._worker(wid)
             self._require_running()
-        if record.status != "stopped" or wid in self._supervisor.stopping:
+        if registry.state(record) != "stopped":
             raise WorkerNotStoppedError(f"worker {wid!r} is {record.status}; stop it first")
         event = self._journal.event("worker_deleted", wid, None, EMPTY_DATA)
         batch = Batch(event=event, delete_worker=True)
-        if self._journal.suspends:
-            await self._registry.commit(wid, batch)
-        else:
-            self._journal.append_now(batch)
-        self._registry.remove(wid)
+        registry.transition(record, "delete")
+        try:
+            if self._journal.suspends:
+                await registry.commit(wid, batch)
+            else:
+                self._journal.append_now(batch)
+        except BaseException:
+            registry.transition(record, "delete_refused")
+            raise
+        registry.transition(record, "delete_committed")
+        registry.remove(wid)
         self._keys.drop_worker(wid)
         self._diagnostics.corrupt.pop(wid, None)
         return WorkerAck(worker_ref=self._ref(wid), status="deleted", cancelled_run_id=None, event_id=event.id)
@@ -434,7 +440,8 @@ class Runtime:
         if input_id is not None or waited:
             record = self._worker(wid)  # it may have gone while we waited
             self._require_running()
-        if record.status == "stopped" or wid in self._supervisor.stopping:
+        states = self._registry.states
+        if record.status == "stopped" or (states and states.get(wid) == "stopping"):
             raise WorkerStoppedError(f"worker {wid!r} is stopped", details={"worker_id": wid})
         active = self._supervisor.active.get(wid)
         if active is not None:
@@ -456,7 +463,12 @@ class Runtime:
         sequence = record.transcript_len
         run = RunRecord(run_id=run_id, input_sequence=sequence, started_at=clock)
         staged = _replace(
-            record, status="busy", active_run=run, transcript_len=sequence + 1, last_event_id=event_id, updated_at=clock
+            record,
+            status=STATUS_AFTER["accept_committed"],
+            active_run=run,
+            transcript_len=sequence + 1,
+            last_event_id=event_id,
+            updated_at=clock,
         )
         key = None
         if input_id is not None:
@@ -480,16 +492,19 @@ class Runtime:
             ),
             input_key=key,
         )
+        registry = self._registry
+        registry.transition(record, "accept")
         try:
-            if self._journal.suspends:
-                await self._registry.commit(wid, batch)
+            if journal.suspends:
+                await registry.commit(wid, batch)
             else:
-                self._journal.append_now(batch)
+                journal.append_now(batch)
         except BaseException:
+            registry.transition(record, "accept_refused")
             if key is not None:
                 self._keys.forget(wid, key.input_id)  # a repeat waiting for this call decides again
             raise
-        self._registry.set_status(record, "busy")
+        registry.transition(record, "accept_committed")
         record.active_run = run
         record.transcript_len = sequence + 1
         record.last_event_id = event_id

@@ -15,8 +15,9 @@ from anyio.abc import TaskGroup
 from ._backends import RunSpawner
 from .config import Limits
 from .diagnostics import Diagnostics
-from .errors import EngineError, InternalError, RuntimeUnavailableError, WorkerRuntimeError
+from .errors import EngineError, IllegalTransitionError, InternalError, RuntimeUnavailableError, WorkerRuntimeError
 from .journal import Journal
+from .lifecycle import STATUS_AFTER
 from .models import RunError, WorkerRef
 from .records import RunEndedData, TranscriptAppendedData, TranscriptRecord, WorkerRecord, WorkerStoppedData
 from .registry import Registry
@@ -128,7 +129,7 @@ class Supervisor:
                     error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
             else:
                 status = active.end_status
-            active.decided = True
+            active.move("end")
             if self.journal.suspends:
                 with anyio.CancelScope(shield=True):
                     await self.end_run(active, status, error)
@@ -137,7 +138,9 @@ class Supervisor:
         finally:
             if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
                 logger.error("run %s ended without its terminal state", active.record.run_id)
-                active.finished = True
+                if active.state == "running":
+                    active.move("end")
+                active.move("abandon")
                 self.active.pop(active.worker.worker_id, None)
                 if active.done is not None:
                     active.done.set()
@@ -160,7 +163,7 @@ class Supervisor:
             event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
             staged = _replace(
                 record,
-                status="idle",
+                status=STATUS_AFTER["run_ended"],
                 active_run=None,
                 last_run=final,
                 runs=record.runs + 1,
@@ -183,13 +186,14 @@ class Supervisor:
                     self.diagnostics.diagnose(
                         "error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", wid
                     )
-                    active.finished = True  # it stays active: recovery marks it interrupted
+                    active.move("abandon")  # it stays active: recovery marks it interrupted
                     if active.done is not None:
                         active.done.set()
                     return
+                active.move("end_refused")
                 await journal.wait_writable(backoff)
                 backoff = min(backoff * 2, _RETRY_MAX_S)
-        self.registry.set_status(record, "idle")
+        self.registry.transition(record, "run_ended")
         record.active_run = None
         record.last_run = final
         record.runs = staged.runs
@@ -207,7 +211,7 @@ class Supervisor:
         active.end_event_id = event.id
         if error is not None:
             self.diagnostics.diagnose("error", error.code, f"run {run.run_id} failed: {error.message}", wid)
-        active.finished = True
+        active.move("end_committed")
         if active.done is not None:
             active.done.set()
 
@@ -217,8 +221,7 @@ class Supervisor:
         assert run is not None
         active = ActiveRun(record, run, None, "user", "")
         self.active[record.worker_id] = active
-        self.registry.set_status(record, "busy")
-        active.decided = True
+        active.move("end")
         await self.end_run(active, "interrupted", None, retry=False)
         if not active.finished or record.active_run is not None:
             self.active.pop(record.worker_id, None)
@@ -276,6 +279,7 @@ class Supervisor:
 
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
         """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`."""
+        self.registry.transition(record, "stop")
         stop = self.stopping[record.worker_id] = Stop()
         assert self._tg is not None
         self._tg.start_soon(self._stop, record, reason, stop)
@@ -283,6 +287,7 @@ class Supervisor:
 
     async def _stop(self, record: WorkerRecord, reason: str | None, stop: Stop) -> None:
         wid = record.worker_id
+        stopped = False
         try:
             with anyio.CancelScope(shield=True):
                 cancelled = None
@@ -296,13 +301,16 @@ class Supervisor:
                 if wid in self.active:  # closing: the run's end could not be recorded
                     raise RuntimeUnavailableError(f"the Runtime stopped before worker {wid!r} could stop")
                 event = self.journal.event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
-                staged = _replace(record, status="stopped", updated_at=event.created_at, last_event_id=event.id)
+                staged = _replace(
+                    record, status=STATUS_AFTER["stop_committed"], updated_at=event.created_at, last_event_id=event.id
+                )
                 batch = Batch(event=event, worker=staged)
                 if self.journal.suspends:
                     await self.registry.commit(wid, batch)
                 else:
                     self.journal.append_now(batch)
-                self.registry.set_status(record, "stopped")
+                self.registry.transition(record, "stop_committed")
+                stopped = True
                 record.updated_at = event.created_at
                 record.last_event_id = event.id
             stop.ack = WorkerAck(
@@ -314,6 +322,12 @@ class Supervisor:
             logger.exception("stopping worker %r failed", wid)
             stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
         finally:
+            if not stopped:  # worker_stopped was refused, or the run's end could not be written (closing)
+                try:
+                    self.registry.transition(record, "stop_abandoned" if record.status == "busy" else "stop_refused")
+                except IllegalTransitionError:
+                    logger.exception("stopping worker %r left it in an impossible state", wid)
+                    stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
             del self.stopping[wid]
             stop.done.set()
 
