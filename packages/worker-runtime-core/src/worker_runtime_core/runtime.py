@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 
+from ._backends import spawn_system_task
 from ._version import __version__
 from .checks import check_worker_id, create_request, input_digest, is_int, page_limit
 from .config import DEFAULT_PROFILE, Limits, ProfileConfig
@@ -106,7 +106,8 @@ class Runtime:
     Raises:
         ConfigError: an invalid runtime id, profile or limit.
 
-    Start and close it from the same task, best with ``async with``. Every method raises subclasses of
+    Use it with ``async with``, or call `start` and `close` (from any task and cancel scope: its task group lives
+    in a task of its own). Every method raises subclasses of
     `WorkerRuntimeError`; commands raise `RuntimeUnavailableError` before start, after close, and (except stop
     and cancel) while stopping.
     """
@@ -136,7 +137,9 @@ class Runtime:
         self.display_name: str = display_name or self.runtime_id
         self._state: Literal["new", "running", "stopping", "closed"] = "new"
         self._closed_event: anyio.Event | None = None
-        self._tg: TaskGroup | None = None
+        self._runner: object = None  # the task that holds the task group (see `_hold_task_group`)
+        self._release = anyio.Event()  # set by `close`: the task group may exit
+        self._runner_done = anyio.Event()
         self._started_at = 0.0
         self._registry = Registry(self._journal, self.limits.operation_timeout_s)
         self._keys = InputKeys(self.limits.idempotency_ttl_s)
@@ -183,10 +186,11 @@ class Runtime:
         self._registry.restore(state.workers)
         clock = now()
         self._keys.restore(state.input_keys, self._registry.workers)
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        self._supervisor.started(tg)
+        ready = anyio.Event()
+        self._runner_done = anyio.Event()
+        self._release = anyio.Event()
+        self._runner = spawn_system_task(lambda: self._hold_task_group(ready))
+        await ready.wait()
         self._started_at = clock
         self._state = "running"
         for record in state.workers:
@@ -196,7 +200,9 @@ class Runtime:
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest
-        ``interrupted``, then close the engines and the store. Idempotent; call it from the task that started.
+        ``interrupted``, then close the engines and the store. Idempotent. Any task may call it, inside any cancel
+        scope: it runs to the end shielded (bound it with `grace_s`), and a stop asked for while it closes the store
+        raises `RuntimeUnavailableError`.
         """
         if self._state == "new":
             self._state = "closed"
@@ -226,11 +232,11 @@ class Runtime:
             self._journal.wake_writers()
             for active in list(self._supervisor.active.values()):
                 await self._supervisor.wait_run(active)
-        # Every run has ended, so the task group exits at once. It is exited outside the shield above: a cancel
-        # scope must be left in the order it was entered.
-        assert self._tg is not None
-        await self._tg.__aexit__(None, None, None)
-        with anyio.CancelScope(shield=True):
+            # Every run has ended: the task group exits once the stops still under way are done. A stop asked
+            # for from now on is refused (the Runtime is closing).
+            self._supervisor.closing()
+            self._release.set()
+            await self._runner_done.wait()
             await self._profiles.aclose()
             await self._store.close()
         self._state = "closed"
@@ -751,6 +757,20 @@ class Runtime:
         return list(self._diagnostics.entries)
 
     # --- internals -------------------------------------------------------------------------------------------
+
+    async def _hold_task_group(self, ready: anyio.Event) -> None:
+        """The Runtime's own task: it holds the task group that stops (and, under trio, runs) are spawned in, from
+        `start` until `close` releases it."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._supervisor.started(tg)
+                ready.set()
+                await self._release.wait()
+        except Exception:  # its tasks catch everything: only a bug gets here
+            logger.exception("the Runtime's task group failed")
+        finally:
+            ready.set()
+            self._runner_done.set()
 
     async def _settled_worker(self, worker_id: str) -> WorkerRecord:
         """`_worker`, decided on committed state: a change of it in flight is waited for first."""

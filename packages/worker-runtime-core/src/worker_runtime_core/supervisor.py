@@ -277,11 +277,20 @@ class Supervisor:
 
     # --- stop ------------------------------------------------------------------------------------------------
 
+    def closing(self) -> None:
+        """The Runtime's task group is about to exit: no stop begins from now on."""
+        self._tg = None
+
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
-        """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`."""
+        """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`.
+
+        Raises:
+            RuntimeUnavailableError: the Runtime is closing (its task group is exiting).
+        """
+        if self._tg is None:
+            raise RuntimeUnavailableError("the Runtime is closing; it stops no more workers")
         self.registry.transition(record, "stop")
         stop = self.stopping[record.worker_id] = Stop()
-        assert self._tg is not None
         self._tg.start_soon(self._stop, record, reason, stop)
         return stop
 
