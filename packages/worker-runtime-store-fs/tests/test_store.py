@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -87,6 +88,34 @@ async def test_a_crash_mid_run_leaves_it_interrupted_once_and_the_worker_idle(tm
     async with Runtime(store=FsRuntimeStore(copy)) as rt:  # a second restart interrupts nothing again
         kinds = [e.kind for e in (await rt.read_events(worker_id="w")).events]
         assert kinds.count("run_interrupted") == 1
+
+
+async def test_start_up_logs_runtime_started_then_the_interrupted_runs_committed_together(tmp_path: Path) -> None:
+    hold = Hold()
+    root = tmp_path / "live"
+    profiles = {"hold": ProfileConfig("hold")}
+    async with Runtime(store=FsRuntimeStore(root), profiles=profiles, engines={"hold": hold.engine()}) as rt:
+        for n in range(5):
+            await rt.create_worker(worker_id=f"w{n}", profile={"kind": "named", "name": "hold"})
+            await rt.send_input(f"w{n}", "work")
+        last = (await rt.read_events()).next_after
+        copy = crash_copy(root, tmp_path / "crashed")
+        hold.release.set()
+    store = FsRuntimeStore(copy)
+    groups: list[int] = []
+    commit = store._commit
+
+    def counting_commit(group: list[Any]) -> None:
+        groups.append(len(group))
+        commit(group)
+
+    store._commit = counting_commit  # type: ignore[method-assign]
+    async with Runtime(store=store, profiles=profiles, engines={"hold": Hold().engine()}) as rt:
+        started = groups.copy()
+        events = (await rt.read_events(after=last)).events
+    assert [e.kind for e in events] == ["runtime_started"] + ["run_interrupted"] * 5
+    assert sorted(e.worker_ref.worker_id for e in events[1:] if e.worker_ref) == [f"w{n}" for n in range(5)]
+    assert started[0] == 1 and sum(started[1:]) == 5 and len(started) <= 3  # not one awaited write per run
 
 
 async def test_a_torn_log_tail_is_cut_and_reported(tmp_path: Path) -> None:

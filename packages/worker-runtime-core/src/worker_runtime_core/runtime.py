@@ -171,7 +171,8 @@ class Runtime:
         return self._state
 
     async def start(self) -> None:
-        """Open the store, restore its Workers, mark runs that were active ``interrupted`` and start serving.
+        """Open the store, restore its Workers, log ``runtime_started``, then mark runs that were active
+        ``interrupted`` (their events submitted together, so a store that group-commits writes them as one batch).
 
         Raises:
             ConfigError: the store belongs to another runtime id (or cannot be opened).
@@ -193,10 +194,8 @@ class Runtime:
         await ready.wait()
         self._started_at = clock
         self._state = "running"
-        for record in state.workers:
-            if record.active_run is not None:
-                await self._supervisor.interrupt_on_start(record)
         await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
+        await self._supervisor.interrupt_on_start([record for record in state.workers if record.active_run is not None])
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest

@@ -215,8 +215,18 @@ class Supervisor:
         if active.done is not None:
             active.done.set()
 
-    async def interrupt_on_start(self, record: WorkerRecord) -> None:
-        """End a run the store had as active when it opened: ``interrupted``."""
+    async def interrupt_on_start(self, records: list[WorkerRecord]) -> None:
+        """End the runs the store had as active when it opened: ``interrupted``. Their events are submitted all at
+        once (a store that group-commits writes them together), not one awaited write each."""
+        if not self.journal.suspends:
+            for record in records:
+                await self._interrupt(record)
+            return
+        async with anyio.create_task_group() as tg:
+            for record in records:
+                tg.start_soon(self._interrupt, record)
+
+    async def _interrupt(self, record: WorkerRecord) -> None:
         run = record.active_run
         assert run is not None
         active = ActiveRun(record, run, None, "user", "")
