@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import pytest
 
@@ -10,8 +12,10 @@ from worker_runtime_core import (
     InvalidRequestError,
     Limits,
     LimitTooLargeError,
+    MemoryStore,
     Runtime,
 )
+from worker_runtime_core.records import EventRecord
 
 
 async def test_event_ids_start_at_one_and_have_no_gaps(rt: Runtime) -> None:
@@ -153,3 +157,31 @@ async def test_transcript_pages_are_bounded_and_continue_with_next_start(rt: Run
         await rt.transcript("w", start=-1)
     with pytest.raises(InvalidRequestError):
         await rt.transcript("w", limit=0)
+
+
+class _CommitDuringRead(MemoryStore):
+    """A memory store whose next read answers what it held, but only after an event was committed meanwhile (as
+    a store that reads in a thread while the event loop goes on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_read: Callable[[], Awaitable[object]] | None = None
+
+    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
+        found = await super().read_events(after, limit, worker_id)
+        hook, self.during_read = self.during_read, None
+        if hook is not None:
+            await hook()
+        return found
+
+
+async def test_an_event_committed_while_the_long_poll_reads_answers_the_poll() -> None:
+    store = _CommitDuringRead()
+    async with Runtime(store=store) as rt:
+        after = (await rt.read_events()).next_after
+        store.during_read = lambda: rt.create_worker(worker_id="late")
+        with anyio.fail_after(10):  # the poll waits up to 20 s: missing the wakeup is a hang, not a slow answer
+            page = await rt.read_events(after=after, wait=20)
+    assert [(e.kind, e.worker_ref.worker_id if e.worker_ref else None) for e in page.events] == [
+        ("worker_created", "late")
+    ]

@@ -135,10 +135,21 @@ class Journal:
 
     async def wait_for_event(self, seconds: float) -> None:
         """Wait until the next confirmed write (or `notify`), at most `seconds`."""
-        if self._signal is None:
-            self._signal = anyio.Event()
+        await self.wait_armed(self.arm(), seconds)
+
+    def arm(self) -> anyio.Event:
+        """The signal the next confirmed write (or `notify`) sets. A long-poller arms it before it reads, then
+        waits on it with `wait_armed`, so a write confirmed while it reads still wakes it."""
+        signal = self._signal
+        if signal is None:
+            signal = self._signal = anyio.Event()
+        return signal
+
+    @staticmethod
+    async def wait_armed(signal: anyio.Event, seconds: float) -> None:
+        """Wait until `signal` (from `arm`) is set, at most `seconds`; returns at once if it was set meanwhile."""
         with anyio.move_on_after(seconds):
-            await self._signal.wait()
+            await signal.wait()
 
     def wake_writers(self) -> None:
         """Wake every `wait_writable` caller now (to try once more, at shutdown)."""

@@ -690,15 +690,20 @@ class Runtime:
                 "(was the store reset?); read again from a cursor of at most newest_id",
                 details={"field": "after", "newest_id": newest},
             )
+        journal = self._journal
         try:
+            # A long-poll arms its signal before each read: an event confirmed while the store reads (in a thread,
+            # say) sets it, so the wait below returns at once and the next read finds the event.
+            signal = journal.arm() if wait > 0 else None
             records = await self._store.read_events(after, size + 1, worker_id)
-            if not records and wait > 0:
+            if not records and signal is not None:
                 deadline = anyio.current_time() + wait
                 while not records and self._state == "running":
                     remaining = deadline - anyio.current_time()
                     if remaining <= 0:
                         break
-                    await self._journal.wait_for_event(remaining)
+                    await journal.wait_armed(signal, remaining)
+                    signal = journal.arm()
                     records = await self._store.read_events(after, size + 1, worker_id)
         except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
             raise self._diagnostics.event_log_corrupt(exc) from None
