@@ -26,10 +26,8 @@ StoreFactory = Callable[[Limits], RuntimeStore]
 @pytest.fixture(params=["memory", "fs"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     if request.param == "memory":
-        return lambda limits: MemoryStore(event_retention=limits.event_retention)
-    return lambda limits: FsRuntimeStore(
-        tmp_path / "store", event_retention=limits.event_retention, segment_bytes=4096, checkpoint_every=7
-    )
+        return lambda limits: MemoryStore()
+    return lambda limits: FsRuntimeStore(tmp_path / "store", segment_bytes=4096, checkpoint_every=7)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 
-from worker_runtime_core import MemoryStore, RuntimeStore, RuntimeUnavailableError
+from worker_runtime_core import Limits, MemoryStore, RuntimeStore, RuntimeUnavailableError
 from worker_runtime_core.models import StoreInfo
 from worker_runtime_core.records import EventRecord, RunRecord, TranscriptRecord
 from worker_runtime_core.stores import Batch, StoreState
@@ -89,8 +89,8 @@ class FaultyStore:
     def committed_id(self) -> int:
         return self.inner.committed_id
 
-    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
-        return await self.inner.open(runtime_id, display_name)
+    async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
+        return await self.inner.open(runtime_id, display_name, limits=limits)
 
     async def write(self, batch: Batch) -> None:
         write = HeldWrite(batch, self._last)

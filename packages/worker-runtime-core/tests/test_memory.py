@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker_runtime_core import MemoryStore
+from worker_runtime_core import Limits, MemoryStore
 from worker_runtime_core.records import EventRecord
 from worker_runtime_core.stores import Batch
 
@@ -12,8 +12,8 @@ def _event(event_id: int, worker_id: str) -> Batch:
 
 
 async def test_worker_event_index_keeps_only_retained_ids() -> None:
-    store = MemoryStore(event_retention=10)
-    await store.open(None, None)
+    store = MemoryStore()
+    await store.open(None, None, limits=Limits(event_retention=10))
     for n in range(1, 1001):
         await store.write(_event(n, "busy"))
     await store.write(_event(1001, "late"))
@@ -27,8 +27,8 @@ async def test_worker_event_index_keeps_only_retained_ids() -> None:
 
 
 async def test_worker_with_no_retained_event_leaves_the_index() -> None:
-    store = MemoryStore(event_retention=4)
-    await store.open(None, None)
+    store = MemoryStore()
+    await store.open(None, None, limits=Limits(event_retention=4))
     await store.write(_event(1, "gone"))
     await store.write(_event(2, "pair"))
     await store.write(_event(3, "pair"))
@@ -39,8 +39,8 @@ async def test_worker_with_no_retained_event_leaves_the_index() -> None:
 
 
 async def test_index_trimmed_to_one_id_is_a_bare_int_and_still_reads() -> None:
-    store = MemoryStore(event_retention=4)
-    await store.open(None, None)
+    store = MemoryStore()
+    await store.open(None, None, limits=Limits(event_retention=4))
     for n in range(1, 8):
         await store.write(_event(n, "w"))
     await store.write(_event(8, "x"))  # 8 events, retention 4: ids 1 to 4 go, 5 to 8 stay

@@ -114,3 +114,15 @@ def test_serve_runs_uvicorn_with_the_c_parser_and_no_server_header() -> None:
 )
 def test_serve_gives_the_app_the_hosts_that_match_its_bind(host: str, allowed: list[str], given: list[str]) -> None:
     assert app_allowed_hosts(ServerConfig(host=host, allowed_hosts=allowed)) == given
+
+
+async def test_the_fs_store_follows_the_limits_tables_retention_and_key_ttl(tmp_path: Path) -> None:
+    from worker_runtime_core import Limits
+    from worker_runtime_http.cli import _runtime
+    from worker_runtime_store_fs import FsRuntimeStore
+
+    config = ServerConfig(store="fs", store_path=str(tmp_path), limits=Limits(event_retention=7, idempotency_ttl_s=120))
+    async with _runtime(config, None) as rt:
+        store = rt._store
+        assert isinstance(store, FsRuntimeStore)
+        assert (store.event_retention, store.idempotency_ttl_s) == (7, 120)

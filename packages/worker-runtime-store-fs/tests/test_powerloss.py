@@ -8,7 +8,7 @@ import anyio
 import pytest
 from powerloss import PowerLoss
 
-from worker_runtime_core import Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
+from worker_runtime_core import Limits, Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
 from worker_runtime_store_fs import FsRuntimeStore
 
 # Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
@@ -141,7 +141,7 @@ async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path
     full = tmp_path / "full"
     with PowerLoss(full) as disk:
         store = FsRuntimeStore(full)
-        await store.open("rt-p", None)
+        await store.open("rt-p", None, limits=Limits())
         opening = disk.writes
         await store.close()
     for cut in range(opening):
@@ -149,7 +149,7 @@ async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path
         with PowerLoss(root, cut_after=cut):
             store = FsRuntimeStore(root)
             with pytest.raises(OSError):
-                await store.open("rt-p", None)
+                await store.open("rt-p", None, limits=Limits())
             await store.close()
         async with Runtime(store=FsRuntimeStore(root)) as rt:
             assert [d.code for d in await rt.diagnostics()] == []

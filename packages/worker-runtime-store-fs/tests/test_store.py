@@ -19,11 +19,13 @@ from store_fs_helpers import Hold, crash_copy
 from worker_runtime_core import (
     ConfigError,
     CursorExpiredError,
+    Limits,
     ProfileConfig,
     Runtime,
     RuntimeUnavailableError,
     StoreCorruptError,
     WorkerNotFoundError,
+    times,
 )
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError
 
@@ -116,6 +118,28 @@ async def test_start_up_logs_runtime_started_then_the_interrupted_runs_committed
     assert [e.kind for e in events] == ["runtime_started"] + ["run_interrupted"] * 5
     assert sorted(e.worker_ref.worker_id for e in events[1:] if e.worker_ref) == [f"w{n}" for n in range(5)]
     assert started[0] == 1 and sum(started[1:]) == 5 and len(started) <= 3  # not one awaited write per run
+
+
+def _clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every module of the packages that reads the clock through `times.now` sees it `seconds` ahead."""
+    real = times.now
+    for module in list(sys.modules.values()):
+        if module.__name__.startswith("worker_runtime_") and getattr(module, "now", None) is real:
+            monkeypatch.setattr(module, "now", lambda: real() + seconds)
+
+
+async def test_idempotency_ttl_set_only_on_the_runtimes_limits_keeps_keys_across_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = Limits(idempotency_ttl_s=3 * 86_400)  # above the one day a store used to keep keys by default
+    async with Runtime(store=FsRuntimeStore(tmp_path), limits=limits) as rt:
+        await rt.create_worker(worker_id="w")
+        first = await rt.send_input("w", "hello", input_id="in-1")
+        await rt.wait_for_run("w", first.run_id)
+    _clock_ahead(monkeypatch, 2 * 86_400)
+    async with Runtime(store=FsRuntimeStore(tmp_path), limits=limits) as rt:
+        again = await rt.send_input("w", "hello", input_id="in-1")
+    assert again.duplicate and again.run_id == first.run_id
 
 
 async def test_a_torn_log_tail_is_cut_and_reported(tmp_path: Path) -> None:
@@ -362,8 +386,8 @@ async def test_path_traversal_ids_never_touch_files_outside_the_root(tmp_path: P
 
 
 async def test_retention_drops_whole_old_segments(tmp_path: Path) -> None:
-    store = FsRuntimeStore(tmp_path, event_retention=10, segment_bytes=2_000, checkpoint_every=5)
-    async with Runtime(store=store) as rt:
+    store = FsRuntimeStore(tmp_path, segment_bytes=2_000, checkpoint_every=5)
+    async with Runtime(store=store, limits=Limits(event_retention=10)) as rt:
         for n in range(60):
             await rt.create_worker(worker_id=f"w{n}")
         with pytest.raises(CursorExpiredError) as info:

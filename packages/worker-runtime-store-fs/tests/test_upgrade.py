@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from powerloss import PowerLoss
 
-from worker_runtime_core import Runtime
+from worker_runtime_core import Limits, Runtime
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError
 from worker_runtime_store_fs import _fileops as fileops
 from worker_runtime_store_fs.layout import Layout
@@ -132,7 +132,7 @@ async def _open_until_cut(root: Path, cut: int | None) -> PowerLoss:
     with PowerLoss(root, cut_after_ops=cut if cut is not None else 10**9) as disk:
         store = FsRuntimeStore(root)
         try:
-            await store.open(None, None)
+            await store.open(None, None, limits=Limits())
         except Exception:
             pass  # the power went during the open
         try:

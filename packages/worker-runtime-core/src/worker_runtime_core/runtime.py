@@ -126,9 +126,7 @@ class Runtime:
         if runtime_id is not None and not is_valid_id(runtime_id):
             raise ConfigError(f"invalid runtime id {runtime_id!r}: use 1-128 of A-Z a-z 0-9 . _ - (not first . _ -)")
         self.limits = limits if limits is not None else Limits()
-        self._store: RuntimeStore = (
-            store if store is not None else MemoryStore(event_retention=self.limits.event_retention)
-        )
+        self._store: RuntimeStore = store if store is not None else MemoryStore()
         self._journal = Journal(self._store)
         self._profiles = ProfileTable(profiles or {}, discover_engines(engines), default_profile)
         self._requested_id = runtime_id
@@ -179,7 +177,7 @@ class Runtime:
         """
         if self._state != "new":
             raise RuntimeUnavailableError(f"a Runtime starts once; this one is {self._state}")
-        state = await self._store.open(self._requested_id, self._requested_name)
+        state = await self._store.open(self._requested_id, self._requested_name, limits=self.limits)
         self.runtime_id = state.runtime_id
         self.display_name = self._requested_name or state.display_name or state.runtime_id
         self._journal.opened(state.last_event_id)

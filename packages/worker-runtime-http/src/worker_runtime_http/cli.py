@@ -208,9 +208,7 @@ def _runtime(config: ServerConfig, file: str | None) -> Runtime:
             config.store_path,
             fsync=config.fsync,
             fsync_interval_ms=config.fsync_interval_ms,
-            event_retention=config.limits.event_retention,
-            idempotency_ttl_s=config.limits.idempotency_ttl_s,
-        )
+        )  # event_retention and idempotency_ttl_s reach it from the Runtime's limits
     try:
         return Runtime(
             runtime_id=config.runtime_id,

@@ -23,6 +23,7 @@ from worker_runtime_core import (
     ConfigError,
     CursorExpiredError,
     Diagnostic,
+    Limits,
     RuntimeDefaultProfile,
     RuntimeUnavailableError,
     StoreCorruptError,
@@ -148,8 +149,6 @@ class FsRuntimeStore:
             interval, and a power loss loses nothing acknowledged). ``never``: the OS decides; a power loss may
             lose any recent work (a process crash loses nothing). For tests and benchmarks.
         fsync_interval_ms: the interval of the ``batch`` policy.
-        event_retention: keep at least this many newest events (0 keeps all); whole segments go at once.
-        idempotency_ttl_s: how long input keys are kept across restarts.
         checkpoint_every: events between checkpoints. A checkpoint is written in a background thread while
             input goes on, so a restart replays at most about twice this many log lines.
         segment_bytes: size at which the event log starts a new segment.
@@ -165,22 +164,20 @@ class FsRuntimeStore:
         *,
         fsync: FsyncPolicy = "always",
         fsync_interval_ms: int = 10,
-        event_retention: int = 0,
-        idempotency_ttl_s: float = 86_400.0,
         checkpoint_every: int = 10_000,
         segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         if fsync not in _POLICIES:
             raise ConfigError(f"fsync must be one of {', '.join(_POLICIES)}, not {fsync!r}")
-        if fsync_interval_ms < 1 or event_retention < 0 or checkpoint_every < 1 or segment_bytes < 1:
-            raise ConfigError(
-                "fsync_interval_ms, checkpoint_every and segment_bytes must be >= 1, event_retention >= 0"
-            )
+        if fsync_interval_ms < 1 or checkpoint_every < 1 or segment_bytes < 1:
+            raise ConfigError("fsync_interval_ms, checkpoint_every and segment_bytes must be >= 1")
         self.layout = Layout(Path(path))
         self.fsync: FsyncPolicy = fsync
         self.fsync_interval_ms = fsync_interval_ms
-        self.event_retention = event_retention
-        self.idempotency_ttl_s = idempotency_ttl_s
+        # From the Runtime's `Limits`, at open: events kept (0 keeps all; whole segments go at once), and how long
+        # input keys are kept across restarts.
+        self.event_retention = 0
+        self.idempotency_ttl_s = 86_400.0
         self.checkpoint_every = checkpoint_every
         self._info = StoreInfo(kind="fs", path=str(self.layout.root), fsync=fsync)
         self._os_write = default_write  # the one place bytes reach a file; tests inject failures here
@@ -234,9 +231,11 @@ class FsRuntimeStore:
 
     # --- open ------------------------------------------------------------------------------------------------
 
-    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
+    async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
         if self._state != "new":
             raise ConfigError("an FsRuntimeStore opens once; create a new one")
+        self.event_retention = limits.event_retention
+        self.idempotency_ttl_s = limits.idempotency_ttl_s
         state = await anyio.to_thread.run_sync(self._open, runtime_id, display_name)
         self._state = "open"
         return state

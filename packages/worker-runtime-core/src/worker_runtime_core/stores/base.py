@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from ..config import Limits
 from ..models import Diagnostic, StoreInfo
 from ..records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
 
@@ -70,8 +71,13 @@ class RuntimeStore(Protocol):
         event id is this plus one, so an id the store holds is never handed out again."""
         ...
 
-    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
-        """Open (or create) the store; a `runtime_id` that differs from the stored one is a `ConfigError`."""
+    async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
+        """Open (or create) the store; a `runtime_id` that differs from the stored one is a `ConfigError`.
+
+        `limits` are the Runtime's: a store follows `event_retention` (keep at least that many newest events) and
+        `idempotency_ttl_s` (keep input keys at least that long, across restarts for a durable store) from them,
+        so each is set once, on the Runtime.
+        """
         ...
 
     async def write(self, batch: Batch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
+from ..config import Limits
 from ..errors import ConfigError, CursorExpiredError
 from ..ids import generate_id, is_valid_id
 from ..models import StoreInfo
@@ -19,16 +20,16 @@ _INFO = StoreInfo(kind="memory", path=None, fsync=None)
 class MemoryStore:
     """Keeps events, transcripts and finished runs in memory; a new one per Runtime start.
 
-    Args:
-        event_retention: keep at least this many newest events (0 keeps all). The Runtime passes its limit.
+    It keeps at least `Limits.event_retention` newest events (0 keeps all), from the limits the Runtime opens it
+    with.
 
     Per Worker it keeps an index of its event ids, so a page filtered by worker costs O(page). A Worker with
     one event stores that id as a bare int, not a list. Retention trims the index with the events: it holds
     only ids that are still kept, and a Worker none of whose events are kept has no entry.
     """
 
-    def __init__(self, *, event_retention: int = 0) -> None:
-        self.event_retention = event_retention
+    def __init__(self) -> None:
+        self.event_retention = 0  # from the Runtime's limits, at open
         self._events: list[EventRecord] = []
         self._first_id = 1  # id of self._events[0]
         self._by_worker: dict[str, int | list[int]] = {}
@@ -45,12 +46,13 @@ class MemoryStore:
     def committed_id(self) -> int:
         return self._committed
 
-    async def open(self, runtime_id: str | None, display_name: str | None) -> StoreState:
+    async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
         if self._opened:
             raise ConfigError("a MemoryStore serves one Runtime start; create a new one")
         if runtime_id is not None and not is_valid_id(runtime_id):
             raise ConfigError(f"invalid runtime id {runtime_id!r}")
         self._opened = True
+        self.event_retention = limits.event_retention
         rid = runtime_id or generate_id("rt")
         return StoreState(runtime_id=rid, display_name=display_name or rid, created_at=now())
 
