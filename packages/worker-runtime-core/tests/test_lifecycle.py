@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import pytest
 
 from worker_runtime_core.errors import IllegalTransitionError, InternalError
@@ -96,3 +99,16 @@ def test_an_illegal_transition_is_an_internal_error_on_the_wire() -> None:
 def test_the_tables_cannot_be_changed_at_run_time() -> None:
     with pytest.raises(TypeError):
         WORKER_TRANSITIONS["idle"]["delete"] = "deleted"  # type: ignore[index]
+
+
+def _mermaid(table: Mapping[str, Mapping[str, str]], first: str) -> str:
+    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {first}"]
+    lines += [f"    {state} --> {target}: {event}" for state, row in table.items() for event, target in row.items()]
+    lines += [f"    {state} --> [*]" for state, row in table.items() if not row]
+    return "\n".join([*lines, "```"])
+
+
+def test_the_readme_draws_both_state_machines_from_the_tables() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert _mermaid(WORKER_TRANSITIONS, "idle") in readme
+    assert _mermaid(RUN_TRANSITIONS, "running") in readme
