@@ -130,13 +130,25 @@ RUN_STATES: Final[tuple[str, ...]] = tuple(RUN_TRANSITIONS)
 RUN_EVENTS: Final[tuple[str, ...]] = get_args(RunEvent)
 
 
+def _flat(table: Mapping[str, Mapping[str, str]]) -> dict[tuple[str, str], str]:
+    """The table as one plain dict by ``(state, event)``: one lookup per transition on the Runtime's hot path."""
+    return {(state, event): target for state, row in table.items() for event, target in row.items()}
+
+
+_WORKER_NEXT: Final = _flat(WORKER_TRANSITIONS)
+_RUN_NEXT: Final = _flat(RUN_TRANSITIONS)
+
+
 def next_worker_state(state: str, event: str) -> WorkerState:
     """The state a Worker in `state` moves to on `event`.
 
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    return _next(WORKER_TRANSITIONS, "worker", state, event)  # type: ignore[return-value]  # WorkerState values only
+    target = _WORKER_NEXT.get((state, event))
+    if target is None:
+        raise IllegalTransitionError("worker", state, event)
+    return target  # type: ignore[return-value]  # WorkerState values only
 
 
 def next_run_state(state: str, event: str) -> RunState:
@@ -145,12 +157,7 @@ def next_run_state(state: str, event: str) -> RunState:
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    return _next(RUN_TRANSITIONS, "run", state, event)  # type: ignore[return-value]  # RunState values only
-
-
-def _next(table: Mapping[str, Mapping[str, str]], machine: str, state: str, event: str) -> str:
-    row = table.get(state)
-    target = row.get(event) if row is not None else None
+    target = _RUN_NEXT.get((state, event))
     if target is None:
-        raise IllegalTransitionError(machine, state, event)
-    return target
+        raise IllegalTransitionError("run", state, event)
+    return target  # type: ignore[return-value]  # RunState values only

@@ -25,6 +25,10 @@ from .stores.base import Batch
 
 __all__ = ["Registry", "bounded_wait"]
 
+# Plain copies of the lifecycle's read-only tables: a dict lookup is cheaper than a mappingproxy's.
+_RESTING: dict[str, WorkerState] = dict(RESTING_STATES)
+_STATUS_AFTER: dict[str, str] = dict(STATUS_AFTER)
+
 
 class Registry:
     """Workers by id, kept in id order for paging, with their status counts and usage totals.
@@ -95,7 +99,7 @@ class Registry:
     def state(self, record: WorkerRecord) -> WorkerState:
         """The Worker's lifecycle state: its in-flight state, else the resting state of its committed status."""
         state = self.states.get(record.worker_id) if self.states else None
-        return state if state is not None else RESTING_STATES[record.status]
+        return state if state is not None else _RESTING[record.status]
 
     def transition(self, record: WorkerRecord, event: str) -> WorkerState:
         """Move a Worker on `event` by the lifecycle table, applying the committed status the event sets.
@@ -108,9 +112,9 @@ class Registry:
         states = self.states
         current = states.get(wid) if states else None
         if current is None:
-            current = RESTING_STATES[record.status]
+            current = _RESTING[record.status]
         target = next_worker_state(current, event)
-        status = STATUS_AFTER.get(event)
+        status = _STATUS_AFTER.get(event)
         if status is not None and status != record.status:
             counts = self.counts
             counts[record.status] -= 1
@@ -121,7 +125,7 @@ class Registry:
         else:
             if current in IN_FLIGHT_STATES:
                 del states[wid]
-            if target != "deleted" and RESTING_STATES[record.status] != target:
+            if target != "deleted" and _RESTING[record.status] != target:
                 raise IllegalTransitionError("worker", current, event)
         return target
 

@@ -31,6 +31,7 @@ class ActiveRun:
         "done",
         "end_event_id",
         "end_status",
+        "finished",
         "kind",
         "profile",
         "reason",
@@ -53,6 +54,8 @@ class ActiveRun:
         self.end_status: str | None = None  # set by cancel, stop or shutdown before the run has decided
         self.reason: str | None = None
         self.state: RunState = "running"  # moved only by `move`, through the run lifecycle table
+        #: The run has ended, or shutdown gave up recording its end: nobody waits for it any longer (set by `move`).
+        self.finished = False
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
         self.task: asyncio.Task[None] | None = None  # under asyncio: holds the run's task alive
@@ -63,17 +66,13 @@ class ActiveRun:
         Raises:
             IllegalTransitionError: the table has no such transition (a bug).
         """
-        self.state = next_run_state(self.state, event)
+        state = self.state = next_run_state(self.state, event)
+        self.finished = state == "ended" or state == "abandoned"
 
     @property
     def decided(self) -> bool:
         """The run's terminal status is fixed; later cancels change nothing."""
         return self.state != "running"
-
-    @property
-    def finished(self) -> bool:
-        """The run has ended, or shutdown gave up recording its end: nobody waits for it any longer."""
-        return self.state == "ended" or self.state == "abandoned"
 
 
 class Stop:

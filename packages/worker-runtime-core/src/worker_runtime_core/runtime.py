@@ -81,6 +81,7 @@ __all__ = ["Runtime"]
 logger = logging.getLogger("worker_runtime_core")
 
 _INPUT_KINDS = frozenset({"user", "system"})
+_ACCEPTED_STATUS = STATUS_AFTER["accept_committed"]  # what an accepted input's staged record says
 
 
 class Runtime:
@@ -467,7 +468,7 @@ class Runtime:
         run = RunRecord(run_id=run_id, input_sequence=sequence, started_at=clock)
         staged = _replace(
             record,
-            status=STATUS_AFTER["accept_committed"],
+            status=_ACCEPTED_STATUS,
             active_run=run,
             transcript_len=sequence + 1,
             last_event_id=event_id,
@@ -838,6 +839,5 @@ def _unknown_profile(name: str) -> WorkerRuntimeError:
     return UnknownProfileError(f"the worker's profile {name!r} no longer exists", details={"profile": name})
 
 
-def _replace(record: Any, **changes: Any) -> Any:
-    """A staged copy of a record with `changes`: what the store writes before the live record changes."""
-    return msgspec.structs.replace(record, **changes)
+#: A staged copy of a record with changes: what the store writes before the live record changes.
+_replace = msgspec.structs.replace

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import msgspec
@@ -35,6 +34,7 @@ _ROLES = frozenset({"user", "system", "assistant", "tool"})
 _ENGINE_FAILED = "the engine failed; see the Runtime's log"
 _RETRY_FIRST_S = 0.05  # a terminal event the store refused is retried after this (doubling) or once it writes again
 _RETRY_MAX_S = 1.0
+_ENDED_STATUS = STATUS_AFTER["run_ended"]  # what a staged record says once its run has ended
 
 
 class Supervisor:
@@ -163,7 +163,7 @@ class Supervisor:
             event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
             staged = _replace(
                 record,
-                status=STATUS_AFTER["run_ended"],
+                status=_ENDED_STATUS,
                 active_run=None,
                 last_run=final,
                 runs=record.runs + 1,
@@ -351,6 +351,5 @@ class Supervisor:
             stop.done.set()
 
 
-def _replace(record: Any, **changes: Any) -> Any:
-    """A staged copy of a record with `changes`: what the store writes before the live record changes."""
-    return msgspec.structs.replace(record, **changes)
+#: A staged copy of a record with changes: what the store writes before the live record changes.
+_replace = msgspec.structs.replace
