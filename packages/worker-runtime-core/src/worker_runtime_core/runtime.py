@@ -579,22 +579,12 @@ class Runtime:
             raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
         record = await self._settled_worker(worker_id)
         self._require_started()
-        wid = record.worker_id
-        active = self._supervisor.active.get(wid)
-        if record.status == "stopped" or active is None or (run_id is not None and run_id != active.record.run_id):
-            return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
-        self._supervisor.request_end(active, "cancelled", reason)
-        if not active.finished:  # answer once the run is gone; it goes even if we stop waiting
-            if active.done is None:
-                active.done = anyio.Event()
-            await bounded_wait(active.done, self.limits.operation_timeout_s, f"cancelling run {active.record.run_id}")
-        if active.record.status != "cancelled":
-            return WorkerAck(worker_ref=self._ref(wid), status=record.status, cancelled_run_id=None, event_id=None)  # type: ignore[arg-type]
+        cancelled = await self._supervisor.cancel(record, run_id, reason)
         return WorkerAck(
-            worker_ref=self._ref(wid),
+            worker_ref=self._ref(record.worker_id),
             status=record.status,  # type: ignore[arg-type]
-            cancelled_run_id=active.record.run_id,
-            event_id=active.end_event_id,
+            cancelled_run_id=cancelled.record.run_id if cancelled is not None else None,
+            event_id=cancelled.end_event_id if cancelled is not None else None,
         )
 
     async def stop_worker(self, worker_id: str, reason: str | None = None) -> WorkerAck:

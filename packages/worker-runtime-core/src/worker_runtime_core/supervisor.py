@@ -19,7 +19,7 @@ from .journal import Journal
 from .lifecycle import STATUS_AFTER
 from .models import RunError, WorkerRef
 from .records import RunEndedData, TranscriptAppendedData, TranscriptRecord, WorkerRecord, WorkerStoppedData
-from .registry import Registry
+from .registry import Registry, bounded_wait
 from .runs import ActiveRun, Context, Stop
 from .stores.base import Batch, RuntimeStore
 from .times import now
@@ -284,6 +284,24 @@ class Supervisor:
         if active.done is None:
             active.done = anyio.Event()
         await active.done.wait()
+
+    async def cancel(self, record: WorkerRecord, run_id: str | None, reason: str | None) -> ActiveRun | None:
+        """Cancel the Worker's active run (only if it is `run_id`, when given) and wait until it has ended; returns
+        it if it ended ``cancelled``, None when nothing was cancelled (no run, another run, a stopped Worker, or
+        the run ended otherwise first).
+
+        Raises:
+            OperationTimeoutError: the run has not ended within `operation_timeout_s` (it still ends cancelled).
+        """
+        active = self.active.get(record.worker_id)
+        if record.status == "stopped" or active is None or (run_id is not None and run_id != active.record.run_id):
+            return None
+        self.request_end(active, "cancelled", reason)
+        if not active.finished:  # answer once the run is gone; it goes even if we stop waiting
+            if active.done is None:
+                active.done = anyio.Event()
+            await bounded_wait(active.done, self.limits.operation_timeout_s, f"cancelling run {active.record.run_id}")
+        return active if active.record.status == "cancelled" else None
 
     # --- stop ------------------------------------------------------------------------------------------------
 
