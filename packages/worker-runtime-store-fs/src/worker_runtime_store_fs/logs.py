@@ -252,7 +252,8 @@ class IndexedLog:
             raise
 
     def cut_back(self, fds: FdCache, position: int, *, durable: bool) -> None:
-        """Drop line `position` and every later one (a write taken back); with `durable`, fsync the cut.
+        """Drop line `position` and every later one (a write taken back); with `durable`, fsync the cut data (an
+        index record past the data is dropped by `repair`).
 
         Raises:
             fileops.OutcomeUnknown: the files could not be cut (or the cut not made durable).
@@ -266,7 +267,6 @@ class IndexedLog:
             raise fileops.OutcomeUnknown(exc.errno or 0, f"cutting {self.data} back failed: {exc.strerror}") from exc
         if durable:
             fileops.fsync(data_fd)
-            fileops.fsync(index_fd)
 
     # --- recovery --------------------------------------------------------------------------------------------
 
