@@ -694,3 +694,34 @@ async def test_an_eio_while_a_run_ends_leaves_it_one_terminal_status_after_a_res
         assert len(terminal) == 1
         assert run.status == ("interrupted" if fault == "write" else terminal[0].removeprefix("run_"))
         assert (await rt.get_worker("w")).status == "idle"
+
+
+async def test_a_failed_checkpoint_fsync_leaves_the_outcome_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A later fsync of the same files could succeed although what this one covered was lost; the checkpoint would
+    # then say it is on disk. So the store stops writing, and a restart replays the log from the last checkpoint.
+    store = FsRuntimeStore(tmp_path, checkpoint_every=1_000_000)
+    disk = DiskFaults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        run_id = await _run(rt, "w", "m0")
+        disk.fail_fsync("transcript.jsonl")  # the event log's fsyncs still succeed
+        store.checkpoint_every = 1
+        await rt.create_worker(worker_id="v")  # hands a checkpoint over; its fsync of w's transcript fails
+        store._wait_checkpoint()
+        store.checkpoint_every = 1_000_000
+        outcomes = []
+        for n in range(2):  # the first write after it collects the failed checkpoint (and stands)
+            try:
+                await rt.create_worker(worker_id=f"u{n}")
+                outcomes.append("ok")
+            except RuntimeUnavailableError as exc:
+                outcomes.append(exc.details.get("outcome", "refused"))
+        assert disk.hits and outcomes[-1] == "unknown" and rt.store_health == "outcome_unknown"
+        disk.clear()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert rt.store_health == "ok"
+        assert [e.content for e in (await rt.transcript("w")).items] == ["m0", "m0"]
+        assert (await rt.get_run("w", run_id)).status == "completed"
+        await rt.create_worker(worker_id="after")
