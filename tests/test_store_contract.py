@@ -1,13 +1,19 @@
-"""The store protocol's contract, the same assertions for the memory store and the FS store (through Runtime)."""
+"""The store protocol's contract, the same assertions for the memory store and the FS store (through Runtime).
+
+A third-party store runs it by adding itself to `store_kind` (a factory, and if it can fail on command, a
+`Faults` that makes it refuse writes or fail an fsync): committed id and health are checked under real faults.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import pytest
 from store_faults import FaultyStore
+from store_fs_helpers import DiskFaults
 
 from worker_runtime_core import (
     CursorExpiredError,
@@ -18,16 +24,61 @@ from worker_runtime_core import (
     RuntimeStore,
     RuntimeUnavailableError,
 )
+from worker_runtime_core.stores import store_health
 from worker_runtime_store_fs import FsRuntimeStore
 
 StoreFactory = Callable[[Limits], RuntimeStore]
 
 
+class Faults(Protocol):
+    """Real failures under a store: `refuse` makes its writes fail with nothing of them on disk (a full disk),
+    `fail_fsync` makes the next write reach the disk and its fsync fail (EIO); `clear` ends both."""
+
+    def refuse(self) -> None: ...
+    def fail_fsync(self) -> None: ...
+    def clear(self) -> None: ...
+
+
+FaultsFactory = Callable[[RuntimeStore, pytest.MonkeyPatch], Faults]
+
+
+class _FsFaults:
+    SEGMENT = "[0-9]*.jsonl"
+
+    def __init__(self, store: RuntimeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert isinstance(store, FsRuntimeStore)
+        self.disk = DiskFaults(store, monkeypatch)
+
+    def refuse(self) -> None:
+        self.disk.refuse(self.SEGMENT)
+
+    def fail_fsync(self) -> None:
+        self.disk.fail_fsync(self.SEGMENT)
+
+    def clear(self) -> None:
+        self.disk.clear()
+
+
 @pytest.fixture(params=["memory", "fs"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreFactory, FaultsFactory | None]:
+    """A store factory (each call opens the same data afresh) and its faults, None when it cannot fail."""
     if request.param == "memory":
-        return lambda limits: MemoryStore()
-    return lambda limits: FsRuntimeStore(tmp_path / "store", segment_bytes=4096, checkpoint_every=7)
+        return (lambda limits: MemoryStore()), None
+    return (
+        lambda limits: FsRuntimeStore(tmp_path / "store", segment_bytes=4096, checkpoint_every=7)
+    ), _FsFaults
+
+
+@pytest.fixture
+def make_store(store_kind: tuple[StoreFactory, FaultsFactory | None]) -> StoreFactory:
+    return store_kind[0]
+
+
+@pytest.fixture
+def make_faults(store_kind: tuple[StoreFactory, FaultsFactory | None]) -> FaultsFactory:
+    if store_kind[1] is None:
+        pytest.skip("this store cannot fail on command")
+    return store_kind[1]
 
 
 @pytest.fixture
@@ -195,3 +246,67 @@ async def test_a_failed_input_write_leaves_no_stop_waiting(make_store: StoreFact
                 store.release_all()
         assert stopped[0].status == "stopped" and stopped[0].cancelled_run_id is None
         assert (await rt.get_worker("w")).transcript_len == 0
+
+
+# --- health and committed id under real faults --------------------------------------------------------------
+
+
+async def test_health_is_ok_from_open_through_writes(make_store: StoreFactory) -> None:
+    store = make_store(Limits())
+    async with Runtime(store=store) as rt:
+        assert store_health(store) == rt.store_health == "ok"
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "hi")
+        assert store_health(store) == rt.store_health == "ok"
+
+
+async def test_a_refused_write_keeps_committed_id_and_health_cannot_write_until_a_write_succeeds(
+    make_store: StoreFactory, make_faults: FaultsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(Limits())
+    faults = make_faults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        committed = store.committed_id
+        faults.refuse()
+        for _ in range(2):
+            with pytest.raises(RuntimeUnavailableError) as info:
+                await rt.send_input("w", "lost")
+            assert info.value.details.get("outcome") != "unknown"
+            assert store.committed_id == committed
+            assert store_health(store) == "cannot_write"
+        faults.clear()
+        ack = await rt.send_input("w", "kept")  # no restart
+        assert ack.event_id == committed + 1
+        assert store_health(store) == "ok"
+        await rt.wait_for_run("w", ack.run_id)
+
+
+async def test_an_unknown_outcome_keeps_its_ids_taken_and_refuses_every_write_until_reopened(
+    make_store: StoreFactory, make_faults: FaultsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(Limits())
+    faults = make_faults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        confirmed = store.committed_id
+        faults.fail_fsync()
+        with pytest.raises(RuntimeUnavailableError) as info:
+            await rt.send_input("w", "unknown", input_id="in-1")
+        assert info.value.details == {"outcome": "unknown"}
+        assert store.committed_id >= confirmed + 1  # its id may be on disk
+        faults.clear()
+        for _ in range(2):
+            with pytest.raises(RuntimeUnavailableError) as info:
+                await rt.create_worker()
+            assert info.value.details == {"outcome": "unknown"}
+            assert store_health(store) == "outcome_unknown"
+    again = make_store(Limits())
+    async with Runtime(store=again) as rt:
+        assert store_health(again) == "ok"
+        ids = [e.id for e in (await rt.read_events(limit=1000)).events]
+        assert ids == sorted(set(ids)) and ids.count(confirmed + 1) <= 1
+        ack = await rt.send_input("w", "unknown", input_id="in-1")  # a retry with the same input_id is safe
+        assert ack.event_id > confirmed
+        await rt.wait_for_run("w", ack.run_id)
+        assert (await rt.send_input("w", "next")).event_id > max(ids)

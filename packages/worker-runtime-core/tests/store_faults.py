@@ -22,7 +22,7 @@ import anyio.lowlevel
 from worker_runtime_core import Limits, MemoryStore, RuntimeStore, RuntimeUnavailableError
 from worker_runtime_core.models import StoreInfo
 from worker_runtime_core.records import EventRecord, RunRecord, TranscriptRecord
-from worker_runtime_core.stores import Batch, StoreState
+from worker_runtime_core.stores import Batch, StoreHealth, StoreState, store_health
 
 __all__ = ["FaultyStore", "HeldWrite"]
 
@@ -53,6 +53,7 @@ class FaultyStore:
         self.fail_ids: set[int] = set()  # the writes of these event ids fail, once each
         self.fsync_fail_ids: set[int] = set()  # these reach the store, then fail at "fsync"
         self.broken = False  # after a failed fsync: every write fails until reopened
+        self.refusing = False  # the last write was refused (nothing of it written): health says cannot_write
         self.written: list[int] = []  # event ids the store confirmed, in order
         self.refused: list[int] = []  # event ids the store refused
         self._last: anyio.Event | None = None  # `done` of the newest write
@@ -89,6 +90,16 @@ class FaultyStore:
     def committed_id(self) -> int:
         return self.inner.committed_id
 
+    @property
+    def health(self) -> StoreHealth:
+        """What it injects: ``outcome_unknown`` after a failed "fsync", ``cannot_write`` while `failing` or after a
+        refused write until one succeeds, else the inner store's."""
+        if self.broken:
+            return "outcome_unknown"
+        if self.failing or self.refusing:
+            return "cannot_write"
+        return store_health(self.inner)
+
     async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
         return await self.inner.open(runtime_id, display_name, limits=limits)
 
@@ -117,10 +128,13 @@ class FaultyStore:
         event_id = write.batch.event.id
         if self.broken:
             self._refuse(write)
-            raise RuntimeUnavailableError("the store's fsync failed earlier; restart the Runtime")
+            raise RuntimeUnavailableError(
+                "the store's fsync failed earlier; restart the Runtime", details={"outcome": "unknown"}
+            )
         if self.failing or event_id in self.fail_ids:
             self.fail_ids.discard(event_id)
             self._refuse(write)
+            self.refusing = True
             raise RuntimeUnavailableError(f"cannot append event {event_id}: No space left on device")
         if event_id != self.inner.committed_id + 1:
             self._refuse(write)
@@ -132,7 +146,10 @@ class FaultyStore:
             self.fsync_fail_ids.discard(event_id)
             self.broken = True
             self._refuse(write)
-            raise RuntimeUnavailableError(f"fsync after event {event_id} failed: Input/output error")
+            raise RuntimeUnavailableError(
+                f"fsync after event {event_id} failed: Input/output error", details={"outcome": "unknown"}
+            )
+        self.refusing = False
         self.written.append(event_id)
 
     def _refuse(self, write: HeldWrite) -> None:

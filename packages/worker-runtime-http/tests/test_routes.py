@@ -8,6 +8,7 @@ import anyio
 import httpx
 import pytest
 from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime, serving
+from store_faults import FaultyStore
 
 from worker_runtime_core import (
     Engine,
@@ -575,6 +576,37 @@ async def test_a_failed_engine_and_a_failing_store_say_what_happened_without_int
     error = error_of(response)
     assert (error["code"], error["retryable"], error["details"]) == ("runtime_unavailable", True, {})
     assert "/srv" not in response.text and "boom" not in run["error"]["message"]
+
+
+async def test_readyz_is_503_store_unavailable_while_the_store_cannot_write_and_says_when_the_outcome_is_unknown(
+    gate: Gate,
+) -> None:
+    store = FaultyStore()
+    async with make_runtime(gate, store=store) as rt, client_for(create_app(rt, token=TOKEN)) as client:
+        await create(client)
+
+        async def ready() -> tuple[int, object]:
+            response = await client.get("/readyz")
+            return response.status_code, response.json()
+
+        assert await ready() == (200, {"status": "ok"})
+        store.failing = True  # the disk is full: refused, nothing written
+        response = await client.post("/v1/workers/w1/input", json={"content": "lost"})
+        assert (response.status_code, error_of(response)["details"]) == (503, {})
+        assert await ready() == (503, {"status": "store_unavailable"})
+        store.failing = False  # space came back: ready again once a write succeeds
+        assert await ready() == (503, {"status": "store_unavailable"})
+        response = await client.post("/v1/workers/w1/input", json={"content": "kept"})
+        assert response.status_code == 202
+        await rt.wait_for_run("w1", response.json()["ack"]["run_id"])
+        assert await ready() == (200, {"status": "ok"})
+        store.fsync_fail_ids.add(store.committed_id + 1)  # the next write's fsync fails: its outcome is unknown
+        for content in ("unknown", "later"):
+            response = await client.post("/v1/workers/w1/input", json={"content": content, "input_id": "in-1"})
+            error = error_of(response)
+            assert (response.status_code, error["code"], error["retryable"]) == (503, "runtime_unavailable", True)
+            assert error["details"] == {"outcome": "unknown"}
+            assert await ready() == (503, {"status": "store_unavailable"})  # until a restart
 
 
 # --- timeouts and damage -------------------------------------------------------------------------------------

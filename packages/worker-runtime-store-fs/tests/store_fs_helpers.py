@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import fnmatch
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
+import pytest
 
 from worker_runtime_core import Engine, RunContext
+from worker_runtime_store_fs import FsRuntimeStore
 
 
 def crash_copy(root: Path, target: Path) -> Path:
@@ -35,3 +42,63 @@ class Hold:
                 await ctx.emit("done")
 
         return HoldEngine
+
+
+def fd_name(fd: int) -> str:
+    """The file name of an open descriptor (Linux)."""
+    return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+class DiskFaults:
+    """Real `OSError`s from the disk under an `FsRuntimeStore`, for files whose name matches a pattern.
+
+    `refuse(pattern, errno)` fails the store's writes to those files (the one place its bytes reach a file);
+    `fail_fsync(pattern)` fails `os.fsync` of them with EIO. `clear()` ends both (space came back). `hits` counts
+    the failures injected; `settled()` waits for the first and for the commit that met it to finish.
+    """
+
+    def __init__(self, store: FsRuntimeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.store = store
+        self.write_pattern: str | None = None
+        self.write_errno = errno.ENOSPC
+        self.fsync_pattern: str | None = None
+        self.hits = 0
+        self.hit = threading.Event()
+        good_write = store._os_write
+        good_fsync = os.fsync
+
+        def write(fd: int, data: bytes) -> None:
+            if self.write_pattern is not None and fnmatch.fnmatch(fd_name(fd), self.write_pattern):
+                self.hits += 1
+                self.hit.set()
+                raise OSError(self.write_errno, os.strerror(self.write_errno))
+            good_write(fd, data)
+
+        def fsync(fd: int) -> None:
+            if self.fsync_pattern is not None and fnmatch.fnmatch(fd_name(fd), self.fsync_pattern):
+                self.hits += 1
+                self.hit.set()
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            good_fsync(fd)
+
+        store._os_write = write
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def refuse(self, pattern: str, code: int = errno.ENOSPC) -> None:
+        self.write_pattern, self.write_errno = pattern, code
+
+    def fail_fsync(self, pattern: str) -> None:
+        self.fsync_pattern = pattern
+
+    def clear(self) -> None:
+        self.write_pattern = self.fsync_pattern = None
+
+    async def settled(self) -> None:
+        """Wait until a failure was injected and the store's commit that met it has let go of the commit lock."""
+
+        def wait() -> None:
+            assert self.hit.wait(10), "no failure was injected"
+            with self.store._io:
+                pass
+
+        await anyio.to_thread.run_sync(wait)

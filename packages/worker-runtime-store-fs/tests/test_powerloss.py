@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 from powerloss import PowerLoss
+from store_fs_helpers import DiskFaults
 
 from worker_runtime_core import Limits, Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
 from worker_runtime_store_fs import FsRuntimeStore
@@ -114,6 +115,29 @@ async def test_a_power_cut_right_after_an_acknowledged_create_keeps_the_worker(t
     disk.power_cut()
     async with Runtime(store=FsRuntimeStore(root)) as rt:
         assert (await rt.get_worker("w")).status == "idle"
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch"])
+async def test_a_create_taken_back_stays_gone_after_a_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: str
+) -> None:
+    # Its log line went in (and, with `always`, was fsynced) before its files failed: the cut must be durable.
+    root = tmp_path / "db"
+    with PowerLoss(root) as disk:
+        store = FsRuntimeStore(root, fsync=fsync, fsync_interval_ms=1)  # type: ignore[arg-type]
+        faults = DiskFaults(store, monkeypatch)
+        async with Runtime(runtime_id="rt-p", store=store) as rt:
+            await rt.create_worker(worker_id="w")
+            faults.refuse(".worker.json.tmp")
+            with pytest.raises(RuntimeUnavailableError):
+                await rt.create_worker(worker_id="v")
+            disk.arm(0)
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert (await rt.get_worker("w")).status == "idle"
+        with pytest.raises(WorkerNotFoundError):
+            await rt.get_worker("v")
+        assert (await rt.read_events(worker_id="v")).events == []
 
 
 async def test_a_rotated_segment_is_durable_under_batch(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from store_fs_helpers import Hold, crash_copy
+from store_fs_helpers import DiskFaults, Hold, crash_copy
 
 from worker_runtime_core import (
     ConfigError,
@@ -536,3 +536,245 @@ async def test_keys_of_a_deleted_worker_do_not_come_back_after_checkpoints(tmp_p
     async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
         ack = await rt.send_input("w", "one", input_id="k")
         assert not ack.duplicate and ack.run_id != first
+
+
+# --- when the disk fails: refused writes resume by themselves, an unknown outcome waits for a restart -------------
+
+SEGMENT = "[0-9]*.jsonl"  # the event log's data files
+
+
+async def _event_ids(rt: Runtime) -> list[int]:
+    return [e.id for e in (await rt.read_events(limit=1000)).events]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT])
+async def test_a_refused_log_append_resumes_with_the_next_write_and_ids_stay_continuous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    store = FsRuntimeStore(tmp_path)
+    disk = DiskFaults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        committed = store.committed_id
+        disk.refuse(SEGMENT, code)
+        for _ in range(3):  # every try while the disk refuses: a plain 503, nothing of it kept
+            with pytest.raises(RuntimeUnavailableError) as info:
+                await rt.send_input("w", "lost")
+            assert "outcome" not in info.value.details
+            assert store.committed_id == committed
+            assert rt.store_health == "cannot_write"
+        disk.clear()  # space came back: no restart
+        ack = await rt.send_input("w", "kept")
+        assert ack.event_id == committed + 1
+        assert rt.store_health == "ok"
+        await rt.wait_for_run("w", ack.run_id)
+        assert await _event_ids(rt) == list(range(1, store.committed_id + 1))
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
+        assert await _event_ids(rt) == list(range(1, store.committed_id + 2))  # + runtime_started
+
+
+async def _page_through(rt: Runtime, wid: str, limit: int) -> list[str]:
+    """Every entry by pages, checking each page against `total_items` (a client pages until next_start is None)."""
+    contents: list[str] = []
+    start: int | None = 0
+    while start is not None:
+        page = await rt.transcript(wid, start=start, limit=limit)
+        assert len(page.items) == min(limit, page.total_items - start), (start, page)
+        contents += [e.content for e in page.items]
+        start = page.next_start
+        assert len(contents) <= page.total_items
+    return contents
+
+
+async def test_a_refused_transcript_write_keeps_readers_right_and_later_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log line is durable, the transcript file is not updated: the input stands (the log is authoritative),
+    # readers get it from the log, and the files catch up once the disk allows. No restart.
+    store = FsRuntimeStore(tmp_path, checkpoint_every=2)
+    disk = DiskFaults(store, monkeypatch)
+    with anyio.fail_after(30):  # bounded: a store that cannot record a run's end would keep its waiter forever
+        async with Runtime(store=store) as rt:
+            await rt.create_worker(worker_id="w")
+            await rt.create_worker(worker_id="v")
+            await _run(rt, "w", "m0")
+            disk.refuse("transcript.jsonl")
+            run_id = await _run(rt, "w", "m1")  # acknowledged: its log line is durable
+            assert disk.hits and rt.store_health == "cannot_write"
+            assert await _page_through(rt, "w", 1) == ["m0", "m0", "m1", "m1"]
+            assert await _page_through(rt, "w", 3) == ["m0", "m0", "m1", "m1"]
+            assert (await rt.get_run("w", run_id)).status == "completed"
+            kinds = [e.kind for e in (await rt.read_events(worker_id="w", limit=100)).events]
+            assert kinds.count("run_completed") == 2
+            await _run(rt, "v", "other")  # other Workers go on; checkpoints never pass what w's files miss
+            store._wait_checkpoint()
+            disk.clear()
+            await _run(rt, "w", "m2")  # the next write of w brings its files up to date
+            assert rt.store_health == "ok"
+            assert await _page_through(rt, "w", 2) == ["m0", "m0", "m1", "m1", "m2", "m2"]
+            copy = crash_copy(tmp_path, tmp_path.parent / f"{tmp_path.name}-crashed")
+    for root in (tmp_path, copy):  # a clean restart, and a crash
+        async with Runtime(store=FsRuntimeStore(root)) as rt:
+            assert await _page_through(rt, "w", 4) == ["m0", "m0", "m1", "m1", "m2", "m2"]
+            assert (await rt.get_run("w", run_id)).status == "completed"
+            assert [d for d in await rt.diagnostics() if d.level == "error"] == []
+
+
+@pytest.mark.parametrize("name", ["runs.jsonl", "runs.idx", "w.idx"])
+async def test_a_refused_runs_write_never_loses_the_run_across_checkpoints_and_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    store = FsRuntimeStore(tmp_path, checkpoint_every=1)  # a checkpoint after every write
+    disk = DiskFaults(store, monkeypatch)
+    with anyio.fail_after(30):  # bounded: a store that cannot record a run's end would keep its waiter forever
+        async with Runtime(store=store) as rt:
+            await rt.create_worker(worker_id="w")
+            disk.refuse(name)
+            run_id = await _run(rt, "w", "m")
+            for _ in range(3):
+                await rt.create_worker(worker_id=f"other{_}")
+                store._wait_checkpoint()
+            assert (await rt.get_run("w", run_id)).status == "completed"  # served from the log meanwhile
+            copy = crash_copy(tmp_path, tmp_path.parent / f"{tmp_path.name}-crashed")
+            disk.clear()
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert (await rt.get_run("w", run_id)).status == "completed"
+        events = (await rt.read_events(worker_id="w", limit=100)).events
+        assert [e.kind for e in events].count("run_completed") == 1
+
+
+async def test_a_refused_create_is_503_and_the_worker_never_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FsRuntimeStore(tmp_path)
+    disk = DiskFaults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        committed = store.committed_id
+        disk.refuse(".worker.json.tmp")  # its log line goes in, its record cannot be written
+        with pytest.raises(RuntimeUnavailableError) as info:
+            await rt.create_worker(worker_id="v")
+        assert disk.hits and "outcome" not in info.value.details
+        assert store.committed_id == committed and rt.store_health == "cannot_write"
+        with pytest.raises(WorkerNotFoundError):
+            await rt.get_worker("v")
+        assert not (tmp_path / "workers" / "v").exists()
+        copy = crash_copy(tmp_path, tmp_path.parent / f"{tmp_path.name}-crashed")
+        disk.clear()
+        await rt.create_worker(worker_id="u")
+        assert rt.store_health == "ok"
+        assert await _event_ids(rt) == list(range(1, committed + 2))
+    for root in (tmp_path, copy):
+        async with Runtime(store=FsRuntimeStore(root)) as rt:
+            with pytest.raises(WorkerNotFoundError):
+                await rt.get_worker("v")
+            kinds = [e.kind for e in (await rt.read_events(worker_id="v")).events]
+            assert kinds == []
+            assert "v" not in [w.worker_ref.worker_id for w in (await rt.list_workers()).workers]
+
+
+async def test_a_failed_fsync_leaves_the_outcome_unknown_until_reopened_and_reuses_no_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FsRuntimeStore(tmp_path)
+    disk = DiskFaults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "before")
+        confirmed = store.committed_id
+        served = await _event_ids(rt)
+        disk.fail_fsync(SEGMENT)
+        with pytest.raises(RuntimeUnavailableError) as info:
+            await rt.send_input("w", "unknown", input_id="in-unknown")
+        assert info.value.details == {"outcome": "unknown"}
+        assert rt.store_health == "outcome_unknown"
+        assert store.committed_id > confirmed  # its id may be on disk: never handed out again
+        disk.clear()  # the disk looks fine again: writes stay refused until a restart
+        for attempt in (
+            lambda: rt.send_input("w", "later"),
+            lambda: rt.create_worker(worker_id="v"),
+            lambda: rt.send_input("w", "unknown", input_id="in-unknown"),
+        ):
+            with pytest.raises(RuntimeUnavailableError) as info:
+                await attempt()
+            assert info.value.details == {"outcome": "unknown"}
+        assert rt.store_health == "outcome_unknown"
+        assert await _event_ids(rt) == served  # reads go on, and show nothing unconfirmed
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert rt.store_health == "ok"
+        events = (await rt.read_events(limit=1000)).events
+        ids = [e.id for e in events]
+        assert ids[: len(served)] == served and ids == sorted(set(ids))
+        unknown = [e for e in events if e.id == confirmed + 1]
+        assert len(unknown) <= 1  # present once or absent
+        retry = await rt.send_input("w", "unknown", input_id="in-unknown")  # the one safe retry
+        if unknown:
+            assert retry.duplicate and retry.event_id == confirmed + 1
+            assert (await rt.get_run("w", retry.run_id)).status == "interrupted"
+        else:
+            await rt.wait_for_run("w", retry.run_id)
+        assert retry.event_id > confirmed
+        ack = await rt.send_input("w", "after")
+        assert ack.event_id > max(ids)
+
+
+@pytest.mark.parametrize("fault", ["write", "fsync"])
+async def test_an_eio_while_a_run_ends_leaves_it_one_terminal_status_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    hold = Hold()
+    store = FsRuntimeStore(tmp_path)
+    disk = DiskFaults(store, monkeypatch)
+    profiles = {"hold": ProfileConfig("hold")}
+    async with Runtime(store=store, profiles=profiles, engines={"hold": hold.engine()}) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "hold"})
+        ack = await rt.send_input("w", "work")  # acknowledged
+        await hold.started.wait()
+        if fault == "write":
+            disk.refuse(SEGMENT, errno.EIO)
+        else:
+            disk.fail_fsync(SEGMENT)
+        hold.release.set()
+        await disk.settled()
+        assert rt.store_health == "outcome_unknown"
+        assert (await rt.get_run("w", ack.run_id)).status == "running"  # its end is not confirmed
+        disk.clear()
+    async with Runtime(store=FsRuntimeStore(tmp_path), profiles=profiles, engines={"hold": Hold().engine()}) as rt:
+        run = await rt.get_run("w", ack.run_id)
+        events = (await rt.read_events(worker_id="w", limit=100)).events
+        terminal = [e.kind for e in events if e.kind.startswith("run_") and e.run_id == ack.run_id]
+        assert len(terminal) == 1
+        assert run.status == ("interrupted" if fault == "write" else terminal[0].removeprefix("run_"))
+        assert (await rt.get_worker("w")).status == "idle"
+
+
+async def test_a_failed_checkpoint_fsync_leaves_the_outcome_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A later fsync of the same files could succeed although what this one covered was lost; the checkpoint would
+    # then say it is on disk. So the store stops writing, and a restart replays the log from the last checkpoint.
+    store = FsRuntimeStore(tmp_path, checkpoint_every=1_000_000)
+    disk = DiskFaults(store, monkeypatch)
+    async with Runtime(store=store) as rt:
+        await rt.create_worker(worker_id="w")
+        run_id = await _run(rt, "w", "m0")
+        disk.fail_fsync("transcript.jsonl")  # the event log's fsyncs still succeed
+        store.checkpoint_every = 1
+        await rt.create_worker(worker_id="v")  # hands a checkpoint over; its fsync of w's transcript fails
+        store._wait_checkpoint()
+        store.checkpoint_every = 1_000_000
+        outcomes = []
+        for n in range(2):  # the first write after it collects the failed checkpoint (and stands)
+            try:
+                await rt.create_worker(worker_id=f"u{n}")
+                outcomes.append("ok")
+            except RuntimeUnavailableError as exc:
+                outcomes.append(exc.details.get("outcome", "refused"))
+        assert disk.hits and outcomes[-1] == "unknown" and rt.store_health == "outcome_unknown"
+        disk.clear()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert rt.store_health == "ok"
+        assert [e.content for e in (await rt.transcript("w")).items] == ["m0", "m0"]
+        assert (await rt.get_run("w", run_id)).status == "completed"
+        await rt.create_worker(worker_id="after")

@@ -85,7 +85,7 @@ from .models import (
     WorkerSummary,
 )
 from .runtime import Runtime
-from .stores import Batch, MemoryStore, RuntimeStore, StoreState
+from .stores import Batch, MemoryStore, RuntimeStore, StoreHealth, StoreState
 from .wire import (
     ERROR_DETAILS_BY_CODE,
     CancelRequest,
@@ -202,6 +202,7 @@ __all__ = [
     "Batch",
     "MemoryStore",
     "RuntimeStore",
+    "StoreHealth",
     "StoreState",
     # errors
     "CapacityExceededError",

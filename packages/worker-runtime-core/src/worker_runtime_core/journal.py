@@ -166,12 +166,19 @@ class Journal:
 
 
 def _refused(batch: Batch, exc: Exception) -> RuntimeUnavailableError:
-    """Log why the store refused `batch` (its own words may name its files) and make the error a caller sees."""
+    """Log why the store refused `batch` (its own words may name its files) and make the error a caller sees.
+
+    Of the store's `details` only ``outcome`` is passed on (``"unknown"`` after a failed fsync: the batch may be on
+    disk, so only a retry with the same ``input_id`` is safe); the rest may name files.
+    """
+    details: dict[str, Any] = {}
     if isinstance(exc, RuntimeUnavailableError):
         logger.error("the store failed to write event %d: %s", batch.event.id, exc.message)
+        if exc.details.get("outcome") == "unknown":
+            details["outcome"] = "unknown"
     else:
         logger.exception("the store failed to write event %d", batch.event.id, exc_info=exc)
-    return RuntimeUnavailableError(STORE_CANNOT_WRITE)
+    return RuntimeUnavailableError(STORE_CANNOT_WRITE, details=details)
 
 
 def _sync_append(store: RuntimeStore) -> Callable[[Batch], None] | None:

@@ -69,7 +69,7 @@ from .records import (
 )
 from .registry import Registry, bounded_wait
 from .runs import ActiveRun
-from .stores.base import Batch, RuntimeStore
+from .stores.base import Batch, RuntimeStore, StoreHealth, store_health
 from .stores.memory import MemoryStore
 from .supervisor import Supervisor
 from .times import format_time, now
@@ -163,6 +163,13 @@ class Runtime:
     def store_info(self) -> StoreInfo:
         """Kind, path and fsync policy of the store; known before start."""
         return self._store.info
+
+    @property
+    def store_health(self) -> StoreHealth:
+        """Whether the store can write: ``ok``, ``cannot_write`` (a write was refused, nothing of it on disk; the
+        next is tried normally) or ``outcome_unknown`` (a failed fsync: no write until a restart). A store
+        without a `health` property is ``ok``."""
+        return store_health(self._store)
 
     @property
     def status(self) -> Literal["new", "running", "stopping", "closed"]:

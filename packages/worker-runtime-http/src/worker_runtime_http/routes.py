@@ -58,9 +58,10 @@ Reply = tuple[int, bytes]
 
 
 class HealthStatus(msgspec.Struct, frozen=True):
-    """Liveness or readiness: ``ok``, or ``stopping`` while the Runtime stops or recovers. Nothing else."""
+    """Liveness or readiness: ``ok``; ``stopping`` while the Runtime stops or recovers; ``store_unavailable`` while
+    its store cannot write (readiness only). Nothing else."""
 
-    status: Literal["ok", "stopping"]
+    status: Literal["ok", "stopping", "store_unavailable"]
 
 
 class Context:
@@ -83,6 +84,7 @@ _STOP = msgspec.json.Decoder(StopRequest)
 _CANCEL = msgspec.json.Decoder(CancelRequest)
 _OK = msgspec.json.encode(HealthStatus("ok"))
 _STOPPING = msgspec.json.encode(HealthStatus("stopping"))
+_STORE_UNAVAILABLE = msgspec.json.encode(HealthStatus("store_unavailable"))
 _NO_QUERY: frozenset[str] = frozenset()
 _WORKERS_QUERY = frozenset({"status", "limit", "after"})
 _TRANSCRIPT_QUERY = frozenset({"start", "limit"})
@@ -97,9 +99,12 @@ async def healthz(ctx: Context, scope: Scope, receive: Receive, params: dict[str
 
 
 async def readyz(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
-    if ctx.runtime.status == "running":
-        return 200, _OK
-    return 503, _STOPPING
+    runtime = ctx.runtime
+    if runtime.status != "running":
+        return 503, _STOPPING
+    if runtime.store_health != "ok":  # a refused write until the next succeeds; an unknown outcome until restart
+        return 503, _STORE_UNAVAILABLE
+    return 200, _OK
 
 
 async def openapi(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:

@@ -11,9 +11,31 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["close", "fsync", "fsync_dir", "mkdir", "open", "replace", "rmtree", "sync", "unlink", "write"]
+__all__ = [
+    "OutcomeUnknown",
+    "close",
+    "fsync",
+    "fsync_dir",
+    "mkdir",
+    "open",
+    "replace",
+    "rmtree",
+    "sync",
+    "unlink",
+    "write",
+]
 
 StrPath = str | Path
+
+
+class OutcomeUnknown(OSError):
+    """A disk operation failed in a way that may or may not have left its data on disk: an fsync that failed (the
+    kernel may have dropped the pages it could not write, and a later fsync would not say so), or a failed write
+    that could not be cut back. Raised with the errno of the cause."""
+
+
+def _unknown(exc: OSError, what: str) -> OutcomeUnknown:
+    return OutcomeUnknown(exc.errno or 0, f"{what} failed: {exc.strerror or exc}")
 
 
 def open(path: StrPath, flags: int, mode: int = 0o644) -> int:
@@ -33,15 +55,28 @@ def write(fd: int, data: bytes) -> None:
 
 
 def fsync(fd: int) -> None:
-    """Make a file's data (or, for a directory's descriptor, its entries) durable."""
-    os.fsync(fd)
+    """Make a file's data (or, for a directory's descriptor, its entries) durable.
+
+    Raises:
+        OutcomeUnknown: the fsync failed; what it covered may or may not be on disk.
+    """
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _unknown(exc, "fsync") from exc
 
 
 def fsync_dir(path: StrPath) -> None:
-    """Make the entries of a directory (creates, renames, unlinks in it) durable."""
+    """Make the entries of a directory (creates, renames, unlinks in it) durable.
+
+    Raises:
+        OutcomeUnknown: the fsync failed (opening the directory failing is a plain OSError: nothing was synced).
+    """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise _unknown(exc, f"fsync of directory {path}") from exc
     finally:
         os.close(fd)
 

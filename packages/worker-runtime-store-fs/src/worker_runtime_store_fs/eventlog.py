@@ -134,6 +134,20 @@ class EventLog:
             raise
         self.last_id = lines[-1][0]
 
+    def cut_back(self, fds: FdCache, event_id: int) -> None:
+        """Take back the newest lines from `event_id` on (a batch refused after it was appended); fsynced when the
+        log is durable. They are all in the newest segment (one append writes one segment).
+
+        Raises:
+            fileops.OutcomeUnknown: the cut could not be made (or made durable).
+        """
+        log = self.logs[self.firsts[-1]]
+        position = log.find(event_id)
+        if position < 0:
+            return
+        log.cut_back(fds, position, durable=self.durable)
+        self.last_id = event_id - 1
+
     @property
     def current(self) -> IndexedLog | None:
         return self.logs[self.firsts[-1]] if self.firsts else None

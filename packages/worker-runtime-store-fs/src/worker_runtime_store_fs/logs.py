@@ -224,6 +224,10 @@ class IndexedLog:
         """Append lines (each ending in a newline) and their index records.
 
         On an OSError both files are cut back to where they were, so nothing half-written stays behind.
+
+        Raises:
+            OSError: the disk refused; both files are as they were.
+            fileops.OutcomeUnknown: the write failed and the files could not be cut back.
         """
         data_fd = fds.get(self._data_s)
         index_fd = fds.get(self._index_s)
@@ -237,13 +241,32 @@ class IndexedLog:
         try:
             write(data_fd, b"".join(line for _, line in lines))
             write(index_fd, bytes(records))
-        except OSError:
+        except OSError as exc:
             try:
                 os.ftruncate(data_fd, data_size)
                 os.ftruncate(index_fd, index_size)
-            except OSError:
-                pass
+            except OSError as cut:
+                raise fileops.OutcomeUnknown(
+                    exc.errno or 0, f"{exc.strerror or exc}, and cutting {self.data} back failed: {cut.strerror}"
+                ) from exc
             raise
+
+    def cut_back(self, fds: FdCache, position: int, *, durable: bool) -> None:
+        """Drop line `position` and every later one (a write taken back); with `durable`, fsync the cut data (an
+        index record past the data is dropped by `repair`).
+
+        Raises:
+            fileops.OutcomeUnknown: the files could not be cut (or the cut not made durable).
+        """
+        data_fd = fds.get(self._data_s)
+        index_fd = fds.get(self._index_s)
+        try:
+            os.ftruncate(data_fd, self.end_of(position - 1))
+            os.ftruncate(index_fd, position * _SIZE)
+        except OSError as exc:
+            raise fileops.OutcomeUnknown(exc.errno or 0, f"cutting {self.data} back failed: {exc.strerror}") from exc
+        if durable:
+            fileops.fsync(data_fd)
 
     # --- recovery --------------------------------------------------------------------------------------------
 
@@ -349,7 +372,21 @@ class IdIndex:
         return found[0] if found else 0
 
     def append(self, fds: FdCache, event_id: int, write: Callable[[int, bytes], None]) -> None:
-        write(fds.get(self._path_s), _ID.pack(event_id))
+        """Append one id; on an OSError the file is cut back to whole records (a short write leaves none)."""
+        fd = fds.get(self._path_s)
+        try:
+            write(fd, _ID.pack(event_id))
+        except OSError:
+            self.cut(os.fstat(fd).st_size // _ID.size)
+            raise
+
+    def cut(self, count: int) -> None:
+        """Keep the first `count` ids (a failed append, a create taken back); errors are ignored."""
+        try:
+            if os.stat(self.path).st_size != count * _ID.size:
+                os.truncate(self.path, count * _ID.size)
+        except OSError:
+            pass
 
     def truncate_torn(self) -> None:
         size = self.count() * _ID.size

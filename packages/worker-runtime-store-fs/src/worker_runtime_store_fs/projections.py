@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+import msgspec
+
 from . import _fileops as fileops
 from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
@@ -66,6 +68,40 @@ class Projections:
 
     def event_index(self, worker_id: str) -> IdIndex:
         return self._of(worker_id).events
+
+    def create(self, worker_id: str, event_id: int, state: bytes) -> None:
+        """Project a Worker's creation: its directory, ``worker.json`` and its event id in its index. All or
+        nothing: on an OSError what it made is removed again.
+
+        Raises:
+            OSError: the disk refused.
+        """
+        files = self._of(worker_id)
+        self.touched.add(worker_id)
+        index = files.events
+        count = index.count()
+        directory = files.directory
+        try:
+            fileops.mkdir(directory, parents=True)
+            write_atomic(directory / "worker.json", state, durable=False, write=self.write)
+            index.append(self.fds, event_id, self.write)
+        except OSError:
+            self.fds.drop_under(str(directory))
+            fileops.rmtree(directory)
+            index.cut(count)
+            raise
+
+    def repair_tails(self, worker_id: str) -> None:
+        """Before projecting again after a failed projection: index lines written but not indexed, cut a torn
+        tail, drop a partial id (what a failed write whose cut-back failed may leave)."""
+        files = self._of(worker_id)
+        for log, key_of in ((files.transcript, _position), (files.runs, _run_key)):
+            if log.data.exists():
+                self.fds.drop(str(log.data))
+                self.fds.drop(str(log.index))
+                log.repair(key_of, _whole)
+        self.fds.drop(str(files.events.path))
+        files.events.truncate_torn()
 
     def apply(
         self,
@@ -139,6 +175,29 @@ def worker_files(layout: Layout, worker_id: str) -> list[str]:
     directory = layout.worker_dir(worker_id)
     names = ("transcript.jsonl", "transcript.idx", "runs.jsonl", "runs.idx", "worker.json", "state.json")
     return [str(layout.worker_index(worker_id)), *(str(directory / name) for name in names), str(directory)]
+
+
+def _whole(payload: bytes) -> bool:
+    return True  # a line whose checksum matches was written whole by this store
+
+
+def _position(payload: bytes, position: int) -> int:
+    return position  # a transcript's key is the entry's sequence, its position
+
+
+class _RunId(msgspec.Struct):
+    run_id: str
+
+
+_RUN_ID = msgspec.json.Decoder(_RunId)
+
+
+def _run_key(payload: bytes, position: int) -> int:
+    try:
+        number = run_number(_RUN_ID.decode(payload).run_id)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        number = None
+    return number if number is not None else position
 
 
 def default_write(fd: int, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import itertools
 import logging
@@ -33,7 +34,7 @@ from worker_runtime_core import (
     is_valid_id,
 )
 from worker_runtime_core.records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
-from worker_runtime_core.stores import Batch, StoreState
+from worker_runtime_core.stores import Batch, StoreHealth, StoreState
 from worker_runtime_core.times import format_time, now
 
 from . import _fileops as fileops
@@ -41,7 +42,7 @@ from .errors import StoreFormatError, StoreLockedError
 from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
 from .lines import CheckpointRecord, RuntimeRecord, WalLineOut, decode_event, encode
-from .logs import FdCache, frame
+from .logs import FdCache, IndexedLog, frame, unframe
 from .projections import Projections, default_write, run_number, worker_files
 from .records import RecordCorrupt, read_record, write_atomic
 from .recovery import load
@@ -58,6 +59,12 @@ _ENTRY_DECODER = msgspec.json.Decoder(TranscriptRecord)
 _RUN_DECODER = msgspec.json.Decoder(RunRecord)
 _LINES = msgspec.json.Encoder()
 _KEY_CHUNK = 1000  # keys encoded per write when the key file is rewritten: each write lets other threads run
+#: Errors of a write, open or rename that leave nothing on disk once the file is cut back: the write is refused
+#: and the next one is tried normally. Any other failure of the event log (EIO, a failed fsync) is an unknown
+#: outcome.
+_REFUSED = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.EMFILE, errno.ENFILE}
+)
 
 
 class _Pending:
@@ -156,6 +163,14 @@ class FsRuntimeStore:
     Raises (from `Runtime.start`): `StoreLockedError` when another process owns the root, `StoreFormatError` when
     the root belongs to another runtime id, is of a newer format or its runtime record is unreadable. A store of
     format version 1 is upgraded in place at open (a `store_upgraded` info diagnostic says so).
+
+    When the disk fails (`health` says which): a write refused with nothing of it on disk (ENOSPC, EACCES, EROFS,
+    EDQUOT on the event log or on a create's files) is cut back and raises `RuntimeUnavailableError`; the next
+    write is tried normally. A failed fsync (or any other failure of the event log) leaves the outcome unknown:
+    that write and every later one raise `RuntimeUnavailableError` with ``details={"outcome": "unknown"}`` until
+    the store is opened again. A Worker's files that cannot be updated after its log line is durable are brought
+    up to date from the log on its next read or write (and by every later commit); reads are served from the log
+    meanwhile.
     """
 
     def __init__(
@@ -206,7 +221,12 @@ class FsRuntimeStore:
         self._keys_lines = 0  # lines in input_keys.jsonl (the live keys plus what expired or was replaced)
         self._keys_size = 0  # its length in bytes up to the last whole line the store wrote
         self._keys_compact = True  # rewrite it whole at the next checkpoint (else append the new keys)
-        self._broken: str | None = None
+        self._unknown: str | None = None  # why the outcome of a write is unknown: no write until reopened
+        self._refused = False  # the last write was refused (nothing of it on disk): until one succeeds
+        # Workers whose files are behind the event log (a projection write failed after its line was durable),
+        # with the batches not projected yet, in order. Reads of them are served from these; every commit tries
+        # to project them, and a checkpoint never goes past the first.
+        self._stale: dict[str, list[_Pending]] = {}
         self._upgraded: str | None = None
         self._unsynced = False
         # `batch`: each commit waits for the flusher's next fsync. `_written` counts commits, `_synced` the last
@@ -223,8 +243,19 @@ class FsRuntimeStore:
 
     @property
     def committed_id(self) -> int:
-        """The newest event id the log has taken (a failed write leaves it where it was)."""
+        """The newest event id the log has taken: a refused write leaves it where it was; a write whose outcome is
+        unknown counts as taken (its ids may be on disk, so they are never handed out again)."""
         return self._next_id - 1
+
+    @property
+    def health(self) -> StoreHealth:
+        """``outcome_unknown`` after a failed fsync (until reopened); ``cannot_write`` after a refused write until
+        one succeeds, or while a Worker's files are behind the log; else ``ok``."""
+        if self._unknown is not None:
+            return "outcome_unknown"
+        if self._refused or self._stale:
+            return "cannot_write"
+        return "ok"
 
     def _write(self, fd: int, data: bytes) -> None:
         self._os_write(fd, data)
@@ -373,6 +404,8 @@ class FsRuntimeStore:
     async def write(self, batch: Batch) -> None:
         if self._state != "open":
             raise RuntimeUnavailableError(f"the store at {self.layout.root} is {self._state}")
+        if self._unknown is not None:
+            raise _outcome_unknown(self._unknown)
         pending = _Pending(batch)  # encoded now: the worker record is live and changes after this
         self._queue.append(pending)
         while not pending.finished:
@@ -402,7 +435,8 @@ class FsRuntimeStore:
                     error = RuntimeUnavailableError(f"the store failed: {type(exc).__name__}: {exc}")
                 for pending in group:
                     pending.finished = True
-                    pending.error = error
+                    if error is not None:  # else it stays what the commit set (a create taken back, and after)
+                        pending.error = error
                     pending.wake.set()
         finally:
             self._leading = False
@@ -413,16 +447,20 @@ class FsRuntimeStore:
         written = self._commit_locked(group)
         if written:  # `batch`: acknowledged only once the flush that covers it is done
             with self._synced_cond:
-                while self._synced < written and self._broken is None:
+                while self._synced < written and self._unknown is None:
                     self._synced_cond.wait()
             if self._synced < written:
-                raise RuntimeUnavailableError(self._broken or "the store closed before the write was flushed")
+                raise _outcome_unknown(self._unknown or "the store closed before the write was flushed")
 
     def _commit_locked(self, group: list[_Pending]) -> int:
-        """Append and project `group`; under `batch`, the commit's number for the flush to cover, else 0."""
+        """Append and project `group`; under `batch`, the commit's number for the flush to cover, else 0.
+
+        A create whose files cannot be made is taken back with every batch after it (their `error` is set); the
+        batches before it stand.
+        """
         with self._io:
-            if self._broken is not None:
-                raise RuntimeUnavailableError(self._broken)
+            if self._unknown is not None:
+                raise _outcome_unknown(self._unknown)
             expected = self._next_id
             for pending in group:
                 if pending.event_id != expected:
@@ -435,7 +473,12 @@ class FsRuntimeStore:
                 self._wal.append(self._fds, [(p.event_id, p.line) for p in group], self._write)
             except OSError as exc:
                 path = self._wal.current.data if self._wal.current else self.layout.events
+                if isinstance(exc, fileops.OutcomeUnknown) or exc.errno not in _REFUSED:
+                    self._next_id = expected  # the lines may be on disk: their ids are never handed out again
+                    raise self._went_unknown(f"appending to {path} failed ({exc.strerror or exc})") from exc
+                self._refused = True
                 raise RuntimeUnavailableError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+            self._next_id = expected
             written = 0
             if self.fsync == "always":
                 self._fsync_log()
@@ -443,11 +486,22 @@ class FsRuntimeStore:
                 self._unsynced = True
                 self._written += 1
                 written = self._written
-            self._next_id = expected
-            for pending in group:
+            kept = len(group)
+            for i, pending in enumerate(group):
+                if pending.created and pending.worker_id is not None and pending.state is not None:
+                    try:
+                        self._projections.create(pending.worker_id, pending.event_id, pending.state)
+                    except OSError as exc:
+                        kept = i
+                        self._take_back(group[i:], exc)
+                        break
                 self._project(pending)
-            self._durable_id = expected - 1
-            self._since_checkpoint += len(group)
+            self._durable_id = self._next_id - 1
+            if kept == len(group):
+                self._refused = False
+            if self._stale:
+                self._catch_up()
+            self._since_checkpoint += kept
             if self._job is not None and self._job.done.is_set():
                 self._finish_checkpoint()
             if self._since_checkpoint >= self.checkpoint_every:
@@ -460,6 +514,31 @@ class FsRuntimeStore:
                 ).start()
             return written
 
+    def _take_back(self, refused: list[_Pending], exc: OSError) -> None:
+        """A create's files could not be made after its line was logged: cut the log back to before it, so that
+        neither the create nor the batches after it exist (now or after a restart), and refuse them."""
+        first = refused[0]
+        cause = f"cannot create the files of worker {first.worker_id!r} ({exc.strerror or exc})"
+        error: RuntimeUnavailableError
+        try:
+            self._wal.cut_back(self._fds, first.event_id)
+        except OSError as cut:
+            error = self._went_unknown(f"{cause}, and taking its log line back failed ({cut.strerror or cut})")
+        else:
+            self._next_id = first.event_id
+            self._refused = True
+            error = RuntimeUnavailableError(f"{cause}; the create was taken back")
+            logger.error("%s", error.message)
+        for pending in refused:
+            pending.error = error
+
+    def _went_unknown(self, cause: str) -> RuntimeUnavailableError:
+        """A write's outcome is unknown: refuse every write from now on (until the store is reopened)."""
+        if self._unknown is None:
+            self._unknown = f"{cause}; the outcome is unknown: no write until the store is reopened (restart)"
+            logger.error("the store at %s: %s", self.layout.root, self._unknown)
+        return _outcome_unknown(self._unknown)
+
     def _fsync_log(self) -> None:
         current = self._wal.current
         if current is None:
@@ -467,41 +546,75 @@ class FsRuntimeStore:
         try:
             fileops.fsync(self._fds.get(str(current.data)))
         except OSError as exc:
-            # After a failed fsync the page cache can no longer be trusted: refuse writes until a restart.
-            self._broken = f"fsync of {current.data} failed ({exc.strerror or exc}); restart the Runtime"
-            raise RuntimeUnavailableError(self._broken) from exc
+            # The kernel may have dropped the pages it could not write, and a later fsync would not say so: the
+            # page cache can no longer be trusted. Refuse writes until the log is reopened and re-verified.
+            raise self._went_unknown(f"fsync of {current.data} failed ({exc.strerror or exc})") from exc
 
     def _project(self, pending: _Pending) -> None:
+        """Project one logged batch (a create's files are made before). A failure leaves the Worker's files behind
+        the log (`_stale`), never the batch refused: the log has it."""
         wid = pending.worker_id
         if pending.input_key is not None:
             self._key_ops.append(pending.input_key)
         if wid is None:
             return
-        try:
-            if pending.delete:
-                self._key_ops.append(wid)
-                with self._proj_lock:  # the checkpoint must not write its state into the directory going away
-                    if self._job is not None:
-                        self._job.dirty.pop(wid, None)
-                    self._projections.apply(wid, pending.event_id, delete=True)
-            else:
-                self._projections.apply(
-                    wid,
-                    pending.event_id,
-                    created=pending.state if pending.created else None,
-                    entry=pending.entry,
-                    run=pending.run,
-                )
-        except OSError as exc:
-            # The log line is durable, so the batch stands and a restart re-projects it; until then reads of this
-            # worker could miss it, so refuse further writes.
-            self._broken = f"cannot update the files of worker {wid!r} ({exc.strerror or exc}); restart the Runtime"
-            logger.error("%s", self._broken)
-            return
         if pending.delete:
+            self._key_ops.append(wid)
+            was_stale = wid in self._stale
+            if was_stale:  # its events stay readable by worker id: index the missing ones if it can
+                self._catch_up_worker(wid)
+                self._stale.pop(wid, None)
+            with self._proj_lock:  # the checkpoint must not write its state into the directory going away
+                if self._job is not None:
+                    self._job.dirty.pop(wid, None)
+                try:
+                    self._projections.apply(wid, pending.event_id, delete=True, check=was_stale)
+                except OSError as exc:
+                    logger.warning("indexing the deletion of worker %r failed: %s", wid, exc.strerror or exc)
             self._dirty.pop(wid, None)
-        elif pending.state is not None:
+            return
+        if not pending.created:
+            stale = self._stale.get(wid)
+            if stale is not None:
+                stale.append(pending)
+                self._catch_up_worker(wid)
+            else:
+                try:
+                    self._projections.apply(wid, pending.event_id, entry=pending.entry, run=pending.run)
+                except OSError as exc:
+                    self._stale[wid] = [pending]
+                    logger.warning(
+                        "cannot update the files of worker %r (%s): they are brought up to date from the event "
+                        "log once the disk allows; reads are served from the log meanwhile",
+                        wid,
+                        exc.strerror or exc,
+                    )
+        if pending.state is not None:
             self._dirty[wid] = pending.state
+
+    def _catch_up_worker(self, wid: str) -> bool:
+        """Project what the files of `wid` miss (under the commit lock); True once they are up to date."""
+        stale = self._stale.get(wid)
+        if stale is None:
+            return True
+        try:
+            self._projections.repair_tails(wid)
+            while stale:
+                pending = stale[0]
+                self._projections.apply(wid, pending.event_id, entry=pending.entry, run=pending.run, check=True)
+                del stale[0]
+        except (OSError, RecordCorrupt) as exc:
+            logger.debug("the files of worker %r are still behind the log: %s", wid, exc)
+            return False
+        del self._stale[wid]
+        logger.info("the files of worker %r are up to date with the event log again", wid)
+        return True
+
+    def _catch_up(self) -> None:
+        """Try every Worker whose files are behind, up to the first that still fails (the disk is still full)."""
+        for wid in list(self._stale):
+            if not self._catch_up_worker(wid):
+                return
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     #
@@ -524,7 +637,10 @@ class FsRuntimeStore:
                     log = self._wal.logs[first]
                     segments += [str(log.data), str(log.index)]
         touched, self._projections.touched = self._projections.touched, set()
-        job = _Checkpoint(self._durable_id, self._dirty, self._key_ops, touched, segments)
+        upto = self._durable_id
+        if self._stale:  # never past a batch some Worker's files miss: a restart must still replay it
+            upto = min(upto, min(stale[0].event_id for stale in self._stale.values()) - 1)
+        job = _Checkpoint(upto, self._dirty, self._key_ops, touched, segments)
         self._dirty = {}
         self._key_ops = []
         self._since_checkpoint = 0
@@ -550,7 +666,11 @@ class FsRuntimeStore:
                 keep_from = min(job.event_id + 1, self._wal.last_id - self.event_retention + 1)
                 self._wal.drop_before(keep_from, self._fds)
             return
-        # Not fatal: the log has everything since the last checkpoint; the next one writes this one's work too.
+        if isinstance(job.error, fileops.OutcomeUnknown):
+            # A later fsync of the same files could succeed although what this one covered was lost, and the
+            # checkpoint would then say it is on disk: stop writing until a restart replays the log.
+            self._went_unknown(f"the checkpoint's {job.error.strerror}")
+        # Else not fatal: the log has everything since the last checkpoint; the next one writes this one's too.
         logger.warning("checkpoint of %s failed: %s", self.layout.root, job.error)
         for wid, state in job.dirty.items():
             self._dirty.setdefault(wid, state)  # a newer state of the same Worker wins
@@ -672,19 +792,19 @@ class FsRuntimeStore:
         while not self._stop_flusher.wait(interval):
             if self._unsynced:
                 with self._io:
-                    if self._unsynced and self._broken is None:
+                    if self._unsynced and self._unknown is None:
                         self._unsynced = False
                         written = self._written
                         try:
                             self._fsync_log()
                         except RuntimeUnavailableError:
-                            logger.error("%s", self._broken)
+                            pass  # logged; the commits waiting for this flush are answered "outcome unknown"
                         self._flushed(written)
 
     def _flushed(self, written: int) -> None:
-        """Commits up to `written` are durable (or, with `_broken` set, never will be): wake their callers."""
+        """Commits up to `written` are durable (or, with `_unknown` set, never will be): wake their callers."""
         with self._synced_cond:
-            if self._broken is None:
+            if self._unknown is None:
                 self._synced = max(self._synced, written)
             self._synced_cond.notify_all()
 
@@ -695,6 +815,10 @@ class FsRuntimeStore:
 
     def _read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
         log = self._projections.transcript(worker_id)
+        if worker_id in self._stale:
+            with self._io:  # its files are behind the log: bring them up to date, or read the rest from memory
+                if not self._catch_up_worker(worker_id):
+                    return self._read_stale_transcript(worker_id, log, start, limit)
         try:
             lines = log.read(start, limit)
             return [_decode(_ENTRY_DECODER, line, log.data, offset) for _, offset, line in lines]
@@ -702,6 +826,26 @@ class FsRuntimeStore:
             return []
         except RecordCorrupt as exc:
             raise _corrupt(exc) from None
+
+    def _read_stale_transcript(self, worker_id: str, log: IndexedLog, start: int, limit: int) -> list[TranscriptRecord]:
+        """Entries `start` to `start + limit` from the file as far as it goes, then from the batches it misses.
+        Under the commit lock."""
+        try:
+            count = log.count()
+            out = [
+                _decode(_ENTRY_DECODER, line, log.data, offset)
+                for _, offset, line in log.read(start, min(limit, count - start))
+            ]
+        except FileNotFoundError:
+            out = []
+        except RecordCorrupt as exc:
+            raise _corrupt(exc) from None
+        for pending in self._stale.get(worker_id, ()):
+            if len(out) >= limit:
+                break
+            if pending.entry is not None and pending.entry[0] == start + len(out):
+                out.append(_ENTRY_DECODER.decode(unframe(pending.entry[1]) or b""))
+        return out
 
     async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
         return await anyio.to_thread.run_sync(self._read_events, after, limit, worker_id)
@@ -720,8 +864,17 @@ class FsRuntimeStore:
             else:
                 index = self._projections.event_index(worker_id)
                 position = index.bisect(max(after, first - 1))
+                ids = index.ids(position, limit)
+                if worker_id in self._stale:
+                    with self._io:  # its index is behind the log: bring it up to date, or add what it misses
+                        caught_up = self._catch_up_worker(worker_id)
+                        ids = index.ids(position, limit)
+                        if not caught_up:
+                            floor = max(after, first - 1, ids[-1] if ids else index.last())
+                            missed = [p.event_id for p in self._stale.get(worker_id, ()) if p.event_id > floor]
+                            ids = (ids + missed)[:limit]
                 found = []
-                for event_id in index.ids(position, limit):
+                for event_id in ids:
                     if event_id > durable:
                         break
                     one = self._wal.read_one(event_id)
@@ -748,6 +901,12 @@ class FsRuntimeStore:
         number = run_number(run_id)
         if number is None:
             return None
+        if worker_id in self._stale:
+            with self._io:  # its files are behind the log: bring them up to date, or look in what they miss
+                if not self._catch_up_worker(worker_id):
+                    for pending in self._stale.get(worker_id, ()):
+                        if pending.run is not None and pending.run[0] == number:
+                            return _RUN_DECODER.decode(unframe(pending.run[1]) or b"")
         log = self._projections.runs(worker_id)
         try:
             position = log.find(number)
@@ -779,10 +938,11 @@ class FsRuntimeStore:
                 if self._job is not None:
                     self._job.done.wait()
                     self._finish_checkpoint()
-                if self._broken is None:
+                if self._unknown is None:
                     if self.fsync != "never":
                         self._fsync_log()
                         self._flushed(self._written)
+                    self._catch_up()
                     self._checkpoint_now()
             except (OSError, RuntimeUnavailableError) as exc:
                 logger.warning("closing the store at %s: %s", self.layout.root, exc)
@@ -826,3 +986,7 @@ def _corrupt(exc: RecordCorrupt) -> StoreCorruptError:
     return StoreCorruptError(
         f"{exc.path} at byte {exc.offset}: {exc.reason}", details={"path": str(exc.path), "offset": exc.offset}
     )
+
+
+def _outcome_unknown(cause: str) -> RuntimeUnavailableError:
+    return RuntimeUnavailableError(cause, details={"outcome": "unknown"})

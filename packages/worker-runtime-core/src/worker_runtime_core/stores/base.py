@@ -4,11 +4,26 @@ A store holds a Runtime's event log, transcripts, finished runs and Worker recor
 Worker records in memory as well and hands the store one `Batch` per state change: exactly one event plus
 what changed with it. `write` returns once the batch is durable under the store's policy; only then does the
 Runtime acknowledge or serve it.
+
+A store may also report its health as a `health` property (optional: a store without one counts as ``"ok"``;
+read it through `store_health`):
+
+* ``"ok"``: writes are expected to succeed.
+* ``"cannot_write"``: the last write was refused with nothing of it on disk (a full disk, a permission), or
+  something the store derives from its log is behind it; the next write is tried normally, and the store turns
+  ``"ok"`` by itself once a write succeeds again.
+* ``"outcome_unknown"``: a write failed in a way that may or may not have left it on disk (a failed fsync).
+  The store refuses every later write (`RuntimeUnavailableError` with ``details={"outcome": "unknown"}``),
+  never reports a `committed_id` below an id that may be on disk, and writes again only once it has been
+  reopened (a restart) and has re-verified what it holds.
+
+The Runtime shows it as `Runtime.store_health`, and the HTTP server's ``/readyz`` answers 503
+``{"status": "store_unavailable"}`` while it is not ``"ok"``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -16,7 +31,10 @@ from ..config import Limits
 from ..models import Diagnostic, StoreInfo
 from ..records import EventRecord, InputKeyRecord, RunRecord, TranscriptRecord, WorkerRecord
 
-__all__ = ["Batch", "RuntimeStore", "StoreState"]
+__all__ = ["Batch", "RuntimeStore", "StoreHealth", "StoreState", "store_health"]
+
+#: What a store says of its writes: see the module docstring.
+StoreHealth = Literal["ok", "cannot_write", "outcome_unknown"]
 
 
 class Batch(msgspec.Struct, kw_only=True, gc=False):
@@ -68,7 +86,8 @@ class RuntimeStore(Protocol):
     @property
     def committed_id(self) -> int:
         """The id of the newest event the store has taken (0 before any): after a failed write, the Runtime's next
-        event id is this plus one, so an id the store holds is never handed out again."""
+        event id is this plus one, so an id the store holds is never handed out again. After a write whose outcome
+        is unknown it counts that write's events as taken (they may be on disk)."""
         ...
 
     async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
@@ -102,3 +121,13 @@ class RuntimeStore(Protocol):
     async def close(self) -> None:
         """Flush and release the store; idempotent."""
         ...
+
+
+def store_health(store: object) -> StoreHealth:
+    """The `health` of a store, ``"ok"`` for a store that has no such property (or reports something else)."""
+    health = getattr(store, "health", "ok")
+    if health == "cannot_write":
+        return "cannot_write"
+    if health == "outcome_unknown":
+        return "outcome_unknown"
+    return "ok"

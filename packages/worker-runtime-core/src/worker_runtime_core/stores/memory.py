@@ -10,7 +10,7 @@ from ..ids import generate_id, is_valid_id
 from ..models import StoreInfo
 from ..records import EventRecord, RunRecord, TranscriptRecord
 from ..times import now
-from .base import Batch, StoreState
+from .base import Batch, StoreHealth, StoreState
 
 __all__ = ["MemoryStore"]
 
@@ -45,6 +45,11 @@ class MemoryStore:
     @property
     def committed_id(self) -> int:
         return self._committed
+
+    @property
+    def health(self) -> StoreHealth:
+        """Always ``"ok"``: memory does not refuse a write."""
+        return "ok"
 
     async def open(self, runtime_id: str | None, display_name: str | None, *, limits: Limits) -> StoreState:
         if self._opened:
