@@ -296,6 +296,7 @@ class Runtime:
 
         Raises:
             ConfigError: the store belongs to another runtime id (or cannot be opened).
+            RuntimeUnavailableError: the store cannot write its first events; the Runtime is then closed.
         """
         if self._state != "new":
             raise RuntimeUnavailableError(f"a Runtime starts once; this one is {self._state}")
@@ -326,10 +327,20 @@ class Runtime:
         self._scope_type = type(anyio.CancelScope())
         self._started_at = clock
         self._state = "running"
-        for record in state.workers:
-            if record.active_run is not None:
-                await self._interrupt_on_start(record)
-        await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
+        try:
+            for record in state.workers:
+                if record.active_run is not None:
+                    await self._interrupt_on_start(record)
+            await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
+        except BaseException:  # the store cannot write: leave the task group and release the store, then raise
+            self._state = "closed"
+            try:
+                await tg.__aexit__(None, None, None)  # no run has started: it exits at once
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._profiles.aclose()
+                    await self._store.close()
+            raise
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest

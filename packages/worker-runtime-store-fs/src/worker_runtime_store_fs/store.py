@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import itertools
 import logging
@@ -36,7 +37,7 @@ from worker_runtime_core.records import EventRecord, InputKeyRecord, RunRecord, 
 from worker_runtime_core.stores import Batch, StoreState
 
 from . import _fileops as fileops
-from .errors import StoreFormatError, StoreLockedError
+from .errors import StoreFormatError, StoreLockedError, StoreUnwritableError
 from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
 from .lines import CheckpointRecord, RuntimeRecord, WalLineOut, decode_event, encode
@@ -253,6 +254,7 @@ class FsRuntimeStore:
         try:
             record = self._runtime_record(runtime_id, display_name)
             fileops.mkdir(layout.index)
+            _check_writable(layout)
             loaded = load(
                 layout, self._wal, self._projections, runtime_id=record.runtime_id, ttl=self.idempotency_ttl_s
             )
@@ -798,6 +800,38 @@ def _decode(decoder: msgspec.json.Decoder[T], line: bytes, path: Path, offset: i
         return decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise RecordCorrupt(path, offset, f"unreadable line: {exc}") from None
+
+
+def _check_writable(layout: Layout) -> None:
+    """Refuse to open a store one of whose directories cannot take a new file (a read-only mount, no permission):
+    the first write would fail there, perhaps only after some input was acknowledged.
+
+    Raises:
+        StoreUnwritableError: naming the directory.
+    """
+    for directory in (layout.events, layout.workers, layout.index):
+        try:
+            fileops.mkdir(directory)
+            _probe(directory)
+        except OSError as exc:
+            raise StoreUnwritableError(
+                f"cannot write in {directory}: {exc.strerror or exc}", details={"path": str(directory)}
+            ) from None
+
+
+def _probe(directory: Path) -> None:
+    """Create a file in `directory` that leaves no trace: unnamed (``O_TMPFILE``) where the file system can, else
+    a named one removed at once."""
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    probe = directory / f".write-probe-{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.unlink(probe)
 
 
 def _fsync_path(path: str) -> None:
