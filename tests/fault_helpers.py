@@ -329,6 +329,7 @@ class Feeder:
     acks: list[Ack] = field(default_factory=list)
     refused: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)  # wid, input_id, status, body
     lost: list[tuple[str, str, str]] = field(default_factory=list)  # wid, input_id, content
+    answered: int = 0  # answers of any status, 409 worker_busy included
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -355,6 +356,7 @@ class Feeder:
                         self.lost.append((wid, input_id, content))
                     return  # the process is gone
                 with self._lock:
+                    self.answered += 1
                     if ack is not None:
                         self.acks.append(ack)
                     elif response.status_code != 409:
