@@ -373,3 +373,19 @@ def test_serve_that_cannot_write_its_first_event_exits_1_without_a_traceback(tmp
     assert "Traceback" not in done.stderr and "ExceptionGroup" not in done.stderr, done.stderr
     assert str(segment) in done.stderr, done.stderr  # the log line before the error names the file
     assert done.stderr.splitlines()[-1].startswith("worker-runtime-http: error: "), done.stderr
+
+
+def test_serve_that_cannot_write_its_recovery_on_a_full_disk_exits_1_with_one_line(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        store = disk / "store"
+        with serve(store) as server, server.client() as client:
+            create_workers(client, ["w0"])
+            _, ack = send(client, "w0", "in-0", "in-0 replayed at the next start")
+            assert ack is not None
+            server.kill()  # the next start replays the log and rewrites the projections
+        fill(disk / "filler")
+        done = subprocess.run(Server(store).argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "ExceptionGroup" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if re.search(r"\berror\b", line, re.I)]
+    assert errors == [f"worker-runtime-http: error: cannot open the store at {store}: No space left on device"]

@@ -8,7 +8,7 @@ import anyio
 import pytest
 from powerloss import PowerLoss
 
-from worker_runtime_core import Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
+from worker_runtime_core import ConfigError, Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
 from worker_runtime_store_fs import FsRuntimeStore
 
 # Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
@@ -148,7 +148,7 @@ async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path
         root = tmp_path / f"cut-{cut}"
         with PowerLoss(root, cut_after=cut):
             store = FsRuntimeStore(root)
-            with pytest.raises(OSError):
+            with pytest.raises(ConfigError):
                 await store.open("rt-p", None)
             await store.close()
         async with Runtime(store=FsRuntimeStore(root)) as rt:

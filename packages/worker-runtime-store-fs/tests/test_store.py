@@ -25,6 +25,7 @@ from worker_runtime_core import (
     WorkerNotFoundError,
 )
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
+from worker_runtime_store_fs import _fileops as fileops
 
 
 async def _run(rt: Runtime, wid: str, text: str, input_id: str | None = None) -> str:
@@ -322,6 +323,28 @@ async def test_a_directory_it_cannot_write_in_is_refused_at_open_naming_it(
     monkeypatch.undo()
     async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:  # the lock was released; nothing was lost
         assert (await rt.get_worker("w")).status == "idle"
+
+
+async def test_a_recovery_that_cannot_write_its_repairs_is_refused_at_open_naming_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live")) as rt:
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "kept")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # replayed at open: its projections are rewritten
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileops, "write", full)
+    with pytest.raises(ConfigError) as info:
+        async with Runtime(store=FsRuntimeStore(copy)):
+            pass
+    assert info.value.message == f"cannot open the store at {copy}: No space left on device"
+    assert info.value.details == {"path": str(copy)}
+    monkeypatch.undo()
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:  # the lock was released; space is back: it opens
+        assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
 
 
 async def test_where_unnamed_files_are_not_supported_the_write_check_leaves_no_file_behind(

@@ -267,6 +267,13 @@ class FsRuntimeStore:
                     self._projections.touched.add(diagnostic.worker_ref.worker_id)
             if loaded.replayed or not layout.checkpoint.exists():
                 self._checkpoint_now()
+        except OSError as exc:  # recovery could not write its repairs (a full disk, say) or read a file
+            self._unlock()
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise ConfigError(
+                f"cannot open the store at {layout.root}: {where}{exc.strerror or exc}",
+                details={"path": str(exc.filename or layout.root)},
+            ) from None
         except BaseException:
             self._unlock()
             raise
