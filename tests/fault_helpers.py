@@ -249,7 +249,11 @@ class Strace:
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        wait_until(self._attached, f"strace has attached to every thread of {pid}")
+        try:
+            wait_until(self._attached, f"strace has attached to every thread of {pid}")
+        except BaseException:
+            self.detach()
+            raise
 
     @staticmethod
     def path() -> str:

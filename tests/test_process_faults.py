@@ -6,8 +6,9 @@ system the test controls, driven over HTTP.
 * SIGKILL under concurrent input, a few cycles on one store (`tools/fault_cycles.py` runs many more),
 * a read-only `events/`, `workers/` or `index/` (a read-only bind mount; root ignores a chmod).
 
-Each scenario runs once (a module fixture) and records what it saw; the tests below check the records. Mounts need
-root and strace needs ptrace: without them a test is skipped, under ``CI=true`` it fails (see fault_helpers).
+The full disk and the EIO each run once (a module fixture; `tools/fault_cycles.py` calls the same functions) and
+record what they saw; the tests check the records. Mounts need root and strace needs ptrace: without them a test
+is skipped, under ``CI=true`` it fails (see fault_helpers).
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def run_failed_fsync(root: Path) -> FailedFsync:
                 _, ack = input_until_not_busy(client, wid, f"in-{wid}-{n}", f"in-{wid}-{n} before")
                 assert ack is not None
                 seen.acks.append(ack)
-        wait_until(lambda: client.get("/v1/workers/w0").json()["worker"]["status"] == "idle", "w0 is idle")
+        for wid in ("w0", "w1"):  # no run's end is being written: the next fsync is the input's
+            wait_until(lambda w=wid: client.get(f"/v1/workers/{w}").json()["worker"]["status"] == "idle", "idle")
         strace = Strace(server.pid, "fsync,fdatasync", "EIO", when="1")
         try:
             response, ack = send(client, *failed)
