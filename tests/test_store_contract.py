@@ -64,9 +64,7 @@ def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreFac
     """A store factory (each call opens the same data afresh) and its faults, None when it cannot fail."""
     if request.param == "memory":
         return (lambda limits: MemoryStore()), None
-    return (
-        lambda limits: FsRuntimeStore(tmp_path / "store", segment_bytes=4096, checkpoint_every=7)
-    ), _FsFaults
+    return (lambda limits: FsRuntimeStore(tmp_path / "store", segment_bytes=4096, checkpoint_every=7)), _FsFaults
 
 
 @pytest.fixture

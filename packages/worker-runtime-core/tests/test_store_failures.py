@@ -3,6 +3,7 @@ recovers without a gap in the event ids once the writes in flight have settled."
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from worker_runtime_core import (
@@ -62,6 +63,25 @@ async def test_a_failed_write_changes_nothing_and_the_next_call_succeeds_without
         ids = [e.id for e in (await rt.read_events()).events]
         assert ids == list(range(1, len(ids) + 1))
         assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
+
+
+async def test_a_start_whose_first_write_fails_raises_closes_the_store_and_leaves_the_callers_scopes_alone() -> None:
+    closed: list[bool] = []
+
+    class _Store(FlakyStore):
+        async def close(self) -> None:
+            closed.append(True)
+            await super().close()
+
+    store = _Store()
+    store.failures = 1  # runtime_started cannot be written
+    rt = Runtime(store=store)
+    with anyio.CancelScope():  # entered before start: it must still be the task's current scope when left
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.start()
+    assert rt.status == "closed" and closed == [True]
+    await rt.close()  # returns at once
+    assert closed == [True]
 
 
 async def test_a_corrupt_read_marks_only_that_worker_and_lists_a_diagnostic() -> None:

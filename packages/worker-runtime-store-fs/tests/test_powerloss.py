@@ -9,7 +9,14 @@ import pytest
 from powerloss import PowerLoss
 from store_fs_helpers import DiskFaults
 
-from worker_runtime_core import Limits, Runtime, RuntimeUnavailableError, WorkerNotFoundError, WorkerRuntimeError
+from worker_runtime_core import (
+    ConfigError,
+    Limits,
+    Runtime,
+    RuntimeUnavailableError,
+    WorkerNotFoundError,
+    WorkerRuntimeError,
+)
 from worker_runtime_store_fs import FsRuntimeStore
 
 # Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
@@ -172,7 +179,7 @@ async def test_a_power_cut_while_opening_a_new_store_leaves_it_openable(tmp_path
         root = tmp_path / f"cut-{cut}"
         with PowerLoss(root, cut_after=cut):
             store = FsRuntimeStore(root)
-            with pytest.raises(OSError):
+            with pytest.raises(ConfigError):
                 await store.open("rt-p", None, limits=Limits())
             await store.close()
         async with Runtime(store=FsRuntimeStore(root)) as rt:

@@ -27,7 +27,8 @@ from worker_runtime_core import (
     WorkerNotFoundError,
     times,
 )
-from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError
+from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
+from worker_runtime_store_fs import _fileops as fileops
 
 
 async def _run(rt: Runtime, wid: str, text: str, input_id: str | None = None) -> str:
@@ -337,6 +338,87 @@ async def test_another_runtime_id_or_a_newer_format_is_refused_naming_the_path(t
     with pytest.raises(StoreFormatError, match="unreadable"):
         async with Runtime(store=FsRuntimeStore(tmp_path)):
             pass
+
+
+def _refuse_new_files(monkeypatch: pytest.MonkeyPatch, directory: Path, code: int) -> list[int]:
+    """Make `os.open` refuse to create a file in `directory` (as a read-only mount does, which root's chmod
+    cannot imitate) with `code`; returns the flags of every refused call."""
+    real_open = os.open
+    refused: list[int] = []
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
+        target = Path(path)
+        if flags & (os.O_CREAT | getattr(os, "O_TMPFILE", 0)) and directory in (target, target.parent):
+            refused.append(flags)
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    return refused
+
+
+@pytest.mark.parametrize("name", ["events", "workers", "index"])
+async def test_a_directory_it_cannot_write_in_is_refused_at_open_naming_it(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        await rt.create_worker(worker_id="w")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "LOCK"}
+    refused = _refuse_new_files(monkeypatch, tmp_path / name, errno.EROFS)
+    with pytest.raises(StoreUnwritableError) as info:
+        async with Runtime(store=FsRuntimeStore(tmp_path)):
+            pass
+    assert refused
+    assert isinstance(info.value, ConfigError)
+    assert info.value.details == {"path": str(tmp_path / name)}
+    assert info.value.message == f"cannot write in {tmp_path / name}: Read-only file system"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "LOCK"} == before
+    monkeypatch.undo()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:  # the lock was released; nothing was lost
+        assert (await rt.get_worker("w")).status == "idle"
+
+
+async def test_a_recovery_that_cannot_write_its_repairs_is_refused_at_open_naming_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live")) as rt:
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "kept")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # replayed at open: its projections are rewritten
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileops, "write", full)
+    with pytest.raises(ConfigError) as info:
+        async with Runtime(store=FsRuntimeStore(copy)):
+            pass
+    assert info.value.message == f"cannot open the store at {copy}: No space left on device"
+    assert info.value.details == {"path": str(copy)}
+    monkeypatch.undo()
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:  # the lock was released; space is back: it opens
+        assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
+
+
+async def test_where_unnamed_files_are_not_supported_the_write_check_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    named: list[str] = []
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
+        if tmpfile and flags & tmpfile == tmpfile:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        if ".write-probe-" in str(path):
+            named.append(str(path))
+        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        await rt.create_worker(worker_id="w")
+    assert sorted(Path(p).parent.name for p in named) == ["events", "index", "workers"]
+    assert not [p for p in tmp_path.rglob("*") if ".write-probe-" in p.name]
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])

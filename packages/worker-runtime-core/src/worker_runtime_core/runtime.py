@@ -182,6 +182,7 @@ class Runtime:
 
         Raises:
             ConfigError: the store belongs to another runtime id (or cannot be opened).
+            RuntimeUnavailableError: the store cannot write its first events; the Runtime is then closed.
         """
         if self._state != "new":
             raise RuntimeUnavailableError(f"a Runtime starts once; this one is {self._state}")
@@ -200,8 +201,20 @@ class Runtime:
         await ready.wait()
         self._started_at = clock
         self._state = "running"
-        await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
-        await self._supervisor.interrupt_on_start([record for record in state.workers if record.active_run is not None])
+        try:
+            await self._log(self._journal.event("runtime_started", None, None, RuntimeStartedData(__version__)))
+            await self._supervisor.interrupt_on_start(
+                [record for record in state.workers if record.active_run is not None]
+            )
+        except BaseException:  # the store cannot write: release the task group and the store, then raise
+            self._state = "closed"
+            with anyio.CancelScope(shield=True):
+                self._supervisor.closing()
+                self._release.set()  # no run has started: the task group exits at once
+                await self._runner_done.wait()
+                await self._profiles.aclose()
+                await self._store.close()
+            raise
 
     async def close(self, grace_s: float = 0.0) -> None:
         """Stop serving: log ``runtime_stopping``, let active runs finish for up to `grace_s` seconds, mark the rest

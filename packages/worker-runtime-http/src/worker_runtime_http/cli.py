@@ -1,8 +1,8 @@
 """``worker-runtime-http``: ``serve`` runs a Runtime process on uvicorn; ``openapi`` prints the API document.
 
 Exit codes of ``serve``: 0 after a graceful stop (SIGTERM or SIGINT), 2 for a configuration mistake, 1 when the
-process cannot start (the port is taken, the store is locked by another process or belongs to another runtime
-id), 128 + the signal number when a second signal cut the graceful stop short.
+process cannot start (the port is taken, the store is locked by another process, belongs to another runtime id or
+cannot be written), 128 + the signal number when a second signal cut the graceful stop short.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ async def _serve(runtime: Runtime, sock: socket.socket, loaded: LoadedConfig) ->
         """Start the Runtime and, once told to stop, close it: in one task, where its task group lives."""
         try:
             await runtime.start()
-        except WorkerRuntimeError as exc:  # the store is locked, belongs to another runtime id, cannot open
+        except WorkerRuntimeError as exc:  # the store is locked, belongs to another runtime id, cannot be written
             start_error.append(exc)
             closed.set()
             task_status.started()

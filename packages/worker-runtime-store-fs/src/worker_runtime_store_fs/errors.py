@@ -1,10 +1,10 @@
-"""Errors of the FS store. Both are `ConfigError`s of core: the store cannot be opened as configured."""
+"""Errors of the FS store. All are `ConfigError`s of core: the store cannot be opened as configured."""
 
 from __future__ import annotations
 
 from worker_runtime_core import ConfigError
 
-__all__ = ["StoreFormatError", "StoreLockedError"]
+__all__ = ["StoreFormatError", "StoreLockedError", "StoreUnwritableError"]
 
 
 class StoreLockedError(ConfigError):
@@ -13,3 +13,7 @@ class StoreLockedError(ConfigError):
 
 class StoreFormatError(ConfigError):
     """The store's runtime record is unreadable, of a newer format, or belongs to another runtime id."""
+
+
+class StoreUnwritableError(ConfigError):
+    """A directory of the store cannot be written (a read-only mount, no permission); `details.path` names it."""

@@ -38,7 +38,7 @@ from worker_runtime_core.stores import Batch, StoreHealth, StoreState
 from worker_runtime_core.times import format_time, now
 
 from . import _fileops as fileops
-from .errors import StoreFormatError, StoreLockedError
+from .errors import StoreFormatError, StoreLockedError, StoreUnwritableError
 from .eventlog import SEGMENT_BYTES, EventLog
 from .layout import FORMAT_VERSION, Layout
 from .lines import CheckpointRecord, RuntimeRecord, WalLineOut, decode_event, encode
@@ -283,6 +283,7 @@ class FsRuntimeStore:
         try:
             record = self._runtime_record(runtime_id, display_name)
             fileops.mkdir(layout.index)
+            _check_writable(layout)
             loaded = load(
                 layout, self._wal, self._projections, runtime_id=record.runtime_id, ttl=self.idempotency_ttl_s
             )
@@ -295,6 +296,13 @@ class FsRuntimeStore:
                     self._projections.touched.add(diagnostic.worker_ref.worker_id)
             if loaded.replayed or not layout.checkpoint.exists():
                 self._checkpoint_now()
+        except OSError as exc:  # recovery could not write its repairs (a full disk, say) or read a file
+            self._unlock()
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise ConfigError(
+                f"cannot open the store at {layout.root}: {where}{exc.strerror or exc}",
+                details={"path": str(exc.filename or layout.root)},
+            ) from None
         except BaseException:
             self._unlock()
             raise
@@ -957,6 +965,38 @@ def _decode(decoder: msgspec.json.Decoder[T], line: bytes, path: Path, offset: i
         return decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise RecordCorrupt(path, offset, f"unreadable line: {exc}") from None
+
+
+def _check_writable(layout: Layout) -> None:
+    """Refuse to open a store one of whose directories cannot take a new file (a read-only mount, no permission):
+    the first write would fail there, perhaps only after some input was acknowledged.
+
+    Raises:
+        StoreUnwritableError: naming the directory.
+    """
+    for directory in (layout.events, layout.workers, layout.index):
+        try:
+            fileops.mkdir(directory)
+            _probe(directory)
+        except OSError as exc:
+            raise StoreUnwritableError(
+                f"cannot write in {directory}: {exc.strerror or exc}", details={"path": str(directory)}
+            ) from None
+
+
+def _probe(directory: Path) -> None:
+    """Create a file in `directory` that leaves no trace: unnamed (``O_TMPFILE``) where the file system can, else
+    a named one removed at once."""
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    probe = directory / f".write-probe-{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.unlink(probe)
 
 
 def _fsync_path(path: str) -> None:
