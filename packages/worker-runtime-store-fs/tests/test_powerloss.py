@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -191,3 +192,52 @@ async def test_under_batch_an_acknowledgement_waits_for_the_fsync_that_covers_it
     async with Runtime(store=FsRuntimeStore(root)) as rt:
         assert [(e.content, e.run_id) for e in (await rt.transcript("w")).items][:1] == [("kept", ack.run_id)]
         assert (await rt.send_input("w", "kept", input_id="k0")).duplicate
+
+
+class _KillAtFullSegment(PowerLoss):
+    """The process dies at the fsync of the commit that fills a segment: its lines are written, not durable."""
+
+    def __init__(self, root: Path, segment_bytes: int) -> None:
+        super().__init__(root)
+        self.segment_bytes = segment_bytes
+        self.killed = False
+
+    def fsync(self, fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if not self.killed and path.endswith(".jsonl") and os.fstat(fd).st_size >= self.segment_bytes:
+            self.killed = True
+            self.cut()
+        super().fsync(fd)
+
+
+async def test_lines_a_killed_process_left_unsynced_are_durable_before_the_next_start_rotates_past_them(
+    tmp_path: Path,
+) -> None:
+    """A process killed between a commit's write and its fsync leaves lines the page cache keeps: the next start
+    adopts and serves them. When that commit filled the segment, the next start's first line opens a new one;
+    sealing the full segment must make the adopted lines durable, or a later power cut takes back events that
+    were served while the ones after them survive (a gap in the ids)."""
+    root = tmp_path / "db"
+    options = {"segment_bytes": 1500}
+    with _KillAtFullSegment(root, options["segment_bytes"]) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root, **options)) as rt:
+            await rt.create_worker(worker_id="w")
+            with pytest.raises(RuntimeUnavailableError):
+                for i in range(20):
+                    await _run_ends_or_power_goes(rt, disk, (await rt.send_input("w", f"in-{i}")).run_id)
+        assert disk.killed
+        written = len((root / "events" / f"{1:020d}.jsonl").read_bytes().splitlines())  # the last not durable
+        disk.resume()  # only the process died
+        async with Runtime(store=FsRuntimeStore(root, **options)) as rt:
+            ack = await rt.send_input("w", "after")
+            await rt.wait_for_run("w", ack.run_id)
+            served = (await rt.read_events(limit=1000)).events
+            assert served[written - 1].id == written  # served, as everything the log holds
+            firsts = sorted(int(p.stem) for p in (root / "events").glob("*.jsonl"))
+            assert firsts[:2] == [1, written + 1]  # the start's first line opened the second segment
+            disk.cut()
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root, **options)) as rt:
+        assert [d.code for d in await rt.diagnostics()] == []
+        kept = (await rt.read_events(limit=1000)).events
+        assert kept[: len(served)] == served
