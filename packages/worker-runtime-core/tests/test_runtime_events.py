@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from store_faults import FaultyStore
 
 from worker_runtime_core import (
     CursorExpiredError,
@@ -12,6 +13,7 @@ from worker_runtime_core import (
     LimitTooLargeError,
     Runtime,
 )
+from worker_runtime_core.records import EventRecord
 
 
 async def test_event_ids_start_at_one_and_have_no_gaps(rt: Runtime) -> None:
@@ -83,6 +85,44 @@ async def test_wait_answers_as_soon_as_an_event_matches(rt: Runtime) -> None:
         assert pages == []
         await rt.send_input("w", "wake up")
     assert pages[0].events[0].kind == "input_accepted"
+
+
+class _ReadHeld(FaultyStore):
+    """With `hold_read`, the next read of the event log that finds nothing answers only at `answer`: a write
+    committed meanwhile (after the read, before the reader waits) is the one a long-poll must not miss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_read = False
+        self.reading = anyio.Event()
+        self.answer = anyio.Event()
+
+    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
+        records = await self.inner.read_events(after, limit, worker_id)
+        if self.hold_read and not records:
+            self.hold_read = False
+            self.reading.set()
+            await self.answer.wait()
+        return records
+
+
+async def test_a_long_poll_is_woken_by_an_event_committed_while_it_reads() -> None:
+    store = _ReadHeld()
+    async with Runtime(store=store) as rt:
+        after = (await rt.read_events()).next_after
+        pages = []
+
+        async def poll() -> None:
+            pages.append(await rt.read_events(after=after, wait=30))
+
+        store.hold_read = True
+        with anyio.fail_after(5):  # a lost wakeup would wait the whole 30 s
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                await store.reading.wait()  # the poller read nothing and has not waited yet
+                created = await rt.create_worker(worker_id="other")  # one event, and nothing after it
+                store.answer.set()
+    assert [e.id for e in pages[0].events] == [created.last_event_id]
 
 
 async def test_wait_with_nothing_arriving_answers_an_empty_page_at_the_cursor(rt: Runtime) -> None:

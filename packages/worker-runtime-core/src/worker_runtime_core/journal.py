@@ -133,12 +133,18 @@ class Journal:
             self._signal = None
             signal.set()
 
-    async def wait_for_event(self, seconds: float) -> None:
-        """Wait until the next confirmed write (or `notify`), at most `seconds`."""
+    def arm(self) -> anyio.Event:
+        """The signal the next confirmed write (or `notify`) sets. A long-poll takes it before it reads, so a
+        write confirmed while it reads wakes it too."""
         if self._signal is None:
             self._signal = anyio.Event()
+        return self._signal
+
+    async def wait_for_event(self, seconds: float, armed: anyio.Event | None = None) -> None:
+        """Wait until the confirmed write `armed` was taken for (by default the next), at most `seconds`."""
+        signal = armed if armed is not None else self.arm()
         with anyio.move_on_after(seconds):
-            await self._signal.wait()
+            await signal.wait()
 
     def wake_writers(self) -> None:
         """Wake every `wait_writable` caller now (to try once more, at shutdown)."""

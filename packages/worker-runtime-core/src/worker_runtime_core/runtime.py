@@ -849,6 +849,7 @@ class Runtime:
                 details={"field": "after", "newest_id": newest},
             )
         try:
+            armed = self._journal.arm() if wait > 0 else None  # before the read: a write during it wakes us
             records = await self._store.read_events(after, size + 1, worker_id)
             if not records and wait > 0:
                 deadline = anyio.current_time() + wait
@@ -856,7 +857,8 @@ class Runtime:
                     remaining = deadline - anyio.current_time()
                     if remaining <= 0:
                         break
-                    await self._journal.wait_for_event(remaining)
+                    await self._journal.wait_for_event(remaining, armed)
+                    armed = self._journal.arm()
                     records = await self._store.read_events(after, size + 1, worker_id)
         except StoreCorruptError as exc:  # the store's own words may quote the damage: log them
             logger.error("the event log is corrupt: %s", exc.message)
