@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
@@ -56,7 +57,7 @@ from worker_runtime_core import (
 from worker_runtime_store_fs import FsRuntimeStore
 
 BOUND = 10.0  # seconds; nothing here waits that long unless it hangs
-EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
 WIDS = st.sampled_from(["a", "b", "c"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
 TERMINAL = {"run_completed": "completed", "run_cancelled": "cancelled", "run_interrupted": "interrupted"}
@@ -289,9 +290,10 @@ class FsMachine(RuleBasedStateMachine):
             del self.status[wid], self.inputs[wid], self.runs[wid]
             self.keys = {k: v for k, v in self.keys.items() if k[0] != wid}
 
-    @rule(wid=WIDS)
-    def long_poll_while_an_input_goes_in(self, wid: str) -> None:
-        """A long-poll for what comes after the newest event answers with the input's event (never hangs)."""
+    @rule(wid=WIDS, head_start=st.integers(0, 3))
+    def long_poll_while_an_input_goes_in(self, wid: str, head_start: int) -> None:
+        """A long-poll for what comes after the newest event answers with the input's event (never hangs),
+        whether the poll is still reading, already waiting, or not yet started when the input commits."""
         if self.status.get(wid) != "idle":
             return
         rt, content = self.rt, self.content()
@@ -303,12 +305,14 @@ class FsMachine(RuleBasedStateMachine):
         async def scenario() -> None:
 
             async def poll() -> None:
-                out["page"] = await rt.read_events(after=newest, wait=BOUND / 2)
+                # it may wait longer than the bound: it answers when the input's event is committed
+                out["page"] = await rt.read_events(after=newest, wait=rt.limits.max_wait_s)
 
             with anyio.fail_after(BOUND):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(poll)
-                    await anyio.wait_all_tasks_blocked()
+                    for _ in range(head_start):  # let the poll get that far ahead
+                        await anyio.lowlevel.checkpoint()
                     out["ack"] = await rt.send_input(wid, content)
 
         self.portal.call(scenario)
