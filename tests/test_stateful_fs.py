@@ -11,7 +11,8 @@ the runs active at a restart, every acknowledged input once in its Worker's tran
 status, the listed Workers and the counts (never negative). Every call has a bound: one that does not answer within
 it is a hang, and fails the example.
 
-``WORKER_RUNTIME_STATEFUL_EXAMPLES`` sets the examples per backend (``tools/stateful_long.py`` runs many more).
+``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
+steps per example (``tools/stateful_long.py`` runs many more).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from worker_runtime_store_fs import FsRuntimeStore
 
 BOUND = 10.0  # seconds; nothing here waits that long unless it hangs
 EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
 WIDS = st.sampled_from(["a", "b", "c"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
 TERMINAL = {"run_completed": "completed", "run_cancelled": "cancelled", "run_interrupted": "interrupted"}
@@ -390,7 +392,7 @@ def test_the_runtime_keeps_its_promises_over_the_fs_store_across_restarts_kills_
             FsMachine,
             settings=settings(
                 max_examples=EXAMPLES,
-                stateful_step_count=10,
+                stateful_step_count=STEPS,
                 deadline=None,
                 database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
