@@ -31,7 +31,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -49,6 +49,7 @@ from worker_runtime_core import (
     ProfileConfig,
     RunContext,
     Runtime,
+    RuntimeUnavailableError,
     WorkerBusyError,
     WorkerExistsError,
     WorkerNotFoundError,
@@ -340,6 +341,37 @@ class FsMachine(RuleBasedStateMachine):
         for wid in list(self.active):
             self.ended(wid, "interrupted")
         self.open()
+
+    @rule(wid=WIDS, ops=st.integers(0, 12), how=st.sampled_from(["kill", "power_cut"]))
+    def cut_while_an_input_goes_in(self, wid: str, ops: int, how: str) -> None:
+        """The process dies (or the power goes) after `ops` more disk operations (writes, fsyncs, renames) while
+        an input is being written; then
+        the Runtime restarts. An acknowledged input is there; one that got an error may be there or not (a
+        failed fsync leaves the outcome unknown), but if it is, it is there once, last, its run `interrupted`."""
+        if self.status.get(wid) != "idle":
+            return
+        assert self.rt is not None
+        content = self.content()
+        self.disk.arm_ops(ops)
+        try:
+            ack = self.call(self.rt.send_input, wid, content)
+        except RuntimeUnavailableError:
+            ack = None
+        else:
+            self.accepted(wid, content, None, ack)
+        self.restart(how)
+        if ack is None:
+            page = self.call(self.rt.transcript, wid, limit=1000)
+            users = [(e.content, e.run_id) for e in page.items if e.role == "user"]
+            kept = users[:-1] == self.inputs[wid] and users[-1:] and users[-1][0] == content
+            event(f"{how} during an input: refused, {'kept' if kept else 'not kept'}")
+            if kept:
+                run_id = users[-1][1]
+                assert run_id is not None
+                self.inputs[wid].append((content, run_id))
+                self.runs[wid][run_id] = "interrupted"
+        else:
+            event(f"{how} during an input: acknowledged")
 
     # --- what must hold after every step ---------------------------------------------------------------------
 

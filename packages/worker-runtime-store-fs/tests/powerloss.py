@@ -98,6 +98,11 @@ class PowerLoss:
         """Cut the power after `writes` more writes."""
         self.cut_after = self.writes + writes
 
+    def arm_ops(self, ops: int) -> None:
+        """Cut the power after `ops` more operations of any kind (a write, an fsync, a rename, ...)."""
+        self.ops = 0
+        self.cut_after_ops = ops
+
     def resume(self) -> None:
         """The process died at the cut but the machine did not: operations work again on the files as they are
         (what the page cache held), and what is durable is still only what was made so."""
