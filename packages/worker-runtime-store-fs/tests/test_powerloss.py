@@ -241,3 +241,49 @@ async def test_lines_a_killed_process_left_unsynced_are_durable_before_the_next_
         assert [d.code for d in await rt.diagnostics()] == []
         kept = (await rt.read_events(limit=1000)).events
         assert kept[: len(served)] == served
+
+
+class _KillAtFsync(PowerLoss):
+    """The process dies at the fsync of the event log's `n`-th commit after the first: its lines are written, not
+    durable."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        super().__init__(root)
+        self.left = n
+        self.killed = False
+
+    def fsync(self, fd: int) -> None:
+        if not self.killed and os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            self.left -= 1
+            if self.left < 0:
+                self.killed = True
+                self.cut()
+        super().fsync(fd)
+
+
+async def test_lines_a_killed_process_left_unsynced_are_durable_once_the_next_start_has_opened(
+    tmp_path: Path,
+) -> None:
+    """The next start adopts what a killed process wrote but never fsynced, and serves it and checkpoints it
+    before its own first write: a power cut then must take none of it back (or the next start would hand the
+    same event ids out again for other events, and a run's end would be gone from the log)."""
+    root = tmp_path / "db"
+    with _KillAtFsync(root, 4) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root)) as rt:
+            await rt.create_worker(worker_id="w")
+            with pytest.raises(RuntimeUnavailableError):
+                for i in range(5):
+                    await _run_ends_or_power_goes(rt, disk, (await rt.send_input("w", f"in-{i}")).run_id)
+        assert disk.killed
+        disk.resume()  # only the process died
+        store = FsRuntimeStore(root)
+        await store.open(None, None)
+        served = await store.read_events(0, 1000)
+        disk.cut()  # the power goes before this start writes anything
+        await store.close()
+    disk.power_cut()
+    assert [e.kind for e in served][-1] == "run_completed"  # the killed commit ended a run
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert [d.code for d in await rt.diagnostics()] == []
+        kept = (await rt.read_events(limit=1000)).events
+        assert [(e.id, e.kind, e.run_id) for e in kept[: len(served)]] == [(e.id, e.kind, e.run_id) for e in served]
