@@ -2,9 +2,10 @@
 
 Three Workers on an engine whose runs stay active until a rule lets them finish; rules create (also again after a
 delete), feed them (with and without `input_id`, and two inputs with one `input_id` at once), finish, cancel, stop
-and delete them, long-poll the event log while an input goes in, and restart the Runtime on the same directory in
-three ways: a graceful close, a killed process (the files as the page cache holds them) and a power cut (only what
-was made durable, by the `powerloss` layer under the store). A plain model of what was acknowledged is checked
+and delete them, command every Worker at once, long-poll the event log while an input goes in, cut the process or
+the power in the middle of an input's write, and restart the Runtime on the same directory in three ways: a
+graceful close, a killed process (the files as the page cache holds them) and a power cut (only what was made
+durable, by the `powerloss` layer under the store). A plain model of what was acknowledged is checked
 after every step: event ids 1..n with none served twice and no gap, every event once served still there and the
 same after any restart, exactly one terminal status per ended run and none for a running one, `interrupted` for
 the runs active at a restart, every acknowledged input once in its Worker's transcript, every run findable with its
@@ -234,6 +235,42 @@ class FsMachine(RuleBasedStateMachine):
         fresh = [a for a in acks if not a.duplicate]
         assert len(fresh) == 1 and [a.run_id for a in acks] == [fresh[0].run_id] * 2
         self.accepted(wid, content, input_id, fresh[0])
+
+    @rule()
+    def every_worker_at_once(self) -> None:
+        """One command to every Worker at the same time (their writes share group commits): an input to each
+        idle one, a cancel to each busy one, an input to each stopped one (refused)."""
+        rt = self.rt
+        assert rt is not None
+        plan = {wid: (status, self.content()) for wid, status in self.status.items()}
+        outcomes: dict[str, Any] = {}
+
+        async def one(wid: str, status: str, content: str) -> None:
+            try:
+                if status == "busy":
+                    outcomes[wid] = await rt.cancel_worker(wid)
+                else:
+                    outcomes[wid] = await rt.send_input(wid, content)
+            except WorkerStoppedError as exc:
+                outcomes[wid] = exc
+
+        async def all_at_once() -> None:
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    for wid, (status, content) in plan.items():
+                        tg.start_soon(one, wid, status, content)
+
+        self.portal.call(all_at_once)
+        for wid, (status, content) in plan.items():
+            out = outcomes[wid]
+            if status == "stopped":
+                assert isinstance(out, WorkerStoppedError)
+            elif status == "busy":
+                assert out.cancelled_run_id == self.active[wid]
+                assert self.call(rt.wait_for_run, wid, self.active[wid]).status == "cancelled"
+                self.ended(wid, "cancelled")
+            else:
+                self.accepted(wid, content, None, out)
 
     @rule(wid=WIDS)
     def finish(self, wid: str) -> None:
