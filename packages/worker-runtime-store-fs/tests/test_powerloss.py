@@ -118,7 +118,8 @@ async def test_a_power_cut_right_after_an_acknowledged_create_keeps_the_worker(t
 
 
 async def test_a_rotated_segment_is_durable_under_batch(tmp_path: Path) -> None:
-    # A batch flush covers the current segment only: rotation itself makes the closed one (and its index) durable.
+    # A batch flush covers the current segment only: each commit waits for the flush that covers it before the next
+    # can start a segment, and rotation itself makes the closed one's index durable.
     root = tmp_path / "db"
     options = {"fsync": "batch", "fsync_interval_ms": 5, "segment_bytes": 700}
     with PowerLoss(root) as disk:
