@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import anyio
 import pytest
+from store_faults import FaultyStore
 
 from worker_runtime_core import (
     CursorExpiredError,
     InvalidRequestError,
     Limits,
     LimitTooLargeError,
-    MemoryStore,
     Runtime,
 )
 from worker_runtime_core.records import EventRecord
@@ -89,6 +87,44 @@ async def test_wait_answers_as_soon_as_an_event_matches(rt: Runtime) -> None:
     assert pages[0].events[0].kind == "input_accepted"
 
 
+class _ReadHeld(FaultyStore):
+    """With `hold_read`, the next read of the event log that finds nothing answers only at `answer`: a write
+    committed meanwhile (after the read, before the reader waits) is the one a long-poll must not miss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_read = False
+        self.reading = anyio.Event()
+        self.answer = anyio.Event()
+
+    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
+        records = await self.inner.read_events(after, limit, worker_id)
+        if self.hold_read and not records:
+            self.hold_read = False
+            self.reading.set()
+            await self.answer.wait()
+        return records
+
+
+async def test_a_long_poll_is_woken_by_an_event_committed_while_it_reads() -> None:
+    store = _ReadHeld()
+    async with Runtime(store=store) as rt:
+        after = (await rt.read_events()).next_after
+        pages = []
+
+        async def poll() -> None:
+            pages.append(await rt.read_events(after=after, wait=30))
+
+        store.hold_read = True
+        with anyio.fail_after(5):  # a lost wakeup would wait the whole 30 s
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                await store.reading.wait()  # the poller read nothing and has not waited yet
+                created = await rt.create_worker(worker_id="other")  # one event, and nothing after it
+                store.answer.set()
+    assert [e.id for e in pages[0].events] == [created.last_event_id]
+
+
 async def test_wait_with_nothing_arriving_answers_an_empty_page_at_the_cursor(rt: Runtime) -> None:
     after = (await rt.read_events()).next_after
     page = await rt.read_events(after=after, wait=0.01)
@@ -157,31 +193,3 @@ async def test_transcript_pages_are_bounded_and_continue_with_next_start(rt: Run
         await rt.transcript("w", start=-1)
     with pytest.raises(InvalidRequestError):
         await rt.transcript("w", limit=0)
-
-
-class _CommitDuringRead(MemoryStore):
-    """A memory store whose next read answers what it held, but only after an event was committed meanwhile (as
-    a store that reads in a thread while the event loop goes on)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.during_read: Callable[[], Awaitable[object]] | None = None
-
-    async def read_events(self, after: int, limit: int, worker_id: str | None = None) -> list[EventRecord]:
-        found = await super().read_events(after, limit, worker_id)
-        hook, self.during_read = self.during_read, None
-        if hook is not None:
-            await hook()
-        return found
-
-
-async def test_an_event_committed_while_the_long_poll_reads_answers_the_poll() -> None:
-    store = _CommitDuringRead()
-    async with Runtime(store=store) as rt:
-        after = (await rt.read_events()).next_after
-        store.during_read = lambda: rt.create_worker(worker_id="late")
-        with anyio.fail_after(10):  # the poll waits up to 20 s: missing the wakeup is a hang, not a slow answer
-            page = await rt.read_events(after=after, wait=20)
-    assert [(e.kind, e.worker_ref.worker_id if e.worker_ref else None) for e in page.events] == [
-        ("worker_created", "late")
-    ]

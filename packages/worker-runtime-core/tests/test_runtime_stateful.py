@@ -6,10 +6,14 @@ write failing when the rule says so, and run an input concurrently with a second
 model: ids 1..n with no gap and none served twice, exactly one terminal event per accepted run, the listed Workers
 and their statuses, the counts (never negative), each Worker's transcript length and last event id. Every call has
 a bound: a call that does not answer within it is a hang, and fails the example.
+
+``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
+steps per example (``tools/stateful_long.py`` runs many more).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -38,6 +42,8 @@ BOUND = 5.0  # seconds; nothing here waits that long unless it hangs
 WIDS = st.sampled_from(["a", "b"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
 SECOND = st.sampled_from(["duplicate", "input", "stop", "cancel", "wait"])
+EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
 
 
 class RuntimeMachine(RuleBasedStateMachine):
@@ -303,8 +309,8 @@ def test_the_runtime_keeps_its_promises_under_held_and_failed_writes(backend: st
         run_state_machine_as_test(
             RuntimeMachine,
             settings=settings(
-                max_examples=200,
-                stateful_step_count=10,
+                max_examples=EXAMPLES,
+                stateful_step_count=STEPS,
                 deadline=None,
                 database=None,
                 suppress_health_check=[HealthCheck.too_slow],

@@ -11,6 +11,8 @@ changes the disk) and keeps a model of what is durable:
 `cut_after` writes the power goes: that write and every later operation fail with EIO, as if the process had
 died there. `power_cut()` then rewrites the tree under the root to the durable state only, so a store opened on
 it sees what a real disk could hold after a power cut (the worst case: nothing that was not made durable).
+`resume()` instead lets only the process die there: the machine runs on, so the files stay as they are (the
+page cache) and what was durable stays what it was, for a later power cut.
 
 The live files are the real ones (reads see them); fsyncs are not passed to the disk, which keeps the tests fast.
 """
@@ -59,6 +61,8 @@ class PowerLoss:
         self.off = False
         self._live: dict[str, _Node] = {}  # path -> the node that is there now
         self._fds: dict[int, _Node] = {}
+        # renames no fsync_dir or sync has made durable yet: (src, dst, the node moved, the node it replaced)
+        self._renames: list[tuple[str, str, _Node, _Node | None]] = []
         self._patch = pytest.MonkeyPatch()
         self._live[self.root] = self._snapshot_tree(self.root)
 
@@ -93,6 +97,22 @@ class PowerLoss:
     def arm(self, writes: int) -> None:
         """Cut the power after `writes` more writes."""
         self.cut_after = self.writes + writes
+
+    def arm_ops(self, ops: int) -> None:
+        """Cut the power after `ops` more operations of any kind (a write, an fsync, a rename, ...)."""
+        self.ops = 0
+        self.cut_after_ops = ops
+
+    def resume(self) -> None:
+        """The process died at the cut but the machine did not: operations work again on the files as they are
+        (what the page cache held), and what is durable is still only what was made so."""
+        self.off = False
+        self.cut_after = self.cut_after_ops = None
+
+    @property
+    def pending_renames(self) -> int:
+        """How many renames no directory fsync has made durable yet (for `power_cut(lost_rename=...)`)."""
+        return len(self._renames)
 
     def _gate(self) -> None:
         if not self.off and self.cut_after_ops is not None:
@@ -140,18 +160,22 @@ class PowerLoss:
         if p is not None:
             node = self._node(p)
             node.entries = {name: self._node(os.path.join(p, name)) for name in sorted(os.listdir(p))}
+            self._renames = [r for r in self._renames if p not in (os.path.dirname(r[0]), os.path.dirname(r[1]))]
 
     def sync(self) -> None:
         self._gate()
         self.fsyncs += 1
         self._snapshot_tree(self.root)
+        self._renames = []
 
     def replace(self, src: _fileops.StrPath, dst: _fileops.StrPath) -> None:
         self._gate()
         os.replace(src, dst)
         s, d = self._inside(src), self._inside(dst)
         if s is not None and d is not None:
-            self._live[d] = self._live.pop(s, None) or _Node(False)
+            replaced = self._live.get(d)
+            moved = self._live[d] = self._live.pop(s, None) or _Node(False)
+            self._renames.append((s, d, moved, replaced))
 
     def unlink(self, path: _fileops.StrPath) -> None:
         self._gate()
@@ -190,21 +214,37 @@ class PowerLoss:
     def __exit__(self, *exc: object) -> None:
         self._patch.undo()
 
-    def power_cut(self, *, metadata_first: bool = False) -> None:
+    def power_cut(self, *, metadata_first: bool = False, lost_rename: int | None = None) -> None:
         """Leave on disk only what was durable (call it once the store is closed or abandoned).
 
         With `metadata_first` the disk is the other adversary: every directory change reached the disk (a
         journaling file system commits metadata on its own schedule) but file data only as far as it was fsynced,
         so a file renamed into place before its data was made durable is empty or short.
+
+        `lost_rename` (with `metadata_first`) reorders directory changes: every one reached the disk except that
+        one of the `pending_renames` (0 the oldest), so a later rename can be on disk while an earlier one is not
+        (nothing orders two renames but an fsync between them). It is undone only while nothing has moved its
+        names since.
         """
         self.off = True
         if metadata_first:
+            undo = self._renames[lost_rename] if lost_rename is not None else None
+            if undo is not None and (os.path.lexists(undo[0]) or self._live.get(undo[1]) is not undo[2]):
+                undo = None
             for directory, _, files in os.walk(self.root):
                 for name in files:
                     path = os.path.join(directory, name)
                     node = self._live.get(path)
+                    if undo is not None and path == undo[1]:
+                        node = undo[3]
+                        if node is None:
+                            os.unlink(path)
+                            continue
                     with open(path, "wb") as f:
                         f.write(node.data if node is not None else b"")
+            if undo is not None:
+                with open(undo[0], "wb") as f:
+                    f.write(undo[2].data)
             return
         tree = self._live[self.root]
         for name in os.listdir(self.root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -148,7 +149,8 @@ async def test_a_create_taken_back_stays_gone_after_a_power_cut(
 
 
 async def test_a_rotated_segment_is_durable_under_batch(tmp_path: Path) -> None:
-    # A batch flush covers the current segment only: rotation itself makes the closed one (and its index) durable.
+    # A batch flush covers the current segment only: each commit waits for the flush that covers it before the next
+    # can start a segment, and rotation itself makes the closed one's index durable.
     root = tmp_path / "db"
     options = {"fsync": "batch", "fsync_interval_ms": 5, "segment_bytes": 700}
     with PowerLoss(root) as disk:
@@ -222,3 +224,98 @@ async def test_under_batch_an_acknowledgement_waits_for_the_fsync_that_covers_it
     async with Runtime(store=FsRuntimeStore(root)) as rt:
         assert [(e.content, e.run_id) for e in (await rt.transcript("w")).items][:1] == [("kept", ack.run_id)]
         assert (await rt.send_input("w", "kept", input_id="k0")).duplicate
+
+
+class _KillAtFullSegment(PowerLoss):
+    """The process dies at the fsync of the commit that fills a segment: its lines are written, not durable."""
+
+    def __init__(self, root: Path, segment_bytes: int) -> None:
+        super().__init__(root)
+        self.segment_bytes = segment_bytes
+        self.killed = False
+
+    def fsync(self, fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if not self.killed and path.endswith(".jsonl") and os.fstat(fd).st_size >= self.segment_bytes:
+            self.killed = True
+            self.cut()
+        super().fsync(fd)
+
+
+async def test_lines_a_killed_process_left_unsynced_are_durable_before_the_next_start_rotates_past_them(
+    tmp_path: Path,
+) -> None:
+    """A process killed between a commit's write and its fsync leaves lines the page cache keeps: the next start
+    adopts and serves them. When that commit filled the segment, the next start's first line opens a new one;
+    sealing the full segment must make the adopted lines durable, or a later power cut takes back events that
+    were served while the ones after them survive (a gap in the ids)."""
+    root = tmp_path / "db"
+    options = {"segment_bytes": 1500}
+    with _KillAtFullSegment(root, options["segment_bytes"]) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root, **options)) as rt:
+            await rt.create_worker(worker_id="w")
+            with pytest.raises(RuntimeUnavailableError):
+                for i in range(20):
+                    await _run_ends_or_power_goes(rt, disk, (await rt.send_input("w", f"in-{i}")).run_id)
+        assert disk.killed
+        written = len((root / "events" / f"{1:020d}.jsonl").read_bytes().splitlines())  # the last not durable
+        disk.resume()  # only the process died
+        async with Runtime(store=FsRuntimeStore(root, **options)) as rt:
+            ack = await rt.send_input("w", "after")
+            await rt.wait_for_run("w", ack.run_id)
+            served = (await rt.read_events(limit=1000)).events
+            assert served[written - 1].id == written  # served, as everything the log holds
+            firsts = sorted(int(p.stem) for p in (root / "events").glob("*.jsonl"))
+            assert firsts[:2] == [1, written + 1]  # the start's first line opened the second segment
+            disk.cut()
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(root, **options)) as rt:
+        assert [d.code for d in await rt.diagnostics()] == []
+        kept = (await rt.read_events(limit=1000)).events
+        assert kept[: len(served)] == served
+
+
+class _KillAtFsync(PowerLoss):
+    """The process dies at the fsync of the event log's `n`-th commit after the first: its lines are written, not
+    durable."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        super().__init__(root)
+        self.left = n
+        self.killed = False
+
+    def fsync(self, fd: int) -> None:
+        if not self.killed and os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            self.left -= 1
+            if self.left < 0:
+                self.killed = True
+                self.cut()
+        super().fsync(fd)
+
+
+async def test_lines_a_killed_process_left_unsynced_are_durable_once_the_next_start_has_opened(
+    tmp_path: Path,
+) -> None:
+    """The next start adopts what a killed process wrote but never fsynced, and serves it and checkpoints it
+    before its own first write: a power cut then must take none of it back (or the next start would hand the
+    same event ids out again for other events, and a run's end would be gone from the log)."""
+    root = tmp_path / "db"
+    with _KillAtFsync(root, 4) as disk:
+        async with Runtime(runtime_id="rt-p", store=FsRuntimeStore(root)) as rt:
+            await rt.create_worker(worker_id="w")
+            with pytest.raises(RuntimeUnavailableError):
+                for i in range(5):
+                    await _run_ends_or_power_goes(rt, disk, (await rt.send_input("w", f"in-{i}")).run_id)
+        assert disk.killed
+        disk.resume()  # only the process died
+        store = FsRuntimeStore(root)
+        await store.open(None, None, limits=Limits())
+        served = await store.read_events(0, 1000)
+        disk.cut()  # the power goes before this start writes anything
+        await store.close()
+    disk.power_cut()
+    assert [e.kind for e in served][-1] == "run_completed"  # the killed commit ended a run
+    async with Runtime(store=FsRuntimeStore(root)) as rt:
+        assert [d.code for d in await rt.diagnostics()] == []
+        kept = (await rt.read_events(limit=1000)).events
+        assert [(e.id, e.kind, e.run_id) for e in kept[: len(served)]] == [(e.id, e.kind, e.run_id) for e in served]

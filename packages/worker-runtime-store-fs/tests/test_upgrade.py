@@ -160,3 +160,36 @@ async def test_a_power_cut_at_any_operation_of_an_upgrade_loses_nothing(tmp_path
             assert (await rt.read_events()).events[: len(events)] == events, cut
             assert (await rt.get_run("w", run_id)).status == "completed", cut
             assert {d.code for d in await rt.diagnostics()} <= {"store_upgraded"}, cut
+
+
+async def test_a_power_cut_that_keeps_a_later_rename_of_an_upgrade_but_not_an_earlier_one_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A disk may write directory changes in any order between two syncs: at a cut at any operation of the
+    opening upgrade, each rename not yet made durable is lost in turn while every other directory change
+    survives. A log's new index must never be in place over its old data (the upgrade makes the data renames
+    durable before the first index rename), so the store serves what version 1 held with nothing to repair."""
+    _, transcript, events = await _v1_store(tmp_path / "v1")
+    runs = sorted({entry.run_id for entry in transcript if entry.run_id is not None})
+    assert len(runs) == 2
+    shutil.copytree(tmp_path / "v1", tmp_path / "count")
+    ops = (await _open_until_cut(tmp_path / "count", None)).ops
+    tried = 0
+    for cut in range(ops + 1):
+        lost = 0
+        while True:
+            root = tmp_path / f"cut-{cut}-{lost}"
+            shutil.copytree(tmp_path / "v1", root)
+            disk = await _open_until_cut(root, cut)
+            if lost >= disk.pending_renames:
+                break
+            disk.power_cut(metadata_first=True, lost_rename=lost)
+            tried += 1
+            async with Runtime(store=FsRuntimeStore(root)) as rt:
+                assert (await rt.transcript("w")).items == transcript, (cut, lost)
+                assert (await rt.read_events()).events[: len(events)] == events, (cut, lost)
+                for ran in runs:  # every run is found through the runs log's index, not only the newest
+                    assert (await rt.get_run("w", ran)).status == "completed", (cut, lost, ran)
+                assert {d.code for d in await rt.diagnostics()} <= {"store_upgraded"}, (cut, lost)
+            lost += 1
+    assert tried >= 2 * len(_logs(tmp_path / "v1"))  # the sweep loses each data rename and each index rename

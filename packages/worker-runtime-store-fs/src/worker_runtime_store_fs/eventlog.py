@@ -62,7 +62,7 @@ class EventLog:
     def __init__(self, layout: Layout, segment_bytes: int = SEGMENT_BYTES, *, durable: bool = True) -> None:
         self.layout = layout
         self.segment_bytes = segment_bytes
-        self.durable = durable  # fsync a segment when the log moves on, and the new segment's directory entry
+        self.durable = durable  # fsync the newest segment at open, an index when the log moves on, new entries
         self.firsts: list[int] = []
         self.logs: dict[int, IndexedLog] = {}
         self.last_id = 0
@@ -91,6 +91,15 @@ class EventLog:
             newest = self.logs[self.firsts[-1]]
             last = newest.last_key()
             self.last_id = last if last is not None else self.firsts[-1] - 1
+            if self.durable:
+                # A process killed between a commit's write and its fsync left lines that the page cache kept and
+                # that are served (and checkpointed) from now on: make them durable first. Every older segment
+                # is durable already: each commit is fsynced before the next one can start a new segment.
+                fd = fileops.open(newest.data, os.O_RDONLY)
+                try:
+                    fileops.fsync(fd)
+                finally:
+                    fileops.close(fd)
         return repairs, self._gaps()
 
     def _gaps(self) -> list[Gap]:
@@ -112,10 +121,10 @@ class EventLog:
         first_id = lines[0][0]
         started = False
         if not self.firsts or os.fstat(fds.get(str(self.logs[self.firsts[-1]].data))).st_size >= self.segment_bytes:
-            if self.durable and self.firsts:  # seal the segment before anything in the next one is acknowledged
-                sealed = self.logs[self.firsts[-1]]
-                fileops.fsync(fds.get(str(sealed.data)))
-                fileops.fsync(fds.get(str(sealed.index)))
+            if self.durable and self.firsts:  # its index, before anything in the next segment is acknowledged
+                # (its data is durable: every commit was fsynced before the next one, and `open` fsynced what a
+                # killed process left unsynced)
+                fileops.fsync(fds.get(str(self.logs[self.firsts[-1]].index)))
             self.firsts.append(first_id)
             log = self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
             started = True

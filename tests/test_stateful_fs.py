@@ -1,0 +1,469 @@
+"""A hypothesis state machine drives a Runtime over the real FS store through restarts, kills and power cuts.
+
+Three Workers on an engine whose runs stay active until a rule lets them finish; rules create (also again after a
+delete), feed them (with and without `input_id`, and two inputs with one `input_id` at once), finish, cancel, stop
+and delete them, command every Worker at once, long-poll the event log while an input goes in, cut the process or
+the power in the middle of an input's write, and restart the Runtime on the same directory in three ways: a
+graceful close, a killed process (the files as the page cache holds them) and a power cut (only what was made
+durable, by the `powerloss` layer under the store). A plain model of what was acknowledged is checked
+after every step: event ids 1..n with none served twice and no gap, every event once served still there and the
+same after any restart, exactly one terminal status per ended run and none for a running one, `interrupted` for
+the runs active at a restart, every acknowledged input once in its Worker's transcript, every run findable with its
+status, the listed Workers and the counts (never negative). Every call has a bound: one that does not answer within
+it is a hang, and fails the example.
+
+``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
+steps per example (``tools/stateful_long.py`` runs many more).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from powerloss import PowerLoss
+
+from worker_runtime_core import (
+    Engine,
+    Limits,
+    ProfileConfig,
+    RunContext,
+    Runtime,
+    RuntimeUnavailableError,
+    WorkerBusyError,
+    WorkerExistsError,
+    WorkerNotFoundError,
+    WorkerNotStoppedError,
+    WorkerStoppedError,
+)
+from worker_runtime_store_fs import FsRuntimeStore
+
+BOUND = 10.0  # seconds; nothing here waits that long unless it hangs
+EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
+STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
+WIDS = st.sampled_from(["a", "b", "c"])
+INPUT_IDS = st.sampled_from([None, "i1", "i2"])
+TERMINAL = {"run_completed": "completed", "run_cancelled": "cancelled", "run_interrupted": "interrupted"}
+# Small segments and frequent checkpoints, so that a few steps rotate the log and checkpoint (store-fs's own
+# options; the Runtime's settings go through Limits).
+STORE_OPTIONS: dict[str, Any] = {"segment_bytes": 4096, "checkpoint_every": 8}
+
+
+class FsMachine(RuleBasedStateMachine):
+    portal: ClassVar[BlockingPortal]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="stateful-fs-")) / "store"
+        self.disk = PowerLoss(self.root).__enter__()
+        self.release: dict[str, anyio.Event] = {}  # run id -> lets that run finish
+        self.rt: Runtime | None = None
+        self.serving: concurrent.futures.Future[None] | None = None
+        self.closing: anyio.Event
+        # The model: what the Runtime acknowledged.
+        self.status: dict[str, str] = {}  # worker -> idle | busy | stopped
+        self.active: dict[str, str] = {}  # worker -> its running run
+        self.inputs: dict[str, list[tuple[str, str]]] = {}  # worker -> acknowledged (content, run id), in order
+        self.runs: dict[str, dict[str, str]] = {}  # worker -> run id -> running | completed | cancelled | interrupted
+        self.keys: dict[tuple[str, str], str] = {}  # (worker, input_id) -> run id
+        self.served: dict[int, tuple[str, str | None, str | None]] = {}  # event id -> (kind, worker, run)
+        self.n = 0  # inputs sent, for distinct contents
+        self.open()
+
+    # --- the Runtime's lives -----------------------------------------------------------------------------------
+
+    def engine(self) -> type[Engine]:
+        machine = self
+
+        class Held(Engine):
+            name = "held"
+
+            async def run(self, ctx: RunContext) -> None:
+                release = machine.release.setdefault(ctx.run_id, anyio.Event())
+                await release.wait()
+                await ctx.emit(f"done {ctx.content}")
+
+        return Held
+
+    def open(self) -> None:
+        """Start a Runtime on the directory, in a task of the portal that holds it open until `close`."""
+        self.release = {}
+        rt = Runtime(
+            runtime_id="rt-s",
+            store=FsRuntimeStore(self.root, **STORE_OPTIONS),
+            limits=Limits(operation_timeout_s=BOUND / 2),
+            profiles={"default": ProfileConfig("held")},
+            engines={"held": self.engine()},
+        )
+        started = threading.Event()
+
+        async def serve(task_status: Any = None) -> None:
+            self.closing = anyio.Event()
+            async with rt:
+                started.set()
+                await self.closing.wait()
+
+        self.serving = self.portal.start_task_soon(serve)
+        # Start and close are bounded from this thread (a cancel scope around them would wrap the Runtime's own).
+        if not started.wait(BOUND):
+            self.serving.result(0)  # the start's own error, if it failed
+            raise AssertionError("the Runtime did not start within the bound")
+        self.rt = rt
+
+    def close(self) -> None:
+        serving, self.serving, self.rt = self.serving, None, None
+        if serving is not None:
+            self.portal.call(self.closing.set)
+            try:
+                serving.result(BOUND)
+            except concurrent.futures.TimeoutError:
+                raise AssertionError("the Runtime did not close within the bound") from None
+
+    def teardown(self) -> None:
+        try:
+            self.close()
+        finally:
+            self.disk.__exit__(None, None, None)
+            shutil.rmtree(self.root.parent, ignore_errors=True)
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        async def bounded() -> Any:
+            with anyio.fail_after(BOUND):
+                return await fn(*args, **kwargs)
+
+        return self.portal.call(bounded)
+
+    def accepted(self, wid: str, content: str, input_id: str | None, ack: Any) -> None:
+        assert not ack.duplicate and ack.run_id not in self.runs[wid]
+        assert ack.event_id not in self.served
+        self.inputs[wid].append((content, ack.run_id))
+        self.runs[wid][ack.run_id] = "running"
+        self.active[wid] = ack.run_id
+        self.status[wid] = "busy"
+        if input_id is not None:
+            self.keys[(wid, input_id)] = ack.run_id
+
+    def ended(self, wid: str, status: str) -> None:
+        run_id = self.active.pop(wid)
+        self.runs[wid][run_id] = status
+        if self.status[wid] == "busy":
+            self.status[wid] = "idle"
+
+    def content(self) -> str:
+        self.n += 1
+        return f"c{self.n}"
+
+    # --- rules -----------------------------------------------------------------------------------------------
+
+    @initialize()
+    def first_worker(self) -> None:
+        self.create("a")
+
+    @rule(wid=WIDS)
+    def create(self, wid: str) -> None:
+        assert self.rt is not None
+        try:
+            detail = self.call(self.rt.create_worker, worker_id=wid)
+        except WorkerExistsError:
+            assert wid in self.status
+        else:
+            assert wid not in self.status
+            assert detail.status == "idle" and detail.transcript_len == 0
+            self.status[wid], self.inputs[wid], self.runs[wid] = "idle", [], {}
+
+    @rule(wid=WIDS, input_id=INPUT_IDS)
+    def send(self, wid: str, input_id: str | None) -> None:
+        assert self.rt is not None
+        status = self.status.get(wid)
+        first = self.keys.get((wid, input_id)) if input_id is not None else None
+        content = self.content() if input_id is None else f"keyed {input_id}"  # a key's retries repeat its content
+        try:
+            ack = self.call(self.rt.send_input, wid, content, input_id=input_id)
+        except WorkerNotFoundError:
+            assert status is None
+        except WorkerStoppedError:
+            assert status == "stopped" and first is None
+        except WorkerBusyError:
+            assert status == "busy" and first is None
+        else:
+            if first is not None:
+                assert ack.duplicate and ack.run_id == first
+            else:
+                assert status == "idle"
+                self.accepted(wid, content, input_id, ack)
+
+    @rule(wid=WIDS, input_id=st.sampled_from(["d1", "d2"]))
+    def same_input_id_twice_at_once(self, wid: str, input_id: str) -> None:
+        """Two inputs with one `input_id` at once: one run, the other answer a duplicate of it."""
+        if self.status.get(wid) != "idle" or (wid, input_id) in self.keys:
+            return
+        rt, content = self.rt, f"keyed {input_id}"
+        assert rt is not None
+        acks: list[Any] = []
+
+        async def both() -> None:
+            async def one() -> None:
+                acks.append(await rt.send_input(wid, content, input_id=input_id))
+
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(one)
+                    tg.start_soon(one)
+
+        self.portal.call(both)
+        fresh = [a for a in acks if not a.duplicate]
+        assert len(fresh) == 1 and [a.run_id for a in acks] == [fresh[0].run_id] * 2
+        self.accepted(wid, content, input_id, fresh[0])
+
+    @rule()
+    def every_worker_at_once(self) -> None:
+        """One command to every Worker at the same time (their writes share group commits): an input to each
+        idle one, a cancel to each busy one, an input to each stopped one (refused)."""
+        rt = self.rt
+        assert rt is not None
+        plan = {wid: (status, self.content()) for wid, status in self.status.items()}
+        outcomes: dict[str, Any] = {}
+
+        async def one(wid: str, status: str, content: str) -> None:
+            try:
+                if status == "busy":
+                    outcomes[wid] = await rt.cancel_worker(wid)
+                else:
+                    outcomes[wid] = await rt.send_input(wid, content)
+            except WorkerStoppedError as exc:
+                outcomes[wid] = exc
+
+        async def all_at_once() -> None:
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    for wid, (status, content) in plan.items():
+                        tg.start_soon(one, wid, status, content)
+
+        self.portal.call(all_at_once)
+        for wid, (status, content) in plan.items():
+            out = outcomes[wid]
+            if status == "stopped":
+                assert isinstance(out, WorkerStoppedError)
+            elif status == "busy":
+                assert out.cancelled_run_id == self.active[wid]
+                assert self.call(rt.wait_for_run, wid, self.active[wid]).status == "cancelled"
+                self.ended(wid, "cancelled")
+            else:
+                self.accepted(wid, content, None, out)
+
+    @rule(wid=WIDS)
+    def finish(self, wid: str) -> None:
+        run_id = self.active.get(wid)
+        if run_id is None:
+            return
+        assert self.rt is not None
+
+        async def release() -> None:
+            self.release.setdefault(run_id, anyio.Event()).set()
+
+        self.portal.call(release)
+        assert self.call(self.rt.wait_for_run, wid, run_id).status == "completed"
+        self.ended(wid, "completed")
+
+    @rule(wid=WIDS)
+    def cancel(self, wid: str) -> None:
+        assert self.rt is not None
+        status, run_id = self.status.get(wid), self.active.get(wid)
+        try:
+            ack = self.call(self.rt.cancel_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+            return
+        assert ack.cancelled_run_id == run_id
+        if run_id is not None:
+            assert self.call(self.rt.wait_for_run, wid, run_id).status == "cancelled"
+            self.ended(wid, "cancelled")
+
+    @rule(wid=WIDS)
+    def stop(self, wid: str) -> None:
+        assert self.rt is not None
+        status, run_id = self.status.get(wid), self.active.get(wid)
+        try:
+            ack = self.call(self.rt.stop_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+            return
+        assert ack.status == "stopped" and (ack.event_id is None) == (status == "stopped")
+        assert ack.cancelled_run_id == run_id
+        self.status[wid] = "stopped"
+        if run_id is not None:
+            self.ended(wid, "cancelled")
+
+    @rule(wid=WIDS)
+    def delete(self, wid: str) -> None:
+        assert self.rt is not None
+        status = self.status.get(wid)
+        try:
+            self.call(self.rt.delete_worker, wid)
+        except WorkerNotFoundError:
+            assert status is None
+        except WorkerNotStoppedError:
+            assert status in ("idle", "busy")
+        else:
+            assert status == "stopped"
+            del self.status[wid], self.inputs[wid], self.runs[wid]
+            self.keys = {k: v for k, v in self.keys.items() if k[0] != wid}
+
+    @rule(wid=WIDS, head_start=st.integers(0, 3))
+    def long_poll_while_an_input_goes_in(self, wid: str, head_start: int) -> None:
+        """A long-poll for what comes after the newest event answers with the input's event (never hangs),
+        whether the poll is still reading, already waiting, or not yet started when the input commits."""
+        if self.status.get(wid) != "idle":
+            return
+        rt, content = self.rt, self.content()
+        assert rt is not None
+        out: dict[str, Any] = {}
+
+        newest = max(self.served, default=0)  # the invariant read the whole log after the last step
+
+        async def scenario() -> None:
+
+            async def poll() -> None:
+                # it may wait longer than the bound: it answers when the input's event is committed
+                out["page"] = await rt.read_events(after=newest, wait=rt.limits.max_wait_s)
+
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(poll)
+                    for _ in range(head_start):  # let the poll get that far ahead
+                        await anyio.lowlevel.checkpoint()
+                    out["ack"] = await rt.send_input(wid, content)
+
+        self.portal.call(scenario)
+        ack, page = out["ack"], out["page"]
+        assert page.events and page.events[0].id == newest + 1
+        assert ack.event_id in [e.id for e in page.events]
+        self.accepted(wid, content, None, ack)
+
+    @precondition(lambda self: self.rt is not None)
+    @rule(how=st.sampled_from(["close", "kill", "power_cut"]))
+    def restart(self, how: str) -> None:
+        """Close and reopen the Runtime on the same directory; after a kill or a power cut nothing closes it
+        in order (every write from the cut on fails, as if the process had died there)."""
+        if how != "close":
+            self.disk.cut()
+        self.close()
+        if how == "kill":
+            self.disk.resume()  # the machine runs on: the page cache keeps every file as it was
+        elif how == "power_cut":
+            self.disk.power_cut()
+            self.disk.__exit__(None, None, None)
+            self.disk = PowerLoss(self.root).__enter__()  # what is on disk now is what survived
+        for wid in list(self.active):
+            self.ended(wid, "interrupted")
+        self.open()
+
+    @rule(wid=WIDS, ops=st.integers(0, 12), how=st.sampled_from(["kill", "power_cut"]))
+    def cut_while_an_input_goes_in(self, wid: str, ops: int, how: str) -> None:
+        """The process dies (or the power goes) after `ops` more disk operations (writes, fsyncs, renames) while
+        an input is being written; then
+        the Runtime restarts. An acknowledged input is there; one that got an error may be there or not (a
+        failed fsync leaves the outcome unknown), but if it is, it is there once, last, its run `interrupted`."""
+        if self.status.get(wid) != "idle":
+            return
+        assert self.rt is not None
+        content = self.content()
+        self.disk.arm_ops(ops)
+        try:
+            ack = self.call(self.rt.send_input, wid, content)
+        except RuntimeUnavailableError:
+            ack = None
+        else:
+            self.accepted(wid, content, None, ack)
+        self.restart(how)
+        if ack is None:
+            page = self.call(self.rt.transcript, wid, limit=1000)
+            users = [(e.content, e.run_id) for e in page.items if e.role == "user"]
+            kept = users[:-1] == self.inputs[wid] and users[-1:] and users[-1][0] == content
+            event(f"{how} during an input: refused, {'kept' if kept else 'not kept'}")
+            if kept:
+                run_id = users[-1][1]
+                assert run_id is not None
+                self.inputs[wid].append((content, run_id))
+                self.runs[wid][run_id] = "interrupted"
+        else:
+            event(f"{how} during an input: acknowledged")
+
+    # --- what must hold after every step ---------------------------------------------------------------------
+
+    @invariant()
+    def agrees_with_what_was_acknowledged(self) -> None:
+        rt = self.rt
+        assert rt is not None
+        events = self.call(rt.read_events, limit=1000).events
+        ids = [e.id for e in events]
+        assert ids == list(range(1, len(ids) + 1)), "event ids must be 1..n with no gap or repeat"
+        seen = {e.id: (e.kind, e.worker_ref.worker_id if e.worker_ref is not None else None, e.run_id) for e in events}
+        for event_id, served in self.served.items():
+            assert seen.get(event_id) == served, f"event {event_id} was served as {served}, now {seen.get(event_id)}"
+        self.served = seen
+        ended: Counter[str] = Counter()
+        status_of: dict[str, str] = {}
+        for kind, _, run_id in seen.values():
+            if kind in TERMINAL and run_id is not None:
+                ended[run_id] += 1
+                status_of[run_id] = TERMINAL[kind]
+        assert all(n == 1 for n in ended.values()), f"a run with two terminal events: {ended}"
+        for wid, runs in self.runs.items():
+            for run_id, status in runs.items():
+                assert status_of.get(run_id, "running") == status, (wid, run_id)
+        listed = self.call(rt.list_workers, limit=1000).workers
+        assert {s.worker_ref.worker_id: s.status for s in listed} == self.status
+        counts = self.call(rt.summary).workers
+        by_status = Counter(self.status.values())
+        assert (counts.idle, counts.busy, counts.stopped, counts.total) == (
+            by_status["idle"],
+            by_status["busy"],
+            by_status["stopped"],
+            len(self.status),
+        )
+        assert min(counts.idle, counts.busy, counts.stopped) >= 0
+        for wid, inputs in self.inputs.items():
+            page = self.call(rt.transcript, wid, limit=1000)
+            assert page.total_items == len(page.items)
+            users = [(e.content, e.run_id) for e in page.items if e.role == "user"]
+            assert users == inputs, f"worker {wid}: acknowledged inputs {inputs}, transcript {users}"
+            for run_id, status in self.runs[wid].items():
+                assert self.call(rt.get_run, wid, run_id).status == status, (wid, run_id)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_runtime_keeps_its_promises_over_the_fs_store_across_restarts_kills_and_power_cuts(backend: str) -> None:
+    with start_blocking_portal(backend) as portal:
+        FsMachine.portal = portal
+        run_state_machine_as_test(
+            FsMachine,
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=STEPS,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            ),
+        )
