@@ -54,6 +54,7 @@ FsyncPolicy = Literal["always", "batch", "never"]
 _POLICIES = ("always", "batch", "never")
 T = TypeVar("T")
 _ENTRY_DECODER = msgspec.json.Decoder(TranscriptRecord)
+_PAGE_DECODER = msgspec.json.Decoder(list[TranscriptRecord])
 _RUN_DECODER = msgspec.json.Decoder(RunRecord)
 _LINES = msgspec.json.Encoder()
 _KEY_CHUNK = 1000  # keys encoded per write when the key file is rewritten: each write lets other threads run
@@ -697,8 +698,11 @@ class FsRuntimeStore:
     def _read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
         log = self._projections.transcript(worker_id)
         try:
-            lines = log.read(start, limit)
-            return [_decode(_ENTRY_DECODER, line, log.data, offset) for _, offset, line in lines]
+            try:
+                return _PAGE_DECODER.decode(log.read_array(start, limit))
+            except (msgspec.DecodeError, msgspec.ValidationError):  # find the line, for its offset
+                lines = log.read(start, limit)
+                return [_decode(_ENTRY_DECODER, line, log.data, offset) for _, offset, line in lines]
         except FileNotFoundError:
             return []
         except RecordCorrupt as exc:
