@@ -217,6 +217,24 @@ async def test_one_changed_letter_in_a_transcript_entry_is_store_corrupt_with_pa
         assert [e.content for e in (await rt.transcript("other")).items] == ["message 1", "message 1"]
 
 
+async def test_a_checkpoint_writes_no_state_file_for_a_new_worker_unchanged_since_its_worker_file(
+    tmp_path: Path,
+) -> None:
+    # A burst of creates leaves the next checkpoint one Worker's state per new Worker; worker.json holds it.
+    async with Runtime(store=FsRuntimeStore(tmp_path, checkpoint_every=2)) as rt:
+        for n in range(5):
+            await rt.create_worker(worker_id=f"new-{n}")
+        await rt.create_worker(worker_id="changed")
+        await _run(rt, "changed", "hello")
+        before = [await rt.get_worker(wid) for wid in ("new-0", "new-4", "changed")]
+    workers = tmp_path / "workers"
+    assert not any((workers / f"new-{n}" / "state.json").exists() for n in range(5))
+    assert (workers / "changed" / "state.json").exists()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [await rt.get_worker(wid) for wid in ("new-0", "new-4", "changed")] == before
+        assert await rt.diagnostics() == []
+
+
 async def test_a_transcript_line_with_a_good_checksum_but_no_entry_in_it_is_store_corrupt_naming_its_line(
     tmp_path: Path,
 ) -> None:

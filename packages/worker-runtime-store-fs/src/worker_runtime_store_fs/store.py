@@ -505,7 +505,7 @@ class FsRuntimeStore:
             return
         if pending.delete:
             self._dirty.pop(wid, None)
-        elif pending.state is not None:
+        elif pending.state is not None and not pending.created:  # a new Worker's state is its worker.json
             self._dirty[wid] = pending.state
 
     # --- checkpoints -----------------------------------------------------------------------------------------
