@@ -1,12 +1,17 @@
 """Benchmarks of worker-runtime-core, side by side with their targets (never a test).
 
-    hatch run bench-core            # all three, asyncio and trio
-    hatch run bench-core --quick    # smaller counts, for a smoke run
+    hatch run bench-core                               # all three, asyncio and trio
+    hatch run bench-core --quick                       # smaller counts, for a smoke run
+    hatch run bench-core --baseline /tmp/base          # and another checkout, interleaved, with this / baseline
+    hatch run bench-core --instructions --baseline /tmp/base   # instructions per send_input (callgrind)
 
 Memory: RSS per idle Worker with 100,000 Workers in one memory Runtime (each with its `worker_created` event).
 Latency: `send_input` until `wait_for_run` returns, echo engine, 10,000 runs one after another.
 Throughput: 1,000 Workers each running inputs concurrently with the echo engine.
-Each measurement runs in a fresh child process so one does not skew the next.
+Each measurement runs in a fresh child process so one does not skew the next; with ``--baseline`` the rounds
+alternate between the two checkouts (tools/_sidebyside.py) and the table shows the medians over the rounds.
+Instructions: callgrind's count of one `send_input` until `wait_for_run` returns (asyncio, memory store), where
+timing is too noisy to separate 10%.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 
 from worker_runtime_core import Limits, Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _sidebyside as side
 
 
 def _rss_bytes() -> int:
@@ -87,47 +93,73 @@ async def throughput(workers: int, per_worker: int) -> dict[str, float]:
     return {"runs_per_s": workers * per_worker / elapsed, "errors": errors}
 
 
-def _child(kind: str, backend: str, quick: bool) -> dict[str, float]:
+async def count(runs: int) -> dict[str, float]:
+    """`runs` inputs after the latency warm-up, untimed: what callgrind counts (see `_sidebyside.instructions`)."""
+    async with Runtime() as rt:
+        wid = (await rt.create_worker(worker_id="w")).worker_ref.worker_id
+        for _ in range(200 + runs):
+            ack = await rt.send_input(wid, "hi")
+            await rt.wait_for_run(wid, ack.run_id)
+    return {"runs": runs}
+
+
+def _child(kind: str, backend: str, quick: bool, n: int) -> dict[str, float]:
     match kind:
         case "memory":
             return anyio.run(memory, 10_000 if quick else 100_000, backend=backend)
         case "latency":
             return anyio.run(latency, 1_000 if quick else 10_000, backend=backend)
+        case "count":
+            return anyio.run(count, n, backend=backend)
         case _:
             return anyio.run(throughput, 1_000, 2 if quick else 20, backend=backend)
+
+
+ROWS = [
+    ("memory per idle worker (B)", "memory", "bytes_per_worker", "at most 512"),
+    ("send_input -> completed, median (µs)", "latency", "median_us", "under 30"),
+    ("send_input -> completed, p99 (µs)", "latency", "p99_us", "under 100"),
+    ("throughput, 1,000 workers (runs/s)", "throughput", "runs_per_s", "at least 20,000"),
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "BACKEND"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per send_input (valgrind) instead of timing"
+    )
+    side.add_arguments(parser, rounds=1)
+    parser.add_argument("--child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child[0], args.child[1], args.quick)))
+        kind, backend, *n = args.child
+        print(json.dumps(_child(kind, backend, args.quick, int(n[0]) if n else 0)))
         return
-    results: dict[tuple[str, str], dict[str, float]] = {}
+    forest = side.trees(args.baseline)
+    print(side.machine(" (quick)" if args.quick else ""))
+    if args.instructions:
+        print("instructions per send_input -> completed (callgrind, asyncio, memory store, echo engine)")
+        counts = {t.label: side.instructions(t, __file__, ["count", "asyncio"], 500, 2_500) for t in forest}
+        line = ", ".join(f"{label}: {n:,.0f}" for label, n in counts.items())
+        if len(forest) > 1:
+            line += f"; this / baseline {counts['this tree'] / counts['baseline']:.2f}"
+        print(line)
+        return
+    quick = ["--quick"] if args.quick else []
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for kind in ("memory", "latency", "throughput"):
         for backend in ("asyncio", "trio"):
-            cmd = [sys.executable, __file__, "--child", kind, backend] + (["--quick"] if args.quick else [])
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[(kind, backend)] = json.loads(out)
+            results[f"{kind} {backend}"] = side.interleave(
+                forest, args.rounds, lambda t, k=kind, b=backend: side.child(t, __file__, [k, b, *quick])
+            )
     rows = [
-        ("memory per idle worker (B)", "memory", "bytes_per_worker", 512, "at most"),
-        ("send_input -> completed, median (µs)", "latency", "median_us", 30, "under"),
-        ("send_input -> completed, p99 (µs)", "latency", "p99_us", 100, "under"),
-        ("throughput, 1,000 workers (runs/s)", "throughput", "runs_per_s", 20_000, "at least"),
+        side.Row(f"{label}, {backend}", f"{kind} {backend}", key, target)
+        for label, kind, key, target in ROWS
+        for backend in ("asyncio", "trio")
     ]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}; {datetime.now(UTC):%Y-%m-%d}" + (" (quick)" if args.quick else "")
-    )
-    print("| measure | target | asyncio | trio | asyncio / target |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, kind, key, target, word in rows:
-        a = results[(kind, "asyncio")][key]
-        t = results[(kind, "trio")][key]
-        print(f"| {label} | {word} {target:,} | {a:,.1f} | {t:,.1f} | {a / target:.2f} |")
-    errors = results[("throughput", "asyncio")]["errors"] + results[("throughput", "trio")]["errors"]
+    side.print_table(rows, results, forest)
+    errors = sum(r["errors"] for b in ("asyncio", "trio") for runs in results[f"throughput {b}"].values() for r in runs)
     print(f"throughput errors: {errors:g}")
 
 

@@ -8,7 +8,15 @@ other core. Measured, in one run:
   against ``GET /bare/workers/{id}`` (a bare Starlette route that encodes a Worker built once with msgspec);
 * ``POST /v1/workers/{id}/input`` (echo engine) against ``POST /bare/workers/{id}/input`` (a bare route that
   decodes the body with msgspec and answers 202 with an ack built once, encoded with msgspec), rotating over
-  the Workers and counting only the 202 answers.
+  the Workers and counting only the 202 answers;
+* durable creates: ``POST /v1/workers`` with a new worker id each time on a Runtime whose store is an
+  FsRuntimeStore with ``fsync = "always"`` (``--durable-connections``, default 32), counting only the 201
+  answers; a server makes at most a few tens of thousands of Workers, well below its ``max_workers`` (200,000).
+  Target: p99 under 50 ms.
+
+With ``--baseline PATH`` (another checkout) the Runtime of that checkout is measured too, in the same rounds in
+rotating order, its code imported from its own ``packages/*/src`` (tools/_sidebyside.py), and the table adds
+this / baseline.
 
 Both servers run with the uvicorn settings of ``worker-runtime-http serve`` (``cli.UVICORN_OPTIONS``: the
 httptools parser, no Server header, no proxy headers).
@@ -32,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _sidebyside as side
 
 TOKEN = "bench-token"
 GET_LUA = """
@@ -63,10 +74,31 @@ done = function(summary, latency, requests)
   io.write(string.format("ACCEPTED %%d OTHER %%d\\n", a, o))
 end
 """
+CREATE_LUA = """
+local n, threads = 0, {}
+wrk.headers["authorization"] = "Bearer %(token)s"
+wrk.headers["content-type"] = "application/json"
+setup = function(thread) table.insert(threads, thread) end
+init = function() accepted = 0; other = 0 end
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/v1/workers", nil, string.format('{"worker_id": "%(tag)s-%%07d"}', n))
+end
+response = function(status, headers, body)
+  if status == 201 then accepted = accepted + 1 else other = other + 1 end
+end
+done = function(summary, latency, requests)
+  local a, o = 0, 0
+  for _, t in ipairs(threads) do a = a + t:get("accepted"); o = o + t:get("other") end
+  io.write(string.format("ACCEPTED %%d OTHER %%d\\n", a, o))
+end
+"""
+DURABLE_MAX_WORKERS = 200_000
 
 
-def serve(kind: str, port: int, workers: int, gc_mode: str) -> None:
-    """One server process: ``runtime`` (the Runtime app) or ``bare`` (Starlette + msgspec)."""
+def serve(kind: str, port: int, workers: int, gc_mode: str, store_dir: str | None = None) -> None:
+    """One server process: ``runtime`` (the Runtime app), ``bare`` (Starlette + msgspec) or ``durable`` (the
+    Runtime app on an FsRuntimeStore in `store_dir` with fsync always)."""
     import anyio
     import msgspec
     import uvicorn
@@ -80,11 +112,18 @@ def serve(kind: str, port: int, workers: int, gc_mode: str) -> None:
     from worker_runtime_http.cli import UVICORN_OPTIONS
 
     async def main() -> None:
-        async with Runtime(runtime_id="rt-bench", limits=Limits(max_workers=workers + 10)) as rt:
+        store: Any = None
+        limits = Limits(max_workers=workers + 10)
+        if kind == "durable":
+            from worker_runtime_store_fs import FsRuntimeStore
+
+            store = FsRuntimeStore(store_dir, fsync="always")
+            limits = Limits(max_workers=DURABLE_MAX_WORKERS)
+        async with Runtime(runtime_id="rt-bench", limits=limits, store=store) as rt:
             for i in range(1, workers + 1):
                 await rt.create_worker(worker_id=f"w{i:04d}")
             app: Any
-            if kind == "runtime":
+            if kind in ("runtime", "durable"):
                 app = create_app(rt, token=TOKEN, bind=("127.0.0.1", port))
             else:
                 # What a minimal Starlette + msgspec route does: no lookup, but msgspec decodes the body and
@@ -127,9 +166,12 @@ def serve(kind: str, port: int, workers: int, gc_mode: str) -> None:
         pass
 
 
-def _lua(kind: str, method: str, workers: int) -> str:
-    """The wrk script for one server (``runtime`` or ``bare``) and route (``get`` or ``post``)."""
-    prefix = "/v1/workers/" if kind == "runtime" else "/bare/workers/"
+def _lua(kind: str, method: str, workers: int, tag: str = "c") -> str:
+    """The wrk script for one server (``runtime`` or ``bare``) and route (``get``, ``post`` or ``create``, whose
+    new worker ids start with `tag`)."""
+    if method == "create":
+        return CREATE_LUA % {"token": TOKEN, "tag": tag}
+    prefix = "/bare/workers/" if kind == "bare" else "/v1/workers/"
     template = GET_LUA if method == "get" else POST_LUA
     return template % {"workers": workers, "token": TOKEN, "prefix": prefix}
 
@@ -141,16 +183,27 @@ def _free_port() -> int:
 
 
 def _start(
-    kind: str, workers: int, core: int, gc_mode: str, callgrind_out: str | None = None
+    kind: str,
+    workers: int,
+    core: int,
+    gc_mode: str,
+    callgrind_out: str | None = None,
+    tree: side.Tree | None = None,
+    store_dir: str | None = None,
 ) -> tuple[subprocess.Popen[str], int]:
+    """A server process of `kind` running `tree`'s code (this checkout's by default)."""
     port = _free_port()
     cmd = ["taskset", "-c", str(core)]
     if callgrind_out:  # counting starts only when _count_instructions switches it on
         cmd += ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={callgrind_out}"]
     cmd += [sys.executable, __file__, "--serve", kind, "--port", str(port), "--workers", str(workers)]
-    cmd += ["--gc", gc_mode]
+    cmd += ["--gc", gc_mode] + (["--store", store_dir] if store_dir else [])
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if callgrind_out else None, text=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if callgrind_out else None,
+        text=True,
+        env=side.env_for(tree or side.trees(None)[0]),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -193,7 +246,9 @@ def _wrk(port: int, lua: str, seconds: int, connections: int, core: int) -> dict
     return result
 
 
-def _count_instructions(kind: str, method: str, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+def _count_instructions(
+    kind: str, method: str, args: argparse.Namespace, tree: side.Tree | None = None
+) -> tuple[float, dict[str, float]]:
     """Instructions per request the server executes (callgrind), under the same wrk load as the timed runs.
 
     Unlike req/s, the count does not move with this machine's speed: the same code, load and inputs give the same
@@ -201,7 +256,7 @@ def _count_instructions(kind: str, method: str, args: argparse.Namespace) -> tup
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        proc, port = _start(kind, args.workers, core=0, gc_mode=args.gc, callgrind_out=out)
+        proc, port = _start(kind, args.workers, core=0, gc_mode=args.gc, callgrind_out=out, tree=tree)
         try:
             lua = _lua(kind, method, args.workers)
             _wrk(port, lua, 3, args.connections, core=1)  # warm-up, not counted
@@ -221,36 +276,64 @@ def _count_instructions(kind: str, method: str, args: argparse.Namespace) -> tup
 def _instructions(args: argparse.Namespace) -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    forest = side.trees(args.baseline)
     print(
         f"instructions per request on the server (callgrind), wrk -t1 -c{args.connections} -d{args.seconds}s, "
         f"{args.workers} workers, gc {args.gc}; ratio = bare / Runtime, the req/s ratio at equal instructions per cycle"
     )
-    print(f"{'route':<12} {'Runtime':>10} {'bare':>10} {'ratio':>7}  requests counted (Runtime, bare)")
+    print(f"{'route':<12} {'server':<10} {'Runtime':>10} {'bare':>10} {'ratio':>7}  requests counted (Runtime, bare)")
     for label, method in (("GET worker", "get"), ("POST input", "post")):
         if args.only and method != args.only:
             continue
-        runtime, r_run = _count_instructions("runtime", method, args)
         bare, b_run = _count_instructions("bare", method, args)
-        other = int(r_run.get("other", 0) + b_run.get("other", 0))
-        counted = f"{int(r_run['requests'])}, {int(b_run['requests'])}" + (f" ({other} not 202)" if other else "")
-        print(f"{label:<12} {runtime:>10.0f} {bare:>10.0f} {bare / runtime:>6.2f}x  {counted}")
+        for tree in forest:
+            runtime, r_run = _count_instructions("runtime", method, args, tree)
+            other = int(r_run.get("other", 0) + b_run.get("other", 0))
+            counted = f"{int(r_run['requests'])}, {int(b_run['requests'])}" + (f" ({other} not 202)" if other else "")
+            print(f"{label:<12} {tree.label:<10} {runtime:>10.0f} {bare:>10.0f} {bare / runtime:>6.2f}x  {counted}")
+
+
+ROUTES = (("GET worker", "get"), ("POST input", "post"), ("durable create", "create"))
+
+
+def _measure(
+    server: str, tree: side.Tree, method: str, args: argparse.Namespace, tmp: str, round_: int
+) -> dict[str, float]:
+    """One timed wrk run (after a warm-up) against a fresh server: `server` is ``bare`` or a tree's Runtime."""
+    durable = method == "create"
+    kind = "bare" if server == "bare" else "durable" if durable else "runtime"
+    store_dir = tempfile.mkdtemp(dir=tmp) if durable else None
+    connections = args.durable_connections if durable else args.connections
+    proc, port = _start(kind, 0 if durable else args.workers, core=0, gc_mode=args.gc, tree=tree, store_dir=store_dir)
+    try:
+        _wrk(port, _lua(kind, method, args.workers, tag="warm"), 2, connections, core=1)  # warm-up
+        return _wrk(port, _lua(kind, method, args.workers, tag=f"r{round_}"), args.seconds, connections, core=1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        if store_dir:
+            shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["runtime", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["runtime", "bare", "durable"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=256, help="Workers the requests rotate over (default 256)")
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run (default 5)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs both servers back to back (default 5)")
+    parser.add_argument(
+        "--durable-connections", type=int, default=32, help="wrk connections of the durable creates (default 32)"
+    )
+    side.add_arguments(parser, rounds=5)
     parser.add_argument(
         "--gc",
         choices=["default", "off", "frozen"],
         default="default",
         help="the servers' garbage collector: as is, disabled, or frozen after set-up with a higher threshold",
     )
-    parser.add_argument("--only", choices=["get", "post"], help="measure one route only")
+    parser.add_argument("--only", choices=["get", "post", "create"], help="measure one route only")
     parser.add_argument(
         "--instructions",
         action="store_true",
@@ -258,50 +341,54 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.workers, args.gc)
+        serve(args.serve, args.port, args.workers, args.gc, args.store)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     if args.instructions:
         _instructions(args)
         return
+    forest = side.trees(args.baseline)
     rows = []
-    for label, method in (("GET worker", "get"), ("POST input", "post")):
-        if args.only and method != args.only:
-            continue
-        runs: dict[str, list[dict[str, float]]] = {"runtime": [], "bare": []}
-        for n in range(args.rounds):
-            # Both servers back to back, in alternating order: this machine's speed drifts by 10-20% within
-            # seconds, and a ratio taken within one round sees both servers under about the same drift.
-            kinds = ("runtime", "bare") if n % 2 == 0 else ("bare", "runtime")
-            for kind in kinds:
-                proc, port = _start(kind, args.workers, core=0, gc_mode=args.gc)
-                try:
-                    lua = _lua(kind, method, args.workers)
-                    _wrk(port, lua, 2, args.connections, core=1)  # warm-up
-                    runs[kind].append(_wrk(port, lua, args.seconds, args.connections, core=1))
-                finally:
-                    proc.send_signal(signal.SIGINT)
-                    proc.wait(timeout=30)
-        rows.append((label, runs))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        for label, method in ROUTES:
+            if args.only and method != args.only:
+                continue
+            # the Runtime of each tree, and the bare route (not for creates: it has no store to be durable in)
+            servers = [(t.label, t) for t in forest] + ([] if method == "create" else [("bare", forest[-1])])
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in servers}
+            for n in range(args.rounds):
+                # All servers back to back, in alternating order: this machine's speed drifts by 10-20% within
+                # seconds, and a ratio taken within one round sees all of them under about the same drift.
+                for name, tree in side.order(servers, n):
+                    runs[name].append(_measure(name, tree, method, args, tmp, n))
+            rows.append((label, runs))
+    print(side.machine())
     print(
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s, server on core 0, wrk on core 1, {args.workers} workers, "
-        f"gc {args.gc}, {args.rounds} rounds; medians over the rounds, ratio = median of the per-round ratios"
+        f"wrk -t1 -c{args.connections} (durable creates -c{args.durable_connections}) -d{args.seconds}s, server on "
+        f"core 0, wrk on core 1, {args.workers} workers, gc {args.gc}, {args.rounds} rounds; medians over the "
+        "rounds, ratios = median of the per-round ratios (range); durable creates: fsync always, 201s counted"
     )
-    print(f"{'route':<12} {'server':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}  ratio range")
+    print("| route | server | req/s | p50 ms | p99 ms | vs bare | this / baseline | answers (other) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, runs in rows:
-        ratios = [r["rps"] / b["rps"] for r, b in zip(runs["runtime"], runs["bare"], strict=True)]
-        for kind in ("runtime", "bare"):
-            rs = runs[kind]
+        for name, rs in runs.items():
             rps, p50, p99 = (statistics.median(r[key] for r in rs) for key in ("rps", "p50_ms", "p99_ms"))
-            ratio = statistics.median(ratios) if kind == "runtime" else 1.0
-            spread = f"  {min(ratios):.2f}-{max(ratios):.2f}" if kind == "runtime" else ""
-            extra = ""
+            vs_bare = vs_base = ""
+            if "bare" in runs and name != "bare":
+                vs_bare = _ratio(rs, runs["bare"])
+            if name == "this tree" and "baseline" in runs:
+                vs_base = _ratio(rs, runs["baseline"])
+            answers = ""
             if "accepted" in rs[0]:
-                extra = f"  (202: {sum(int(r['accepted']) for r in rs)}, other: {sum(int(r['other']) for r in rs)})"
-            print(f"{label:<12} {kind:<8} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x{spread}{extra}")
+                answers = f"{sum(int(r['accepted']) for r in rs)} ({sum(int(r['other']) for r in rs)})"
+            print(f"| {label} | {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {vs_bare} | {vs_base} | {answers} |")
+
+
+def _ratio(runs: list[dict[str, float]], others: list[dict[str, float]]) -> str:
+    ratios = [r["rps"] / o["rps"] for r, o in zip(runs, others, strict=True)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

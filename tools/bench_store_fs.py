@@ -1,27 +1,33 @@
 """Benchmarks of worker-runtime-store-fs, side by side with their targets (never a test).
 
-    hatch run bench-store-fs            # page cost, recovery, group commit
-    hatch run bench-store-fs --quick    # smaller recovery set, for a smoke run
+    hatch run bench-store-fs                                  # page cost, recovery, group commit
+    hatch run bench-store-fs --quick                          # smaller recovery set, for a smoke run
+    hatch run bench-store-fs --baseline /tmp/base             # and another checkout, interleaved
+    hatch run bench-store-fs --instructions --baseline /tmp/base   # instructions per page read (callgrind)
 
 Page cost: the last 100-entry page of a 1,000,000-entry transcript against that of a 1,000-entry one, read
 through the store (median and p99 of 2,000 reads each). Target: ratio at most 1.5.
 Recovery: 10,000 workers with 100 transcript entries each (50 inputs answered by echo), made through the Runtime;
-then the time from starting a fresh process to serving (median of 5). Target: under 2 s.
+then the time from starting a fresh process to serving (median over the rounds). Target: under 2 s.
 Group commit: runs/s of 1,000 workers at once, fsync=always against fsync=never, and one worker alone.
+Every figure comes from fresh child processes that import the packages from one checkout; each checkout builds
+its own data sets (in its own format) once, and with ``--baseline`` the rounds alternate between the two
+(tools/_sidebyside.py). Instructions: callgrind's count of one read of the last page of the 1,000,000-entry
+transcript, where timing is too noisy to separate 10%.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -29,58 +35,70 @@ import msgspec
 from worker_runtime_core import Limits, Runtime
 from worker_runtime_core.records import TranscriptRecord
 from worker_runtime_store_fs import FsRuntimeStore
-from worker_runtime_store_fs.logs import FdCache, frame
+from worker_runtime_store_fs import logs as _logs
+from worker_runtime_store_fs.logs import FdCache
 from worker_runtime_store_fs.projections import default_write
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _sidebyside as side
+
+PAGE_SIZES = (1_000, 1_000_000)
+
+
+def _frame(payload: bytes) -> bytes:
+    frame = getattr(_logs, "frame", None)  # a checkout from before the checksummed lines writes bare lines
+    return frame(payload) if frame is not None else payload + b"\n"
 
 
 def _stats(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.99) - 1)]
+    return statistics.median(samples), side.p99(samples)
 
 
-async def page_cost(tmp: Path) -> dict[str, float]:
-    """Write transcripts of 1,000 and 1,000,000 entries in the store's format, then time the last page."""
-    out: dict[str, float] = {}
-    for entries in (1_000, 1_000_000):
-        root = tmp / f"page-{entries}"
-        async with Runtime(store=FsRuntimeStore(root, fsync="never")) as rt:
-            await rt.create_worker(worker_id="w")
-        store = FsRuntimeStore(root, fsync="never")
-        log = store._projections.transcript("w")
-        encode = msgspec.json.Encoder().encode
-        fds = FdCache()
-        for start in range(0, entries, 10_000):
-            lines = [
-                (
-                    n,
-                    frame(
-                        encode(
-                            TranscriptRecord(
-                                sequence=n,
-                                role="user",
-                                content=f"message number {n} " * 4,
-                                run_id=f"run-{n}",
-                                created_at=1.8e9 + n,
-                                event_id=n + 1,
-                            )
+async def page_build(root: Path, entries: int) -> dict[str, float]:
+    """A transcript of `entries` entries in the store's format, written straight to its log."""
+    async with Runtime(store=FsRuntimeStore(root, fsync="never")) as rt:
+        await rt.create_worker(worker_id="w")
+    store = FsRuntimeStore(root, fsync="never")
+    log = store._projections.transcript("w")
+    encode = msgspec.json.Encoder().encode
+    fds = FdCache()
+    for start in range(0, entries, 10_000):
+        lines = [
+            (
+                n,
+                _frame(
+                    encode(
+                        TranscriptRecord(
+                            sequence=n,
+                            role="user",
+                            content=f"message number {n} " * 4,
+                            run_id=f"run-{n}",
+                            created_at=1.8e9 + n,
+                            event_id=n + 1,
                         )
-                    ),
-                )
-                for n in range(start, min(entries, start + 10_000))
-            ]
-            log.append(fds, lines, default_write)
-        fds.close()
-        read = store._read_transcript
-        for _ in range(50):
-            read("w", entries - 100, 100)
-        samples = []
-        for _ in range(2_000):
-            t0 = time.perf_counter()
-            page = read("w", entries - 100, 100)
-            samples.append(time.perf_counter() - t0)
-        assert len(page) == 100 and page[-1].sequence == entries - 1
-        out[f"median_{entries}"], out[f"p99_{entries}"] = (s * 1e6 for s in _stats(samples))
-    return out
+                    )
+                ),
+            )
+            for n in range(start, min(entries, start + 10_000))
+        ]
+        log.append(fds, lines, default_write)
+    fds.close()
+    return {"entries": entries}
+
+
+def page_time(root: Path, entries: int, reads: int) -> dict[str, float]:
+    """Median and p99 of `reads` reads of the last 100-entry page, after 50 untimed ones."""
+    read = FsRuntimeStore(root, fsync="never")._read_transcript
+    for _ in range(50):
+        read("w", entries - 100, 100)
+    samples = []
+    for _ in range(reads):
+        t0 = time.perf_counter()
+        page = read("w", entries - 100, 100)
+        samples.append(time.perf_counter() - t0)
+    assert len(page) == 100 and page[-1].sequence == entries - 1
+    median, p99 = _stats(samples)
+    return {"median_us": median * 1e6, "p99_us": p99 * 1e6}
 
 
 _SERVE = """
@@ -113,21 +131,24 @@ async def build_recovery_set(root: Path, workers: int, inputs: int) -> None:
                 tg.start_soon(drive, first)
 
 
-def recovery(tmp: Path, workers: int, inputs: int) -> dict[str, float]:
-    root = tmp / "recovery"
+def recovery_build(root: Path, workers: int, inputs: int) -> dict[str, float]:
     t0 = time.perf_counter()
     anyio.run(build_recovery_set, root, workers, inputs)
-    built = time.perf_counter() - t0
-    samples = []
-    for _ in range(5):
-        done = subprocess.run(
-            [sys.executable, "-c", _SERVE, str(root), repr(time.time())], capture_output=True, text=True, check=True
-        )
-        elapsed, total = done.stdout.split()
-        assert int(total) == workers
-        samples.append(float(elapsed))
-    median, _ = _stats(samples)
-    return {"serving_s": median, "built_s": built, "workers": workers, "entries": inputs * 2}
+    return {"built_s": time.perf_counter() - t0}
+
+
+def recovery_time(tree: side.Tree, root: Path, workers: int) -> dict[str, float]:
+    """From starting a fresh process on `tree`'s code to its Runtime serving the recovery set."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE, str(root), repr(time.time())],
+        env=side.env_for(tree),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed, total = done.stdout.split()
+    assert int(total) == workers
+    return {"serving_s": float(elapsed)}
 
 
 async def group_commit(tmp: Path) -> dict[str, float]:
@@ -151,40 +172,114 @@ async def group_commit(tmp: Path) -> dict[str, float]:
                 for n in range(workers):
                     tg.start_soon(drive, f"w{n}")
             out[label] = workers * per / (time.perf_counter() - t0)
+    out["ratio"] = out["always_1000"] / out["never_1000"]
     return out
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    kind, root, *rest = args
+    numbers = [int(n) for n in rest]
+    match kind:
+        case "page-build":
+            return anyio.run(page_build, Path(root), *numbers)
+        case "page":
+            return page_time(Path(root), numbers[0], 2_000)
+        case "page-count":  # what callgrind counts: `reads` reads after the same set-up
+            page_time(Path(root), numbers[0], numbers[1])
+            return {}
+        case "recovery-build":
+            return recovery_build(Path(root), *numbers)
+        case _:
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                return anyio.run(group_commit, Path(tmp))
+
+
+ROWS = [
+    side.Row("last 100-entry page of 1,000 entries, median (µs)", "page 1000", "median_us"),
+    side.Row("last 100-entry page of 1,000 entries, p99 (µs)", "page 1000", "p99_us"),
+    side.Row("last 100-entry page of 1,000,000 entries, median (µs)", "page 1000000", "median_us"),
+    side.Row("last 100-entry page of 1,000,000 entries, p99 (µs)", "page 1000000", "p99_us"),
+    side.Row("page ratio 1,000,000 / 1,000 entries (medians)", "page ratio", "ratio", "at most 1.5", 2),
+    side.Row("process start to serving, recovery set (s)", "recovery", "serving_s", "under 2", 2),
+    side.Row("runs/s, 1,000 workers, fsync=always", "commit", "always_1000", "", 0),
+    side.Row("runs/s, 1,000 workers, fsync=never", "commit", "never_1000", "", 0),
+    side.Row("fsync=always / never, 1,000 workers", "commit", "ratio", "at least 0.8", 2),
+    side.Row("runs/s, 1 worker alone, fsync=always (one fsync per write)", "commit", "always_1", "", 0),
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 workers in the recovery set")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per page read (valgrind) instead of timing"
+    )
+    parser.add_argument("--only", choices=["page", "recovery", "commit"], help="one measurement only")
+    side.add_arguments(parser, rounds=5)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child)))
+        return
+    forest = side.trees(args.baseline)
+    workers = 1_000 if args.quick else 10_000
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    print(side.machine(" (quick)" if args.quick else ""))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp_name:
         tmp = Path(tmp_name)
-        page = anyio.run(page_cost, tmp)
-        rec = recovery(tmp, 1_000 if args.quick else 10_000, 50)
-        commit = anyio.run(group_commit, tmp)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}; {datetime.now(UTC):%Y-%m-%d}" + (" (quick)" if args.quick else "")
-    )
-    print("| measure | 1,000 entries | 1,000,000 entries | ratio | target |")
-    print("| --- | --- | --- | --- | --- |")
-    for stat in ("median", "p99"):
-        small, big = page[f"{stat}_1000"], page[f"{stat}_1000000"]
-        print(f"| last 100-entry page, {stat} (µs) | {small:,.0f} | {big:,.0f} | {big / small:.2f} | at most 1.5 |")
-    print()
-    print("| measure | result | target |")
-    print("| --- | --- | --- |")
-    print(
-        f"| process start to serving, {rec['workers']:,.0f} workers x {rec['entries']:.0f} entries (median of 5) "
-        f"| {rec['serving_s']:.2f} s | under 2 s |"
-    )
-    print(
-        f"| runs/s, 1,000 workers, fsync=always / never | {commit['always_1000']:,.0f} / {commit['never_1000']:,.0f} "
-        f"(ratio {commit['always_1000'] / commit['never_1000']:.2f}) | group commit shares fsyncs |"
-    )
-    print(f"| runs/s, 1 worker alone, fsync=always | {commit['always_1']:,.0f} | (one fsync per write) |")
-    print(f"(building the recovery set took {rec['built_s']:.0f} s)")
+        dirs = {t.label: tmp / f"tree{n}" for n, t in enumerate(forest)}
+        if args.instructions or args.only in (None, "page"):
+            for t in forest:
+                for entries in PAGE_SIZES:
+                    side.child(t, __file__, ["page-build", str(dirs[t.label] / f"page-{entries}"), str(entries)])
+        if args.instructions:
+            big = str(PAGE_SIZES[-1])
+            print("instructions per read of the last 100-entry page of 1,000,000 entries (callgrind)")
+            counts = {
+                t.label: side.instructions(
+                    t, __file__, ["page-count", str(dirs[t.label] / f"page-{big}"), big], 200, 1_200
+                )
+                for t in forest
+            }
+            line = ", ".join(f"{label}: {n:,.0f}" for label, n in counts.items())
+            if len(forest) > 1:
+                line += f"; this / baseline {counts['this tree'] / counts['baseline']:.2f}"
+            print(line)
+            return
+        if args.only in (None, "page"):
+            for entries in PAGE_SIZES:
+                results[f"page {entries}"] = side.interleave(
+                    forest,
+                    args.rounds,
+                    lambda t, e=entries: side.child(t, __file__, ["page", str(dirs[t.label] / f"page-{e}"), str(e)]),
+                )
+            results["page ratio"] = {
+                t.label: [
+                    {"ratio": big["median_us"] / small["median_us"]}
+                    for small, big in zip(results["page 1000"][t.label], results["page 1000000"][t.label], strict=True)
+                ]
+                for t in forest
+            }
+        if args.only in (None, "recovery"):
+            built = {}
+            for t in forest:
+                root = dirs[t.label] / "recovery"
+                built[t.label] = side.child(t, __file__, ["recovery-build", str(root), str(workers), "50"])
+            results["recovery"] = side.interleave(
+                forest, args.rounds, lambda t: recovery_time(t, dirs[t.label] / "recovery", workers)
+            )
+            print(
+                f"recovery set: {workers:,} workers x 100 entries; built in "
+                + ", ".join(f"{label} {b['built_s']:.0f} s" for label, b in built.items())
+            )
+        if args.only in (None, "commit"):
+            for t in forest:
+                dirs[t.label].mkdir(parents=True, exist_ok=True)
+            results["commit"] = side.interleave(
+                forest, args.rounds, lambda t: side.child(t, __file__, ["commit", str(dirs[t.label])])
+            )
+    print(f"medians over {args.rounds} rounds; each page figure from 2,000 reads")
+    side.print_table(ROWS, results, forest)
 
 
 if __name__ == "__main__":

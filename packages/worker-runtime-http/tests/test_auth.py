@@ -8,7 +8,7 @@ import httpx
 import pytest
 from http_helpers import TOKEN, Gate, client_for, error_of, make_runtime
 
-from worker_runtime_core import ConfigError, ForbiddenHostError
+from worker_runtime_core import ConfigError, ForbiddenHostError, WorkerRuntimeError
 from worker_runtime_http import create_app
 from worker_runtime_http.auth import Guard, is_loopback_host
 
@@ -166,3 +166,33 @@ def test_a_missing_host_header_is_refused_when_hosts_are_checked() -> None:
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
+
+
+def _one_by_one(guard: Guard, host: bytes | None, origin: bytes | None, auth: bytes | None, public: bool) -> str:
+    """The outcome of the three checks called one after another, in the contract's order."""
+    try:
+        guard.check_host(host)
+        guard.check_origin(origin)
+        if not public:
+            guard.check_token(auth)
+    except WorkerRuntimeError as exc:
+        return exc.code
+    return "ok"
+
+
+def test_check_answers_as_the_three_checks_one_by_one_for_every_combination() -> None:
+    hosts = [b"127.0.0.1:8787", b"LOCALHOST:8787", b"127.0.0.1:9", b"evil.example", None]
+    origins = [None, b"http://127.0.0.1:8787"]
+    auths = [f"Bearer {TOKEN}".encode(), f"bearer {TOKEN} ".encode(), b"Bearer nope", b"Bearer ", b"Basic x", None]
+    for guard in (Guard(token=TOKEN, bind=("127.0.0.1", 8787)), Guard(bind=("127.0.0.1", 8787))):
+        for host in hosts:
+            for origin in origins:
+                for auth in auths:
+                    for public in (False, True):
+                        expected = _one_by_one(guard, host, origin, auth, public)
+                        try:
+                            guard.check(host, origin, auth, public)
+                            got = "ok"
+                        except WorkerRuntimeError as exc:
+                            got = exc.code
+                        assert got == expected, (host, origin, auth, public)

@@ -99,6 +99,29 @@ def test_a_changed_byte_is_record_corrupt_naming_the_offset_of_its_line(log: Ind
     assert raw.startswith(b'{"n": 9}\t') and unframe(raw) is None
 
 
+def test_read_array_gives_a_page_as_one_json_array_of_the_payloads(log: IndexedLog) -> None:
+    _fill(log, 50)
+    assert json.loads(log.read_array(45, 10)) == [{"n": n} for n in range(45, 50)]
+    assert json.loads(log.read_array(0, 3)) == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert log.read_array(50, 10) == b"[]" and log.read_array(0, 0) == b"[]"
+
+
+def test_read_array_reports_every_flipped_bit_as_record_corrupt_naming_its_line(log: IndexedLog) -> None:
+    _fill(log, 3)
+    pristine = log.data.read_bytes()
+    offsets = [offset for _, offset, _ in log.read(0, 3)]
+    for at in range(len(pristine)):  # each byte of the payloads, tabs, checksums and newlines
+        for bit in (0x01, 0x20):
+            damaged = bytearray(pristine)
+            damaged[at] ^= bit
+            log.data.write_bytes(bytes(damaged))
+            with pytest.raises(RecordCorrupt) as info:
+                log.read_array(0, 3)
+            assert info.value.offset == max(o for o in offsets if o <= at), (at, bit)
+    log.data.write_bytes(pristine)
+    assert json.loads(log.read_array(0, 3)) == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
 def test_a_whole_last_line_whose_checksum_fails_is_cut_as_torn(log: IndexedLog) -> None:
     _fill(log, 10)
     size = log.data.stat().st_size

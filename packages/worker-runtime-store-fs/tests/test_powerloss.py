@@ -19,6 +19,7 @@ from worker_runtime_core import (
     WorkerRuntimeError,
 )
 from worker_runtime_store_fs import FsRuntimeStore
+from worker_runtime_store_fs import store as store_module
 
 # Small segments and frequent checkpoints: a few inputs rotate the log and checkpoint several times.
 _SMALL = {"segment_bytes": 700, "checkpoint_every": 5}
@@ -111,6 +112,16 @@ async def test_a_power_cut_at_any_write_keeps_every_acknowledged_input(tmp_path:
         root = tmp_path / f"cut-{cut}"
         _, acked = await _write_until_cut(root, cut, **_SMALL)
         await _check_recovered(root, acked, **_SMALL)
+
+
+async def test_a_checkpoint_made_durable_by_one_sync_keeps_every_acknowledged_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint with many files to make durable (a burst of creates) syncs the disk once instead of an fsync
+    # per file; lowered here so every checkpoint of this small run takes that way.
+    monkeypatch.setattr(store_module, "_SYNC_ALL_AT", 0)
+    _, acked = await _write_until_cut(tmp_path / "db", None, inputs=4, **_SMALL)
+    await _check_recovered(tmp_path / "db", acked, **_SMALL)
 
 
 async def test_a_power_cut_right_after_an_acknowledged_create_keeps_the_worker(tmp_path: Path) -> None:

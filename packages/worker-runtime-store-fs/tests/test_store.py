@@ -29,6 +29,7 @@ from worker_runtime_core import (
 )
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
 from worker_runtime_store_fs import _fileops as fileops
+from worker_runtime_store_fs.logs import frame
 
 
 async def _run(rt: Runtime, wid: str, text: str, input_id: str | None = None) -> str:
@@ -268,6 +269,46 @@ async def test_one_changed_letter_in_a_transcript_entry_is_store_corrupt_with_pa
         assert (diag.path, diag.offset, diag.level) == (str(transcript), line, "error")
         assert "checksum" in diag.message
         assert [e.content for e in (await rt.transcript("other")).items] == ["message 1", "message 1"]
+
+
+async def test_a_checkpoint_writes_no_state_file_for_a_new_worker_unchanged_since_its_worker_file(
+    tmp_path: Path,
+) -> None:
+    # A burst of creates leaves the next checkpoint one Worker's state per new Worker; worker.json holds it.
+    async with Runtime(store=FsRuntimeStore(tmp_path, checkpoint_every=2)) as rt:
+        for n in range(5):
+            await rt.create_worker(worker_id=f"new-{n}")
+        await rt.create_worker(worker_id="changed")
+        await _run(rt, "changed", "hello")
+        before = [await rt.get_worker(wid) for wid in ("new-0", "new-4", "changed")]
+    workers = tmp_path / "workers"
+    assert not any((workers / f"new-{n}" / "state.json").exists() for n in range(5))
+    assert (workers / "changed" / "state.json").exists()
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [await rt.get_worker(wid) for wid in ("new-0", "new-4", "changed")] == before
+        assert await rt.diagnostics() == []
+
+
+async def test_a_transcript_line_with_a_good_checksum_but_no_entry_in_it_is_store_corrupt_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        await rt.create_worker(worker_id="w")
+        for n in range(2):
+            await _run(rt, "w", f"message {n}")
+    transcript = tmp_path / "workers" / "w" / "transcript.jsonl"
+    lines = transcript.read_bytes().splitlines(keepends=True)
+    size = len(lines[2]) - 10  # the payload of the third entry, replaced by JSON of the same length
+    lines[2] = frame(b'{"x":"' + b"a" * (size - 8) + b'"}')
+    transcript.write_bytes(b"".join(lines))
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [e.content for e in (await rt.transcript("w", limit=2)).items] == ["message 0", "message 0"]
+        with pytest.raises(StoreCorruptError) as info:
+            await rt.transcript("w")
+        offset = len(lines[0]) + len(lines[1])
+        assert info.value.details == {"path": str(transcript), "offset": offset}
+        [diag] = [d for d in await rt.diagnostics() if d.code == "store_corrupt"]
+        assert diag.offset == offset and "unreadable" in diag.message
 
 
 async def test_one_changed_letter_in_an_event_line_is_store_corrupt_and_a_diagnostic_after_each_restart(

@@ -126,7 +126,7 @@ class RuntimeApp:
             request_id = b"%s-%d" % (self._id_prefix, next(self._ids))
         headers: Headers | None = None
         try:
-            path = _route_path(scope)
+            path = _route_path(scope) if scope.get("root_path") else scope["path"]
             self.guard.check(host, origin, authorization, path in self._public)
             handler, params = self._routes.match(scope["method"], path)
             status, body = await handler(self._ctx, scope, receive, params)

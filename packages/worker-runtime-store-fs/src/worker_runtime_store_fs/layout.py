@@ -13,7 +13,7 @@
       index/<worker_id>.idx         the ids of the events naming each Worker (kept when the Worker is deleted)
       workers/<worker_id>/
         worker.json                 the Worker as created
-        state.json                  the Worker's state at the checkpoint
+        state.json                  the Worker's state at the checkpoint (none while unchanged since created)
         transcript.jsonl            its transcript
         transcript.idx              the transcript's offset index
         runs.jsonl, runs.idx        its finished runs

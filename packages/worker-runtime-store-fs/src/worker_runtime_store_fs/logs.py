@@ -152,18 +152,16 @@ class IndexedLog:
         entries = self.entries(position, 1)
         return entries[0][1] if entries else 0
 
-    def read(self, first: int, n: int, *, verify: bool = True) -> list[tuple[int, int, bytes]]:
-        """Lines `first` to `first + n` as ``(key, offset, payload)``: two `pread` calls, whatever the log length.
-
-        Raises:
-            RecordCorrupt: a line's checksum does not match (names the line's offset). With ``verify=False`` the
-                whole lines come back unchecked instead, for a caller that handles damage line by line.
+    def _span(self, first: int, n: int) -> tuple[int, list[tuple[int, int]], bytes]:
+        """Lines `first` to `first + n`: the offset of the first, their index records ``(key, end)``, and their
+        bytes. One `pread` of the index (from the record before `first`, which gives the start) and one of the data.
         """
-        entries = self.entries(first, n)
-        if not entries:
-            return []
-        start = self.end_of(first - 1)
-        end = entries[-1][1]
+        before = 1 if first > 0 else 0
+        records = list(_REC.iter_unpack(_read_records(self.index, _SIZE, first - before, n + before)))
+        start = records.pop(0)[1] if before and records else 0
+        if not records:
+            return start, records, b""
+        end = records[-1][1]
         fd = os.open(self.data, os.O_RDONLY)
         try:
             blob = os.pread(fd, end - start, start)
@@ -171,9 +169,19 @@ class IndexedLog:
             os.close(fd)
         if len(blob) != end - start:
             raise RecordCorrupt(self.data, start + len(blob), "the data file is shorter than its index says")
+        return start, records, blob
+
+    def read(self, first: int, n: int, *, verify: bool = True) -> list[tuple[int, int, bytes]]:
+        """Lines `first` to `first + n` as ``(key, offset, payload)``: two `pread` calls, whatever the log length.
+
+        Raises:
+            RecordCorrupt: a line's checksum does not match (names the line's offset). With ``verify=False`` the
+                whole lines come back unchecked instead, for a caller that handles damage line by line.
+        """
+        start, records, blob = self._span(first, n)
         lines = []
         offset = start
-        for key, line_end in entries:
+        for key, line_end in records:
             line = blob[offset - start : line_end - start]
             if verify:
                 payload = unframe(line)
@@ -183,6 +191,36 @@ class IndexedLog:
             lines.append((key, offset, line))
             offset = line_end
         return lines
+
+    def read_array(self, first: int, n: int) -> bytes:
+        """The payloads of lines `first` to `first + n` as one JSON array, ``b"[...]"``, every checksum checked:
+        a page to decode in one call. Cheaper than `read` per line: the line tails are checked all at once.
+
+        Raises:
+            RecordCorrupt: a line's checksum does not match (names the line's offset, as `read` does).
+        """
+        start, records, blob = self._span(first, n)
+        payloads: list[bytes] = []
+        tails: list[bytes] = []
+        add_payload, add_tail = payloads.append, tails.append
+        begin = 0
+        for _, end in records:
+            end -= start
+            add_payload(blob[begin : end - _TAIL])
+            add_tail(blob[end - _TAIL : end])
+            begin = end
+        # Each line ends in a tab, the CRC-32 of the rest in 8 hex digits, and a newline (see `frame`).
+        count = len(payloads)
+        tail = b"".join(tails)
+        crcs = struct.pack(f">{count}I", *map(zlib.crc32, payloads)).hex().encode()
+        if (
+            tail[0::_TAIL] != b"\t" * count
+            or tail[_TAIL - 1 :: _TAIL] != b"\n" * count
+            or tail.translate(None, b"\t\n") != crcs
+        ):
+            self.read(first, n)  # raises RecordCorrupt for the first damaged line, with its offset
+            raise RecordCorrupt(self.data, start, "a line's checksum does not match")  # pragma: no cover
+        return b"[" + b",".join(payloads) + b"]"
 
     def find(self, key: int) -> int:
         """Position of the line with `key`, or -1 (binary search over the index)."""
