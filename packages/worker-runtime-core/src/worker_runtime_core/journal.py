@@ -77,7 +77,9 @@ class Journal:
 
     def event(self, kind: str, worker_id: str | None, run_id: str | None, data: Any) -> EventRecord:
         """A new event with the next id and the current time (staged: nothing is written yet)."""
-        return EventRecord(self.take_id(), kind, worker_id, run_id, now(), data)
+        event_id = self._next_id
+        self._next_id = event_id + 1
+        return EventRecord(event_id, kind, worker_id, run_id, now(), data)
 
     async def submit(self, batch: Batch) -> None:
         """Hand one batch to the store; returns once it is durable.
@@ -117,7 +119,10 @@ class Journal:
         except Exception as exc:
             self._next_id = self._store.committed_id + 1  # nothing else is in flight: resynchronise at once
             raise _refused(batch, exc) from exc
-        self._confirmed()
+        if self._signal is not None:  # `_confirmed`, inline: this is every write of a memory store
+            self.notify()
+        if self._writable is not None:
+            self.wake_writers()
 
     def _confirmed(self) -> None:
         """A write is durable: wake the long-polling readers and the callers waiting for the store to write."""

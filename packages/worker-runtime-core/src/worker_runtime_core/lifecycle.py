@@ -131,7 +131,8 @@ RUN_EVENTS: Final[tuple[str, ...]] = get_args(RunEvent)
 
 
 def _flat(table: Mapping[str, Mapping[str, str]]) -> dict[tuple[str, str], str]:
-    """The table as one plain dict by ``(state, event)``: one lookup per transition on the Runtime's hot path."""
+    """The table as one plain dict by ``(state, event)``: one subscript per transition on the Runtime's hot path (a
+    miss, a bug, costs the exception)."""
     return {(state, event): target for state, row in table.items() for event, target in row.items()}
 
 
@@ -145,10 +146,10 @@ def next_worker_state(state: str, event: str) -> WorkerState:
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    target = _WORKER_NEXT.get((state, event))
-    if target is None:
-        raise IllegalTransitionError("worker", state, event)
-    return target  # type: ignore[return-value]  # WorkerState values only
+    try:
+        return _WORKER_NEXT[state, event]  # type: ignore[return-value]  # WorkerState values only
+    except KeyError:
+        raise IllegalTransitionError("worker", state, event) from None
 
 
 def next_run_state(state: str, event: str) -> RunState:
@@ -157,7 +158,7 @@ def next_run_state(state: str, event: str) -> RunState:
     Raises:
         IllegalTransitionError: the table has no such transition (a bug in the caller).
     """
-    target = _RUN_NEXT.get((state, event))
-    if target is None:
-        raise IllegalTransitionError("run", state, event)
-    return target  # type: ignore[return-value]  # RunState values only
+    try:
+        return _RUN_NEXT[state, event]  # type: ignore[return-value]  # RunState values only
+    except KeyError:
+        raise IllegalTransitionError("run", state, event) from None

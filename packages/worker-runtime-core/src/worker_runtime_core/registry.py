@@ -19,7 +19,7 @@ import anyio
 
 from .errors import IllegalTransitionError, OperationTimeoutError
 from .journal import Journal
-from .lifecycle import IN_FLIGHT_STATES, RESTING_STATES, STATUS_AFTER, WorkerState, next_worker_state
+from .lifecycle import IN_FLIGHT_STATES, RESTING_STATES, STATUS_AFTER, WORKER_EVENTS, WorkerState, next_worker_state
 from .records import WorkerRecord
 from .stores.base import Batch
 
@@ -27,7 +27,8 @@ __all__ = ["Registry", "bounded_wait"]
 
 # Plain copies of the lifecycle's read-only tables: a dict lookup is cheaper than a mappingproxy's.
 _RESTING: dict[str, WorkerState] = dict(RESTING_STATES)
-_STATUS_AFTER: dict[str, str] = dict(STATUS_AFTER)
+#: Every Worker event -> the committed status it sets, or None: a subscript (no ``.get``) per transition.
+_STATUS_AFTER: dict[str, str | None] = {event: STATUS_AFTER.get(event) for event in WORKER_EVENTS}
 
 
 class Registry:
@@ -114,7 +115,7 @@ class Registry:
         if current is None:
             current = _RESTING[record.status]
         target = next_worker_state(current, event)
-        status = _STATUS_AFTER.get(event)
+        status = _STATUS_AFTER[event]
         if status is not None and status != record.status:
             counts = self.counts
             counts[record.status] -= 1

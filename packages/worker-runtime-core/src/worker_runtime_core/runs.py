@@ -89,17 +89,28 @@ class Stop:
 class Context(RunContext):
     """What an engine sees of its run: its input, a bounded view of the transcript, and a way to emit entries."""
 
-    __slots__ = ("_active", "_sup", "content", "input_sequence", "intent", "kind", "run_id", "worker_ref")
+    __slots__ = ("_active", "_ref", "_sup", "content", "input_sequence", "intent", "kind", "run_id")
 
-    def __init__(self, sup: Supervisor, active: ActiveRun, worker_ref: WorkerRef) -> None:
+    def __init__(self, sup: Supervisor, active: ActiveRun) -> None:
         self._sup = sup
         self._active = active
-        self.worker_ref = worker_ref
+        self._ref: WorkerRef | None = None  # made when an engine first asks: most never do
         self.run_id = active.record.run_id
         self.intent = active.worker.intent
         self.kind = active.kind
         self.content = active.content
         self.input_sequence = active.record.input_sequence
+
+    @property
+    def worker_ref(self) -> WorkerRef:
+        ref = self._ref
+        if ref is None:
+            ref = self._ref = self._sup.worker_ref(self._active.worker.worker_id)
+        return ref
+
+    @worker_ref.setter
+    def worker_ref(self, ref: WorkerRef) -> None:
+        self._ref = ref
 
     async def emit(self, content: str, *, role: str = "assistant") -> int:
         if self._active.end_status is not None:

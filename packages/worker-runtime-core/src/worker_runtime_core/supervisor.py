@@ -93,6 +93,10 @@ class Supervisor:
         # anyio.CancelScope() looks its event loop up on every call; a run's scope is made by the class it returns.
         self._scope_type = type(anyio.CancelScope())
 
+    def worker_ref(self, wid: str) -> WorkerRef:
+        """The worker ref of Worker `wid` (what a run's context names it by)."""
+        return self._ref(wid)
+
     # --- a run's task ----------------------------------------------------------------------------------------
 
     def spawn(self, active: ActiveRun) -> None:
@@ -114,7 +118,7 @@ class Supervisor:
                 active.scope = scope
                 try:
                     with scope:
-                        await profile.engine.run(Context(self, active, self._ref(active.worker.worker_id)))
+                        await profile.engine.run(Context(self, active))
                 except EngineError as exc:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
                 except WorkerRuntimeError as exc:
