@@ -25,11 +25,16 @@ T = TypeVar("T")
 class RunSpawner:
     """Spawns run tasks on the running event loop; made once the Runtime has started."""
 
-    __slots__ = ("_loop", "_tg")
+    __slots__ = ("_loop", "_tg", "create_task")
 
     def __init__(self, tg: TaskGroup) -> None:
         self._tg = tg
         self._loop = _running_asyncio_loop()
+        #: Under asyncio the loop's own ``create_task`` (the caller holds the task alive), else None: a caller on a
+        #: hot path starts ``fn(arg)`` with it and no call of `spawn` between.
+        self.create_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = (
+            self._loop.create_task if self._loop is not None else None
+        )
 
     def spawn(self, fn: Callable[[T], Coroutine[Any, Any, None]], arg: T) -> asyncio.Task[None] | None:
         """Start ``fn(arg)``; under asyncio returns its task, which the caller must hold alive."""

@@ -441,7 +441,8 @@ class Runtime:
             )
         if input_id is not None and not is_valid_id(input_id):
             raise InvalidInputError(invalid_id_message("input_id"), details={"field": "input_id"})
-        self._require_running()
+        if self._state != "running":  # the check, inline: this is every input's path
+            self._require_running()
         record = self._worker(wid)
         digest = input_digest(kind, content) if input_id is not None else b""
         waited = False
@@ -831,7 +832,7 @@ class Runtime:
             record = workers.get(wid)  # a str subclass (a StrEnum member, say) finds its Worker here
             if record is None:
                 raise WorkerNotFoundError(f"no worker {wid!r}", details={"worker_id": wid})
-        else:
+        elif self._state != "running" and self._state != "stopping":  # `_require_started`, inline: every read
             self._require_started()
         corrupt = self._diagnostics.corrupt
         damage = corrupt.get(worker_id) if corrupt else None

@@ -102,8 +102,10 @@ class Supervisor:
     def spawn(self, active: ActiveRun) -> None:
         """Start a run's task (its input is committed)."""
         self.active[active.worker.worker_id] = active
-        assert self._spawner is not None
-        active.task = self._spawner.spawn(self.run, active)
+        spawner = self._spawner
+        assert spawner is not None
+        create_task = spawner.create_task
+        active.task = create_task(self.run(active)) if create_task is not None else spawner.spawn(self.run, active)
 
     async def run(self, active: ActiveRun) -> None:
         """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
