@@ -538,8 +538,12 @@ class Runtime:
         if key is not None:
             self._keys.remember(key, digest)
         self._supervisor.spawn(ActiveRun(record, run, profile, kind, content))
-        return InputAck(
-            worker_ref=self._ref(wid), run_id=run_id, input_sequence=sequence, event_id=event_id, duplicate=False
+        return InputAck(  # `_ref(wid)`, inline: this is every input's path
+            worker_ref=WorkerRef(runtime_id=self.runtime_id, worker_id=wid),
+            run_id=run_id,
+            input_sequence=sequence,
+            event_id=event_id,
+            duplicate=False,
         )
 
     async def get_run(self, worker_id: str, run_id: str) -> RunInfo:
