@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,3 +69,24 @@ async def test_an_event_line_changed_after_the_checkpoint_is_store_corrupt_at_st
         assert "checksum" in found[0].message
         contents = [e.content for e in (await rt.transcript("w")).items]
         assert contents == ["first", "first", "second", "second"]  # the damage is served nowhere
+
+
+async def test_a_run_line_left_unindexed_by_a_crash_is_indexed_by_its_run_number(tmp_path: Path) -> None:
+    """A crash between a run's line in runs.jsonl and its index record leaves the line unindexed; the replay's
+    repair must index it under its run number (the runs log's key), or the index's keys stop increasing and the
+    binary search of a lookup misses earlier runs."""
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        await rt.create_worker(worker_id="w")
+        runs = []
+        for i in range(3):
+            runs.append((await rt.send_input("w", f"in-{i}")).run_id)
+            await rt.wait_for_run("w", runs[-1])
+        ended = [e.id for e in (await rt.read_events(limit=1000)).events if e.kind == "run_completed"]
+    # The checkpoint is from before the last run's end, which the crash cut between its line and its index record.
+    checkpoint = tmp_path / "checkpoint.json"
+    record = json.loads(checkpoint.read_bytes())
+    checkpoint.write_text(json.dumps({**record, "event_id": ended[-1] - 1}))
+    index = tmp_path / "workers" / "w" / "runs.idx"
+    os.truncate(index, os.path.getsize(index) - 16)
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert [(await rt.get_run("w", run_id)).status for run_id in runs] == ["completed"] * 3

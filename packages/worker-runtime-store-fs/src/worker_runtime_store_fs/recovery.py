@@ -222,9 +222,11 @@ class _Recovery:
             return
         if wid not in touched:  # first touch since the checkpoint: cut a torn tail before appending
             touched.add(wid)
-            for log in (self.projections.transcript(wid), self.projections.runs(wid)):
+            # Lines a crash left unindexed get their log's key: a transcript's is the position, the runs log's the
+            # run number (a position there would break the keys' order, and lookups of earlier runs would miss).
+            for log, key_of in ((self.projections.transcript(wid), _position), (self.projections.runs(wid), _run_key)):
                 if log.data.exists():
-                    self.repaired(log.repair(lambda _line, position: position, _any_line), wid)
+                    self.repaired(log.repair(key_of, _any_line), wid)
             self.projections.event_index(wid).truncate_torn()
         created = None
         if record.worker is not None:
@@ -317,6 +319,10 @@ def _any_line(line: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return True
+
+
+def _position(_line: bytes, position: int) -> int:
+    return position
 
 
 class _RunKey(msgspec.Struct):
