@@ -68,3 +68,19 @@ async def test_an_event_line_changed_after_the_checkpoint_is_store_corrupt_at_st
         assert "checksum" in found[0].message
         contents = [e.content for e in (await rt.transcript("w")).items]
         assert contents == ["first", "first", "second", "second"]  # the damage is served nowhere
+
+
+async def test_a_replayed_create_keeps_the_worker_json_it_finds_and_writes_a_missing_one(tmp_path: Path) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="kept", display_name="Kept")
+        await rt.create_worker(worker_id="lost", display_name="Lost")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # both creates are replayed at open
+    kept = copy / "workers" / "kept" / "worker.json"
+    inode = kept.stat().st_ino
+    (copy / "workers" / "lost" / "worker.json").unlink()  # a crash before the create's files were written
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert kept.stat().st_ino == inode  # not rewritten (a rewrite renames a new file over it)
+        assert (copy / "workers" / "lost" / "worker.json").exists()
+        assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
