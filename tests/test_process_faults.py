@@ -381,7 +381,9 @@ def test_serve_that_cannot_write_its_recovery_on_a_full_disk_exits_1_with_one_li
             create_workers(client, ["w0"])
             _, ack = send(client, "w0", "in-0", "in-0 replayed at the next start")
             assert ack is not None
-            server.kill()  # the next start replays the log and rewrites the projections
+            server.kill()  # the next start replays the log
+        for name in ("transcript.jsonl", "transcript.idx"):  # a kill before they were written: replay writes them
+            (store / "workers" / "w0" / name).unlink()
         fill(disk / "filler")
         done = subprocess.run(Server(store).argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr

@@ -90,3 +90,19 @@ async def test_a_run_line_left_unindexed_by_a_crash_is_indexed_by_its_run_number
     os.truncate(index, os.path.getsize(index) - 16)
     async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
         assert [(await rt.get_run("w", run_id)).status for run_id in runs] == ["completed"] * 3
+
+
+async def test_a_replayed_create_keeps_the_worker_json_it_finds_and_writes_a_missing_one(tmp_path: Path) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="kept", display_name="Kept")
+        await rt.create_worker(worker_id="lost", display_name="Lost")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # both creates are replayed at open
+    kept = copy / "workers" / "kept" / "worker.json"
+    inode = kept.stat().st_ino
+    (copy / "workers" / "lost" / "worker.json").unlink()  # a crash before the create's files were written
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert kept.stat().st_ino == inode  # not rewritten (a rewrite renames a new file over it)
+        assert (copy / "workers" / "lost" / "worker.json").exists()
+        assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]

@@ -29,6 +29,7 @@ from worker_runtime_core import (
 )
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
 from worker_runtime_store_fs import _fileops as fileops
+from worker_runtime_store_fs.layout import Layout
 from worker_runtime_store_fs.logs import frame
 
 
@@ -425,7 +426,9 @@ async def test_a_recovery_that_cannot_write_its_repairs_is_refused_at_open_namin
     async with Runtime(store=FsRuntimeStore(tmp_path / "live")) as rt:
         await rt.create_worker(worker_id="w")
         await _run(rt, "w", "kept")
-        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # replayed at open: its projections are rewritten
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # replayed at open
+    for name in ("transcript.jsonl", "transcript.idx"):  # a crash before they were written: replay writes them
+        (Layout(copy).worker_dir("w") / name).unlink()
 
     def full(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -439,6 +442,44 @@ async def test_a_recovery_that_cannot_write_its_repairs_is_refused_at_open_namin
     monkeypatch.undo()
     async with Runtime(store=FsRuntimeStore(copy)) as rt:  # the lock was released; space is back: it opens
         assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
+
+
+def _checkpointed(root: Path) -> int:
+    return int(json.loads(Layout(root).checkpoint.read_bytes())["event_id"])
+
+
+async def test_a_short_replay_at_open_leaves_the_checkpoint_to_the_next_one_which_comes_that_much_sooner(
+    tmp_path: Path,
+) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="w")
+        await _run(rt, "w", "kept")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")
+    before = _checkpointed(copy)
+    store = FsRuntimeStore(copy, checkpoint_every=10)
+    async with Runtime(store=store) as rt:
+        replayed = store.committed_id - before - 1  # all but runtime_started, written since the open
+        assert 0 < replayed < 10
+        assert _checkpointed(copy) == before  # nothing written at open for a replay this short
+        for i in range(10 - replayed - 2):
+            await rt.create_worker(worker_id=f"x{i}")
+        store._wait_checkpoint()
+        assert _checkpointed(copy) == before  # the replayed lines count towards the next checkpoint ...
+        await rt.create_worker(worker_id="last")
+        store._wait_checkpoint()
+        assert _checkpointed(copy) == store.committed_id  # ... which comes after 10 lines in all
+        assert [e.content for e in (await rt.transcript("w")).items] == ["kept", "kept"]
+
+
+async def test_a_replay_as_long_as_checkpoint_every_is_checkpointed_at_open(tmp_path: Path) -> None:
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        for i in range(5):
+            await rt.create_worker(worker_id=f"w{i}")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")
+    before = _checkpointed(copy)
+    async with Runtime(store=FsRuntimeStore(copy, checkpoint_every=5)) as rt:
+        assert _checkpointed(copy) == before + 6  # runtime_started and the 5 creates
+        assert [w.worker_ref.worker_id for w in (await rt.list_workers()).workers] == [f"w{i}" for i in range(5)]
 
 
 async def test_where_unnamed_files_are_not_supported_the_write_check_leaves_no_file_behind(

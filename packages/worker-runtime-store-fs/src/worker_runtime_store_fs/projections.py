@@ -132,7 +132,10 @@ class Projections:
             return
         if check or created is not None:
             fileops.mkdir(directory, parents=True)
-        if created is not None:
+        if created is not None and not (directory / "worker.json").exists():
+            # Replayed (`check`): a worker.json already there is this create's (written once, by rename; a delete
+            # before it in the log removed the directory). The replayed state goes to state.json at the next
+            # checkpoint anyway, which recovery reads first.
             write_atomic(directory / "worker.json", created, durable=False)
         if entry is not None:
             sequence, line = entry

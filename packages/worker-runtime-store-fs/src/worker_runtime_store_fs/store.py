@@ -298,8 +298,15 @@ class FsRuntimeStore:
             for diagnostic in loaded.diagnostics:  # what recovery repaired goes to disk with the next checkpoint
                 if diagnostic.worker_ref is not None and is_valid_id(diagnostic.worker_ref.worker_id):
                     self._projections.touched.add(diagnostic.worker_ref.worker_id)
-            if loaded.replayed or not layout.checkpoint.exists():
+            # A checkpoint at open only when the replay was long (or the store has none yet): a short replay
+            # is left to the next checkpoint, which comes that much sooner, so a restart still replays at most
+            # about twice `checkpoint_every` lines. Until then a crash replays the same lines again (recovery is
+            # idempotent), and the log they come from is durable (`EventLog.open` fsynced its newest segment).
+            self._checkpointed_id = loaded.checkpoint_id
+            if loaded.replayed >= self.checkpoint_every or not layout.checkpoint.exists():
                 self._checkpoint_now()
+            else:
+                self._since_checkpoint = loaded.replayed
         except OSError as exc:  # recovery could not write its repairs (a full disk, say) or read a file
             self._unlock()
             where = f"{exc.filename}: " if exc.filename else ""
