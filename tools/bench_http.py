@@ -54,7 +54,9 @@ request = function()
   return wrk.format("GET", "%(prefix)s" .. ids[(n %% %(workers)d) + 1])
 end
 """
-POST_LUA = """
+# A script that counts the answers with `accepted` status apart from the others, printed by `done`; `request` is
+# one expression over `n` (the request's number) and `ids` (the Worker ids the requests rotate over).
+COUNTING_LUA = """
 local n, ids, threads = 0, {}, {}
 for i = 1, %(workers)d do ids[i] = string.format("w%%04d", i) end
 wrk.headers["authorization"] = "Bearer %(token)s"
@@ -63,10 +65,10 @@ setup = function(thread) table.insert(threads, thread) end
 init = function() accepted = 0; other = 0 end
 request = function()
   n = n + 1
-  return wrk.format("POST", "%(prefix)s" .. ids[(n %% %(workers)d) + 1] .. "/input", nil, '{"content": "hello"}')
+  return %(request)s
 end
 response = function(status, headers, body)
-  if status == 202 then accepted = accepted + 1 else other = other + 1 end
+  if status == %(accepted)d then accepted = accepted + 1 else other = other + 1 end
 end
 done = function(summary, latency, requests)
   local a, o = 0, 0
@@ -74,25 +76,10 @@ done = function(summary, latency, requests)
   io.write(string.format("ACCEPTED %%d OTHER %%d\\n", a, o))
 end
 """
-CREATE_LUA = """
-local n, threads = 0, {}
-wrk.headers["authorization"] = "Bearer %(token)s"
-wrk.headers["content-type"] = "application/json"
-setup = function(thread) table.insert(threads, thread) end
-init = function() accepted = 0; other = 0 end
-request = function()
-  n = n + 1
-  return wrk.format("POST", "/v1/workers", nil, string.format('{"worker_id": "%(tag)s-%%07d"}', n))
-end
-response = function(status, headers, body)
-  if status == 201 then accepted = accepted + 1 else other = other + 1 end
-end
-done = function(summary, latency, requests)
-  local a, o = 0, 0
-  for _, t in ipairs(threads) do a = a + t:get("accepted"); o = o + t:get("other") end
-  io.write(string.format("ACCEPTED %%d OTHER %%d\\n", a, o))
-end
-"""
+POST_REQUEST = (
+    """wrk.format("POST", "%(prefix)s" .. ids[(n %% %(workers)d) + 1] .. "/input", nil, '{"content": "hello"}')"""
+)
+CREATE_REQUEST = """wrk.format("POST", "/v1/workers", nil, string.format('{"worker_id": "%(tag)s-%%07d"}', n))"""
 DURABLE_MAX_WORKERS = 200_000
 
 
@@ -169,11 +156,12 @@ def serve(kind: str, port: int, workers: int, gc_mode: str, store_dir: str | Non
 def _lua(kind: str, method: str, workers: int, tag: str = "c") -> str:
     """The wrk script for one server (``runtime`` or ``bare``) and route (``get``, ``post`` or ``create``, whose
     new worker ids start with `tag`)."""
-    if method == "create":
-        return CREATE_LUA % {"token": TOKEN, "tag": tag}
     prefix = "/bare/workers/" if kind == "bare" else "/v1/workers/"
-    template = GET_LUA if method == "get" else POST_LUA
-    return template % {"workers": workers, "token": TOKEN, "prefix": prefix}
+    fields = {"workers": workers, "token": TOKEN, "prefix": prefix, "tag": tag}
+    if method == "get":
+        return GET_LUA % fields
+    request, accepted = (CREATE_REQUEST, 201) if method == "create" else (POST_REQUEST, 202)
+    return COUNTING_LUA % {**fields, "request": request % fields, "accepted": accepted}
 
 
 def _free_port() -> int:
