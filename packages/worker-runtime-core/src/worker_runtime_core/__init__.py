@@ -6,7 +6,7 @@ their built-in implementations, and one typed error per wire code. Depends on ms
 
 from ._version import __version__
 from .config import DEFAULT_PROFILE, Limits, LimitsInfo, ProfileConfig
-from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, NoOptions, RunContext
+from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, EntryWriter, NoOptions, RunContext
 from .errors import (
     CapacityExceededError,
     ConfigError,
@@ -196,6 +196,7 @@ __all__ = [
     "CommandOptions",
     "EchoEngine",
     "Engine",
+    "EntryWriter",
     "NoOptions",
     "RunContext",
     # stores

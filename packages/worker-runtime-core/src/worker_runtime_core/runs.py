@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .engines.base import RunContext
+from .engines.base import EntryWriter, RunContext
 from .errors import StoreCorruptError, WorkerRuntimeError
 from .lifecycle import RunState, next_run_state
 from .models import TokenUsage, TranscriptEntry, WorkerRef
@@ -135,3 +135,35 @@ class Context(RunContext):
             input_tokens += run.usage.input_tokens
             output_tokens += run.usage.output_tokens
         run.usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+    def begin_entry(self, *, role: str = "assistant") -> EntryWriter:
+        return _HeldEntry(self, role)
+
+
+class _HeldEntry(EntryWriter):
+    """A stand-in until the delta hub: holds the text and appends it through `emit` when it ends (no deltas; an
+    entry left open when the run ends is dropped)."""
+
+    __slots__ = ("_ctx", "_parts", "_sequence", "role", "sequence")
+
+    def __init__(self, ctx: Context, role: str) -> None:
+        self._ctx = ctx
+        self.role = role
+        self.sequence = -1
+        self._parts: list[str] = []
+        self._sequence: int | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def write(self, text: str) -> None:
+        if self._sequence is not None:
+            raise RuntimeError("the entry has ended")
+        if text:
+            self._parts.append(text)
+
+    async def end(self) -> int:
+        if self._sequence is None:
+            self._sequence = self.sequence = await self._ctx.emit(self.text, role=self.role)
+        return self._sequence

@@ -12,17 +12,54 @@ fails the run with code ``engine_error``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from types import TracebackType
 from typing import ClassVar
 
 import msgspec
 
 from ..models import Intent, TranscriptEntry, WorkerRef
 
-__all__ = ["Engine", "NoOptions", "RunContext"]
+__all__ = ["Engine", "EntryWriter", "NoOptions", "RunContext"]
 
 
 class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Options of an engine that takes none."""
+
+
+class EntryWriter(ABC):
+    """An entry a run is producing. Text written goes out as output deltas; `end()` commits the whole entry.
+
+    Attributes:
+        sequence: the transcript sequence the entry will get.
+        role: the entry's role.
+    """
+
+    sequence: int
+    role: str
+
+    @property
+    @abstractmethod
+    def text(self) -> str:
+        """Everything written so far."""
+
+    @abstractmethod
+    def write(self, text: str) -> None:
+        """Add `text` to the entry (sync, cheap); ``""`` is ignored; after `end()` it raises."""
+
+    @abstractmethod
+    async def end(self) -> int:
+        """Commit the entry through the journal (``transcript_appended``); returns its sequence. A second call
+        returns the same sequence."""
+
+    async def __aenter__(self) -> EntryWriter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.end()
+        # on any exception (cancellation included) the entry stays open: the run's end commits what was written
 
 
 class RunContext(ABC):
@@ -51,6 +88,13 @@ class RunContext(ABC):
         """Append an entry to the transcript as part of this run; returns its sequence.
 
         Raises `RuntimeUnavailableError` when the store cannot write.
+        """
+
+    @abstractmethod
+    def begin_entry(self, *, role: str = "assistant") -> EntryWriter:
+        """Begin an entry written piece by piece (sync). A run has at most one entry in progress: raises
+        `EntryInProgressError` while another entry of this run is open, and `emit` while one is open raises the
+        same. An entry still open when the run ends is committed then when it has text, dropped when it has none.
         """
 
     @abstractmethod
