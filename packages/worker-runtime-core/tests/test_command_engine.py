@@ -296,6 +296,17 @@ async def test_a_program_killed_mid_output_keeps_its_text_and_fails_the_run() ->
     assert ctx.committed == [("assistant", "half an answer")]
 
 
+async def test_a_run_whose_program_is_killed_mid_output_fails_and_keeps_the_output() -> None:
+    script = "import os; print('half an answer', end='', flush=True); os.kill(os.getpid(), 9)"
+    async with Runtime(profiles={"killed": ProfileConfig("command", argv=[PY, "-c", script])}) as rt:
+        wid, run_id = await _run(rt, "killed")
+        run = await rt.wait_for_run(wid, run_id)
+        items = (await rt.transcript(wid)).items
+    assert run.status == "failed" and run.error is not None
+    assert (run.error.code, run.error.message) == ("command_failed", "exit status -9")
+    assert [(e.role, e.content, e.run_id) for e in items][1:] == [("assistant", "half an answer", run_id)]
+
+
 async def test_output_past_the_bound_is_kept_up_to_it_and_fails_the_run() -> None:
     ctx = FakeContext()
     # 600 two-byte characters; the bound of 1001 bytes falls inside the 501st, which is dropped whole
