@@ -179,6 +179,49 @@ async def test_an_entry_begun_after_the_stream_s_cursor_waits_for_the_cursor(rt:
         assert _texts(sub.pending(begun_after)) == [(0, "not yet, now")]
 
 
+async def test_a_stream_filtered_by_worker_waits_only_for_that_worker_s_events(rt: Runtime, script: Script) -> None:
+    wid = await _worker(rt)
+    ack = await rt.send_input(wid, "go")
+    other = await rt.create_worker(worker_id="other")  # a later event of another Worker
+    assert other.last_event_id == ack.event_id + 1
+    filtered, everything = rt.open_deltas(worker_id=wid), rt.open_deltas()
+    writer = await script.begin()
+    writer.write("text")
+    assert _texts(filtered.pending(ack.event_id)) == [(0, "text")]  # it has sent every event of its Worker
+    assert everything.pending(ack.event_id) == []  # it has not sent worker_created yet
+    assert _texts(everything.pending(other.last_event_id)) == [(0, "text")]
+    filtered.close()
+    everything.close()
+
+
+async def test_an_entry_being_committed_sends_nothing_to_a_stream_that_has_read_its_event(script: Script) -> None:
+    store = FaultyStore()
+    async with _runtime(script, store=store) as rt:
+        wid = await _worker(rt)
+        await rt.send_input(wid, "go")
+        writer = await script.begin()
+        writer.write("almost done")
+        store.hold = True
+        done = await script.send(lambda ctx: writer.end())
+        try:
+            await store.wait_held(1)
+            commit_id = store.held[0].batch.event.id
+            behind, ahead = rt.open_deltas(), rt.open_deltas()
+            assert _texts(behind.pending(commit_id - 1)) == [(0, "almost done")]  # its frame is not read yet
+            assert ahead.pending(commit_id) == []  # the stream has the transcript_appended frame: no delta after it
+            assert wid in _hub(rt).entries  # not visible yet: still in the hub
+            with pytest.raises(EntryInProgressError):
+                writer.write("more")  # being committed
+        finally:
+            store.hold = False
+            store.release_all()
+        await done.wait()
+        assert _hub(rt).entries == {}
+        assert [e.content for e in (await rt.transcript(wid)).items] == ["go", "almost done"]
+        behind.close()
+        ahead.close()
+
+
 async def test_a_stalled_subscription_resumes_with_one_delta_that_completes_the_entry(
     rt: Runtime, script: Script
 ) -> None:

@@ -29,20 +29,37 @@ class OpenEntry:
         ref, run_id, sequence, role: the Worker, the run, the transcript sequence the entry will get, its role.
         begun_after: the log's newest event id when the entry began (a stream sends its deltas only once it has
             read the log up to there, so a delta never overtakes the durable frames before it).
+        worker_after: the newest event id naming the entry's Worker then: what a stream filtered by Worker waits
+            for instead (it sends none of the other Workers' events, so its cursor may never pass `begun_after`).
         commit_id: the id of its ``transcript_appended`` event while that is being written (a stream that has read
             it sends no more deltas of the entry), else None.
         length: the text's length in code points.
         sent: per subscription, the offset it has been sent up to.
     """
 
-    __slots__ = ("_head", "_tail", "begun_after", "commit_id", "length", "ref", "role", "run_id", "sent", "sequence")
+    __slots__ = (
+        "_head",
+        "_tail",
+        "begun_after",
+        "commit_id",
+        "length",
+        "ref",
+        "role",
+        "run_id",
+        "sent",
+        "sequence",
+        "worker_after",
+    )
 
-    def __init__(self, ref: WorkerRef, run_id: str, sequence: int, role: str, begun_after: int) -> None:
+    def __init__(
+        self, ref: WorkerRef, run_id: str, sequence: int, role: str, begun_after: int, worker_after: int
+    ) -> None:
         self.ref = ref
         self.run_id = run_id
         self.sequence = sequence
         self.role = role
         self.begun_after = begun_after
+        self.worker_after = worker_after
         self.commit_id: int | None = None
         self.length = 0
         self.sent: dict[DeltaSubscription, int] = {}
@@ -141,20 +158,22 @@ class DeltaSubscription:
         return [entry]
 
     def pending(self, upto: int) -> list[OutputDelta]:
-        """For every matching entry in progress that was begun when the log's newest id was <= `upto` (the id up to
-        which the stream has read the log, so a delta never overtakes the durable frames before it) and has text
-        this subscription has not been sent: one delta from the last offset sent to the end of the text so far,
-        and mark it sent. The first delta of an entry for this subscription is its whole text so far at offset 0
-        (the snapshot). An entry whose ``transcript_appended`` is at or below `upto` gets no more; entries
-        committed since are forgotten. A closed subscription has nothing pending."""
+        """For every matching entry in progress that was begun when the log's newest id was <= `upto` (the stream's
+        durable cursor, so a delta never overtakes the durable frames before it; for a subscription filtered by
+        Worker, the newest id naming that Worker) and has text this subscription has not been sent: one delta from
+        the last offset sent to the end of the text so far, and mark it sent. The first delta of an entry for this
+        subscription is its whole text so far at offset 0 (the snapshot). An entry whose ``transcript_appended`` is
+        at or below `upto` gets no more; entries committed since are forgotten. A closed subscription has nothing
+        pending."""
         hub = self._hub
         if self._closed or (hub.version == self._seen and upto == self._upto):
             return []
         self._upto = upto
         self._seen = hub.version
         found: list[OutputDelta] = []
+        filtered = self._worker_id is not None
         for entry in self._candidates():
-            if entry.begun_after > upto:
+            if (entry.worker_after if filtered else entry.begun_after) > upto:
                 continue
             commit_id = entry.commit_id
             if commit_id is not None and commit_id <= upto:
@@ -181,9 +200,10 @@ class DeltaSubscription:
         if hub.version == self._seen:
             return False
         upto = self._upto
+        filtered = self._worker_id is not None
         for entry in self._candidates():
             if upto is not None:
-                if entry.begun_after > upto:
+                if (entry.worker_after if filtered else entry.begun_after) > upto:
                     continue
                 commit_id = entry.commit_id
                 if commit_id is not None and commit_id <= upto:

@@ -135,11 +135,17 @@ class Context(RunContext):
         if active.state != "running":
             raise InternalError(f"run {active.record.run_id} has ended; it takes no new entry")
         sup = self._sup
+        record = active.worker
         entry = OpenEntry(
-            self.worker_ref, active.record.run_id, active.worker.transcript_len, role, sup.journal.newest_id
+            self.worker_ref,
+            active.record.run_id,
+            record.transcript_len,
+            role,
+            sup.journal.newest_id,
+            record.last_event_id,
         )
         writer = active.entry = Writer(sup, active, entry)
-        sup.hub.begin(active.worker.worker_id, entry)
+        sup.hub.begin(record.worker_id, entry)
         return writer
 
     async def history(self, limit: int) -> list[TranscriptEntry]:
