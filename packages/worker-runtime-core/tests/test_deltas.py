@@ -16,6 +16,7 @@ from worker_runtime_core import (
     Engine,
     EntryInProgressError,
     EntryWriter,
+    InternalError,
     InvalidRequestError,
     OutputDelta,
     ProfileConfig,
@@ -466,6 +467,24 @@ async def test_a_second_entry_or_an_emit_while_one_is_open_is_refused(rt: Runtim
     await script.finish()
     await rt.wait_for_run(wid, ack.run_id)
     assert [e.content for e in (await rt.transcript(wid)).items] == ["go", "open"]  # the empty second was dropped
+
+
+async def test_after_its_run_has_ended_a_context_begins_no_entry_and_a_dropped_one_does_not_end(
+    rt: Runtime, script: Script
+) -> None:
+    wid = await _worker(rt)
+    ack = await rt.send_input(wid, "go")
+    kept: list[RunContext] = []
+    empty = await script.begin()
+    await script.do(kept.append)
+    await script.finish()
+    await rt.wait_for_run(wid, ack.run_id)
+    with pytest.raises(InternalError, match="has ended"):
+        kept[0].begin_entry()
+    with pytest.raises(EntryInProgressError, match="dropped"):
+        await empty.end()  # it had no text: dropped at the run's end, never committed
+    assert _hub(rt).entries == {}
+    assert (await rt.get_worker(wid)).transcript_len == 1
 
 
 async def test_a_bad_role_is_refused_and_begins_nothing(rt: Runtime, script: Script) -> None:
