@@ -1,5 +1,6 @@
-"""A small fake `RunContext` for engine tests: it records every piece an engine writes, so a test can watch an
-entry grow while the engine is still running (no Runtime, no timing)."""
+"""Engine test helpers: a small fake `RunContext` that records every piece an engine writes, so a test can watch an
+entry grow while the engine is still running (no Runtime, no timing), and `follow_text`, which watches the same
+through a real Runtime's output deltas."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 import anyio
 
-from worker_runtime_core import AssistantIntent, EntryWriter, RunContext, TranscriptEntry, WorkerRef
+from worker_runtime_core import (
+    AssistantIntent,
+    DeltaSubscription,
+    EntryInProgressError,
+    EntryWriter,
+    RunContext,
+    TranscriptEntry,
+    WorkerRef,
+)
 
 
 class FakeEntry(EntryWriter):
@@ -27,7 +36,7 @@ class FakeEntry(EntryWriter):
 
     def write(self, text: str) -> None:
         if self.ended:
-            raise RuntimeError("write after end()")
+            raise EntryInProgressError("the entry has ended")
         if text:
             self.writes.append(text)
             self._ctx.changed()
@@ -81,7 +90,7 @@ class FakeContext(RunContext):
 
     def begin_entry(self, *, role: str = "assistant") -> EntryWriter:
         if self.open is not None:
-            raise RuntimeError("an entry is in progress")
+            raise EntryInProgressError("an entry is in progress")
         entry = self.open = FakeEntry(self, self._next_sequence, role)
         self._next_sequence += 1
         self.entries.append(entry)
@@ -90,7 +99,7 @@ class FakeContext(RunContext):
 
     async def emit(self, content: str, *, role: str = "assistant") -> int:
         if self.open is not None:
-            raise RuntimeError("emit while an entry is in progress")
+            raise EntryInProgressError("emit while an entry is in progress")
         self.committed.append((role, content))
         self._next_sequence += 1
         self.changed()
@@ -102,3 +111,17 @@ class FakeContext(RunContext):
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         self.usage.append((input_tokens, output_tokens))
+
+
+async def follow_text(sub: DeltaSubscription, until: Callable[[str], bool]) -> str:
+    """Read `sub`'s deltas (one entry's) into the entry's text until `until(text)` holds; returns the text. Each
+    delta must start within the text so far (its offset addresses it)."""
+    text = ""
+    with anyio.fail_after(30):
+        while True:
+            for delta in sub.pending(upto=2**62):
+                assert delta.offset <= len(text)
+                text = text[: delta.offset] + delta.text
+            if until(text):
+                return text
+            await sub.wait()

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from engine_helpers import FakeContext
+from engine_helpers import FakeContext, follow_text
 
 from worker_runtime_core import ConfigError, EngineError, ProfileConfig, Runtime
 from worker_runtime_core.engines import CommandEngine, CommandOptions
@@ -328,3 +328,43 @@ async def test_no_stdout_begins_no_entry() -> None:
     ctx = FakeContext()
     await _engine("import sys; sys.stderr.write('only stderr')").run(ctx)
     assert ctx.entries == [] and ctx.committed == []
+
+
+# --- streaming: through a Runtime's output deltas ---------------------------------------------------------------
+
+
+def _profile(script: str, **options: object) -> dict[str, ProfileConfig]:
+    return {"p": ProfileConfig("command", argv=[PY, "-c", script], **options)}
+
+
+async def test_stdout_goes_out_as_deltas_while_the_program_runs(fifo: Path) -> None:
+    async with Runtime(profiles=_profile(_writes(b"first", b" then more\n", gate=fifo))) as rt:
+        wid = "p"
+        await rt.create_worker(worker_id=wid, profile={"kind": "named", "name": "p"})
+        with rt.open_deltas(worker_id=wid) as sub:
+            ack = await rt.send_input(wid, "go")
+            assert await follow_text(sub, lambda text: text == "first") == "first"
+            assert (await rt.get_run(wid, ack.run_id)).status == "running"  # the program waits for the gate
+            await _release(fifo)
+            run = await rt.wait_for_run(wid, ack.run_id)
+        items = (await rt.transcript(wid)).items
+    assert run.status == "completed"
+    assert [(e.role, e.content, e.run_id) for e in items][1:] == [("assistant", "first then more\n", ack.run_id)]
+
+
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+async def test_a_run_cancelled_or_stopped_mid_output_keeps_what_the_program_wrote(end: str) -> None:
+    script = "import time; print('partial output', end='', flush=True); time.sleep(600)"
+    async with Runtime(profiles=_profile(script, kill_grace_s=5)) as rt:
+        await rt.create_worker(worker_id="p", profile={"kind": "named", "name": "p"})
+        with rt.open_deltas(worker_id="p") as sub:
+            ack = await rt.send_input("p", "go")
+            await follow_text(sub, lambda text: text == "partial output")
+        await (rt.cancel_worker("p") if end == "cancel" else rt.stop_worker("p"))
+        run = await rt.get_run("p", ack.run_id)
+        items = (await rt.transcript("p")).items
+    assert run.status == "cancelled"
+    assert [(e.role, e.content, e.run_id) for e in items] == [
+        ("user", "go", ack.run_id),
+        ("assistant", "partial output", ack.run_id),
+    ]

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from engine_helpers import FakeContext
+from engine_helpers import FakeContext, follow_text
 from openai_helpers import (
     BASE_URL,
     SSE_HEADERS,
@@ -710,18 +710,55 @@ async def test_cancel_mid_stream_closes_the_reply_and_leaves_the_text_to_the_run
     assert ctx.usage == []
 
 
-async def test_cancelling_the_worker_mid_stream_aborts_the_reply() -> None:
-    reply = StreamedReply(sse(chunk("partial"), done=False), sse(chunk("never")), hold=True)
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+async def test_a_run_cancelled_or_stopped_mid_stream_keeps_the_partial_reply_as_its_entry(end: str) -> None:
+    reply = StreamedReply(sse(chunk("partial "), chunk("answer"), done=False), sse(chunk("never")), hold=True)
     with mock_provider() as provider:
         provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
-            ack = await rt.send_input(wid, "q")
-            await reply.held.wait()
-            cancel = await rt.cancel_worker(wid)
+            with rt.open_deltas(worker_id=wid) as sub:
+                ack = await rt.send_input(wid, "q")
+                await follow_text(sub, lambda text: text == "partial answer")
+            await (rt.cancel_worker(wid) if end == "cancel" else rt.stop_worker(wid))
             run = await rt.get_run(wid, ack.run_id)
-    assert cancel.cancelled_run_id == ack.run_id and run.status == "cancelled"
-    assert reply.cancelled and reply.closed
+            items = (await rt.transcript(wid)).items
+    assert run.status == "cancelled" and run.usage is None
+    assert [(e.role, e.content, e.run_id) for e in items] == [
+        ("user", "q", ack.run_id),
+        ("assistant", "partial answer", ack.run_id),
+    ]
+    assert reply.cancelled and reply.closed  # the stream was abandoned and its response closed
+
+
+async def test_the_deltas_and_the_final_entry_agree_character_for_character() -> None:
+    text = ["żółw ", "🐢 and ", "café", " ok"]  # every piece of one byte: each character is cut between reads
+    before = sse(*(chunk(t) for t in text), chunk(finish_reason="stop"), usage_chunk(), done=False)
+    reply = StreamedReply(before, sse(), piece=1, hold=True)
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            with rt.open_deltas(worker_id=wid) as sub:
+                ack = await rt.send_input(wid, "q")
+                seen = await follow_text(sub, lambda so_far: so_far == "".join(text))
+                reply.release.set()
+                run = await rt.wait_for_run(wid, ack.run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "completed"
+    assert items[-1].content == seen == "żółw 🐢 and café ok"
+
+
+async def test_a_stream_that_breaks_off_fails_the_run_and_keeps_its_text_as_the_entry() -> None:
+    reply = StreamedReply(sse(chunk("half a "), chunk("reply"), done=False), fail=httpx.ReadError("peer went away"))
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "failed" and run.error is not None and run.error.code == "provider_connection"
+    assert [(e.role, e.content) for e in items] == [("user", "q"), ("assistant", "half a reply")]
 
 
 @pytest.mark.parametrize(
