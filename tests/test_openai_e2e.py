@@ -218,7 +218,8 @@ async def test_a_backend_drives_an_llm_worker_in_a_runtime_process(
         assert "openai" in summary.capabilities.engines and "llm" in summary.capabilities.profiles
         assert (summary.usage.runs, summary.usage.input_tokens, summary.usage.output_tokens) == (3, 60, 10)
 
-        # cancel mid-stream: the engine closes the stream (the provider sees its client go away); what came stays
+        # cancel mid-stream: the engine closes the stream, so the provider sees its client go away (whether the engine
+        # had read `partial ` by then this test cannot see; the in-process tests keep a partial reply, waiting for it)
         other = (await client.create_worker(profile={"kind": "named", "name": "llm"})).worker_ref.worker_id
         stall = await client.send_input(other, "stall")
         with anyio.fail_after(30):
@@ -229,8 +230,6 @@ async def test_a_backend_drives_an_llm_worker_in_a_runtime_process(
         with anyio.fail_after(30):
             await fake.stream_abandoned.wait()
         assert fake.bodies[-1]["stream"] is True
-        items = (await client.transcript(other)).items
-        assert [(e.role, e.content) for e in items] == [("user", "stall"), ("assistant", "partial ")]  # kept
 
 
 async def test_an_unknown_model_fails_the_run_with_provider_not_found(

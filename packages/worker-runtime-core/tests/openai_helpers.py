@@ -185,7 +185,7 @@ class StreamedReply(httpx.AsyncByteStream):
     pieces of `before`, then, with `hold`, a pause until `release` is set (`held` is set then), then `after`.
 
     `fail` is raised where it would pause (a connection that breaks); `cancelled` says the reader was cancelled
-    while it paused, `closed` that the client closed the body.
+    while it paused, `closed` that the client closed the body, `exhausted` that it was read to its end.
     """
 
     def __init__(
@@ -199,6 +199,7 @@ class StreamedReply(httpx.AsyncByteStream):
         self.release = anyio.Event()
         self.closed = False
         self.cancelled = False
+        self.exhausted = False
 
     def __aiter__(self) -> StreamedReply:
         # an iterator object, not an async generator: nothing for trio to find abandoned when the client stops early
@@ -225,6 +226,7 @@ class StreamedReply(httpx.AsyncByteStream):
             self._pieces = iter(self.after)
             piece = next(self._pieces, None)
         if piece is None:
+            self.exhausted = True
             raise StopAsyncIteration
         await anyio.lowlevel.checkpoint()
         return piece

@@ -639,6 +639,32 @@ async def test_every_line_ending_and_a_stream_without_done_are_read(eol: str, do
     assert items[-1].content == "one two"
 
 
+async def test_what_follows_done_is_read_to_the_end_and_ignored() -> None:
+    """Read to its end, the connection can serve the next request; what a server sends after [DONE] is no reply."""
+    reply = StreamedReply(sse(chunk("the reply"), chunk(finish_reason="stop")), sse(chunk(" and junk"), done=False))
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        await engine.run(ctx)
+        await engine.aclose()
+    assert ctx.committed == [("assistant", "the reply")]
+    assert reply.exhausted and reply.closed
+
+
+async def test_a_server_that_keeps_the_body_open_after_done_does_not_hold_the_run() -> None:
+    reply = StreamedReply(sse(chunk("the reply"), chunk(finish_reason="stop")), hold=True)  # never ends by itself
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        with anyio.fail_after(30):  # a bound for a hang, far above the engine's short wait for the rest
+            await engine.run(ctx)
+        await engine.aclose()
+    assert ctx.committed == [("assistant", "the reply")]
+    assert reply.cancelled and reply.closed
+
+
 async def test_the_request_asks_for_usage_in_the_stream_and_the_run_counts_it() -> None:
     with mock_provider() as provider:
         route = provider.post("/chat/completions").mock(return_value=streamed("counted", usage=(12, 5)))

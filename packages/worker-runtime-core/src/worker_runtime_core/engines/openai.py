@@ -68,6 +68,7 @@ PROVIDER_ERROR_CODES = frozenset(
 _DETAIL_MAX = 500  # characters of a provider's error text kept in a run's error message
 _NO_KEY = "unused"  # the SDK insists on a key; without one configured the Authorization header is omitted instead
 _CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+_DRAIN_S = 0.1  # how long the rest of a finished reply is read before its response is closed
 
 
 class OpenAIOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -250,11 +251,19 @@ class OpenAIEngine(Engine):
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character split across reads stays whole
         events = _EventData()
         async with contextlib.aclosing(reply.aiter_bytes()) as body:
-            async for piece in body:
-                if self._take(ctx, state, events.feed(text.decode(piece))):
-                    break  # [DONE]
-            else:  # the body ended without [DONE]: what it sent is the reply
-                self._take(ctx, state, [*events.feed(text.decode(b"", True)), *events.end()])
+            try:
+                done = False
+                async for piece in body:
+                    if self._take(ctx, state, events.feed(text.decode(piece))):
+                        done = True  # [DONE]
+                        break
+                if not done:  # the body ended without [DONE]: what it sent is the reply
+                    self._take(ctx, state, [*events.feed(text.decode(b"", True)), *events.end()])
+            except EngineError:
+                await _drain(body)
+                raise
+            if done:
+                await _drain(body)
         self._count(ctx, state.usage)
         if state.entry is None:
             if not state.choices:
@@ -450,6 +459,19 @@ def _render_intent(intent: Intent) -> str:
         case AssistantIntent(purpose=purpose):
             return "You are an assistant." + (f" Purpose: {purpose}" if purpose else "")
     return ""  # pragma: no cover  # Intent is a closed union
+
+
+async def _drain(body: AsyncGenerator[bytes, None]) -> None:
+    """Read what is left of a reply the engine is done with (after ``[DONE]`` or an error event), for at most
+    `_DRAIN_S`: a server ends the body there, and a body read to its end lets the connection be used again and
+    leaves none of the HTTP library's readers suspended half-way. What it holds, or an error reading it, changes
+    nothing."""
+    with anyio.move_on_after(_DRAIN_S):
+        try:
+            async for _ in body:
+                pass
+        except Exception:  # the reply is complete already: a broken tail is not the run's
+            pass
 
 
 class _Streamed:
