@@ -20,7 +20,7 @@ from .eventlog import EventLog
 from .layout import Layout
 from .lines import CheckpointRecord, EventLine, WalLineIn, decode_wal, encode
 from .logs import IdIndex, Repair, frame, unframe
-from .projections import Projections, run_number
+from .projections import Known, Projections, run_number
 from .records import RecordCorrupt, read_record
 
 __all__ = ["Loaded", "load"]
@@ -51,6 +51,7 @@ class _Recovery:
         self.runtime_id = runtime_id
         self.ttl = ttl
         self.out = Loaded()
+        self.known: dict[str, Known] = {}  # what the replay knows of each Worker's files it touched
 
     def diagnose(self, level: str, code: str, message: str, path: object, offset: int | None, wid: str | None) -> None:
         self.out.diagnostics.append(
@@ -216,7 +217,7 @@ class _Recovery:
             ]
             for k in [k for k in self.out.keys if k[0] == wid]:
                 del self.out.keys[k]
-            self.projections.apply(wid, event.id, delete=True, check=True)
+            self.projections.apply(wid, event.id, delete=True, check=True, known=self.known.get(wid))
             return
         if wid in self.out.corrupt and record.worker is None:
             return
@@ -224,10 +225,13 @@ class _Recovery:
             touched.add(wid)
             # Lines a crash left unindexed get their log's key: a transcript's is the position, the runs log's the
             # run number (a position there would break the keys' order, and lookups of earlier runs would miss).
-            for log, key_of in ((self.projections.transcript(wid), _position), (self.projections.runs(wid), _run_key)):
+            transcript, runs = self.projections.transcript(wid), self.projections.runs(wid)
+            for log, key_of in ((transcript, _position), (runs, _run_key)):
                 if log.data.exists():
                     self.repaired(log.repair(key_of, _any_line), wid)
-            self.projections.event_index(wid).truncate_torn()
+            index = self.projections.event_index(wid)
+            index.truncate_torn()
+            self.known[wid] = Known(index.last(), transcript.count(), runs.last_key())
         created = None
         if record.worker is not None:
             state = encode(record.worker)
@@ -247,7 +251,9 @@ class _Recovery:
             if number is not None:
                 run = (number, frame(encode(record.ended_run)))
         try:
-            self.projections.apply(wid, event.id, created=created, entry=entry, run=run, check=True)
+            self.projections.apply(
+                wid, event.id, created=created, entry=entry, run=run, check=True, known=self.known[wid]
+            )
         except RecordCorrupt as exc:
             self.corrupt(wid, exc)
 
