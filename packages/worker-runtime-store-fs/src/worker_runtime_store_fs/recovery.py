@@ -131,17 +131,14 @@ class _Recovery:
             if not is_valid_id(wid):
                 self.diagnose("warning", "stray_directory", "not a worker id; ignored", entry.path, None, None)
                 continue
-            directory = self.layout.worker_dir(wid)
             for name in ("state.json", "worker.json"):
-                path = directory / name
-                try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
+                data = _read_small(f"{entry.path}{os.sep}{name}")
+                if data is None:
                     continue
                 try:
                     self.out.workers[wid] = _WORKER_DECODER.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    self.corrupt(wid, RecordCorrupt(path, 0, f"unreadable record: {exc}"))
+                    self.corrupt(wid, RecordCorrupt(self.layout.worker_dir(wid) / name, 0, f"unreadable record: {exc}"))
                 break
 
     def load_keys(self) -> None:
@@ -263,8 +260,9 @@ class _Recovery:
             if wid in self.out.corrupt:
                 continue
             log = self.projections.transcript(wid)
-            count = log.count()
-            if count != record.transcript_len or (record.transcript_len and not log.index.exists()):
+            known = self.known.get(wid)  # a Worker the replay touched: its count is known (0 without an index)
+            count = log.count() if known is None else known.count
+            if count != record.transcript_len:
                 self.repaired(log.repair(lambda _line, position: position, _any_line), wid)
                 count = log.count()
                 if count > record.transcript_len:  # lines past what was acknowledged: cut them
@@ -286,7 +284,7 @@ class _Recovery:
             if runs.data.exists() and not runs.index.exists():
                 self.repaired(runs.repair(_run_key, _any_line), wid)
             index = self.projections.event_index(wid)
-            if not index.path.exists() and record.last_event_id:
+            if record.last_event_id and (known is None or not known.index_last) and not index.path.exists():
                 self.rebuild_event_index(wid, index)
 
     def rebuild_event_index(self, wid: str, index: IdIndex) -> None:
@@ -317,6 +315,21 @@ class _Recovery:
         self.diagnose(
             "warning", "index_rebuilt", "the worker's event index was missing and was rebuilt", index.path, None, wid
         )
+
+
+def _read_small(path: str) -> bytes | None:
+    """The bytes of a small file, None when it does not exist (fewer calls than `Path.read_bytes`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _any_line(line: bytes) -> bool:
