@@ -7,6 +7,7 @@ step idempotent).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -112,11 +113,11 @@ class Projections:
         tail, drop a partial id (what a failed write whose cut-back failed may leave)."""
         files = self._of(worker_id)
         for log, key_of in ((files.transcript, _position), (files.runs, _run_key)):
-            if log.data.exists():
-                self.fds.drop(str(log.data))
-                self.fds.drop(str(log.index))
+            if os.path.exists(log.data_name):
+                self.fds.drop(log.data_name)
+                self.fds.drop(log.index_name)
                 log.repair(key_of, _whole)
-        self.fds.drop(str(files.events.path))
+        self.fds.drop(files.events.name)
         files.events.truncate_torn()
 
     def apply(
@@ -205,10 +206,11 @@ class _WorkerFiles:
     __slots__ = ("directory", "events", "runs", "transcript")
 
     def __init__(self, layout: Layout, worker_id: str) -> None:
-        self.directory = layout.worker_dir(worker_id)
-        self.transcript = IndexedLog(self.directory / "transcript.jsonl", self.directory / "transcript.idx")
-        self.runs = IndexedLog(self.directory / "runs.jsonl", self.directory / "runs.idx")
-        self.events = IdIndex(layout.worker_index(worker_id))
+        self.directory = layout.worker_dir(worker_id)  # validates the id
+        d = f"{self.directory}{os.sep}"
+        self.transcript = IndexedLog(f"{d}transcript.jsonl", f"{d}transcript.idx")
+        self.runs = IndexedLog(f"{d}runs.jsonl", f"{d}runs.idx")
+        self.events = IdIndex(f"{layout.index}{os.sep}{worker_id}.idx")
 
 
 def worker_files(layout: Layout, worker_id: str) -> list[str]:

@@ -224,7 +224,7 @@ class _Recovery:
             # run number (a position there would break the keys' order, and lookups of earlier runs would miss).
             transcript, runs = self.projections.transcript(wid), self.projections.runs(wid)
             for log, key_of in ((transcript, _position), (runs, _run_key)):
-                if log.data.exists():
+                if os.path.exists(log.data_name):
                     self.repaired(log.repair(key_of, _any_line), wid)
             index = self.projections.event_index(wid)
             index.truncate_torn()

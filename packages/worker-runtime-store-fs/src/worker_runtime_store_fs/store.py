@@ -578,7 +578,7 @@ class FsRuntimeStore:
         if current is None:
             return
         try:
-            fileops.fsync(self._fds.get(str(current.data)))
+            fileops.fsync(self._fds.get(current.data_name))
         except OSError as exc:
             # The kernel may have dropped the pages it could not write, and a later fsync would not say so: the
             # page cache can no longer be trusted. Refuse writes until the log is reopened and re-verified.
@@ -715,7 +715,7 @@ class FsRuntimeStore:
             for first in firsts[start:]:
                 if first <= self._durable_id:
                     log = self._wal.logs[first]
-                    segments += [str(log.data), str(log.index)]
+                    segments += [log.data_name, log.index_name]
         touched, self._projections.touched = self._projections.touched, set()
         upto = self._durable_id
         if self._stale:  # never past a batch some Worker's files miss: a restart must still replay it
