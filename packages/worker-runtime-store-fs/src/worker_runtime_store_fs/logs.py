@@ -84,10 +84,11 @@ class FdCache:
 class Repair:
     """What `IndexedLog.repair` did: lines indexed, bytes of torn tail cut, and where."""
 
-    __slots__ = ("indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
+    __slots__ = ("count", "indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.count = 0  # lines in the log once repaired
         self.indexed = 0
         self.rebuilt = False
         self.sealed = False  # the log was a closed segment, which should never need repair
@@ -349,6 +350,7 @@ class IndexedLog:
         if good * _SIZE != index_size:
             os.truncate(self.index_name, good * _SIZE)
         start = previous
+        report.count = good
         if start == data_size:
             return report
         with open(self.data_name, "rb") as f:
@@ -371,6 +373,7 @@ class IndexedLog:
             finally:
                 fileops.close(fd)
             report.indexed = position - good
+            report.count = position
         if offset < data_size:
             report.torn_at = offset
             report.torn_bytes = data_size - offset
@@ -443,10 +446,14 @@ class IdIndex:
         except OSError:
             pass
 
-    def truncate_torn(self) -> None:
-        size = self.count() * _ID.size
+    def truncate_torn(self) -> int:
+        """Cut a partial id at the end (what a torn append leaves); the last id, 0 when there is none."""
         try:
-            if os.stat(self.name).st_size != size:
-                os.truncate(self.name, size)
+            size = os.stat(self.name).st_size
         except FileNotFoundError:
-            pass
+            return 0
+        whole = size - size % _ID.size
+        if whole != size:
+            os.truncate(self.name, whole)
+        found = self.ids(whole // _ID.size - 1, 1) if whole else []
+        return found[0] if found else 0

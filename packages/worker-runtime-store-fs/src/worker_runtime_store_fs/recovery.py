@@ -70,7 +70,8 @@ class _Recovery:
         self.out.corrupt[wid] = (str(exc.path), exc.offset)
         self.diagnose("error", "store_corrupt", f"worker {wid!r}: {exc.reason}", exc.path, exc.offset, wid)
 
-    def repaired(self, report: Repair, wid: str | None) -> None:
+    def repaired(self, report: Repair, wid: str | None) -> int:
+        """Report what `report` says was repaired; the log's line count."""
         if report.torn_bytes:
             self.diagnose(
                 "warning",
@@ -93,6 +94,7 @@ class _Recovery:
                 None,
                 wid,
             )
+        return report.count
 
     def run(self) -> Loaded:
         self.load_checkpoint()
@@ -223,12 +225,12 @@ class _Recovery:
             # Lines a crash left unindexed get their log's key: a transcript's is the position, the runs log's the
             # run number (a position there would break the keys' order, and lookups of earlier runs would miss).
             transcript, runs = self.projections.transcript(wid), self.projections.runs(wid)
-            for log, key_of in ((transcript, _position), (runs, _run_key)):
-                if os.path.exists(log.data_name):
-                    self.repaired(log.repair(key_of, _any_line), wid)
-            index = self.projections.event_index(wid)
-            index.truncate_torn()
-            self.known[wid] = Known(index.last(), transcript.count(), runs.last_key())
+            made = os.path.exists(transcript.data_name)  # then its directory is there too
+            count = self.repaired(transcript.repair(_position, _any_line), wid) if made else transcript.count()
+            if os.path.exists(runs.data_name):
+                self.repaired(runs.repair(_run_key, _any_line), wid)
+            known = self.known[wid] = Known(self.projections.event_index(wid).truncate_torn(), count, runs.last_key())
+            known.made = made
         created = None
         if record.worker is not None:
             state = encode(record.worker)
