@@ -1,8 +1,13 @@
-"""What differs between asyncio and trio, in one place: how a run's task and the Runtime's own task are spawned.
+"""What differs between asyncio and trio, in one place: how runs and the Runtime's own task are spawned.
 
-Under asyncio a run is a plain task (a third of the cost of a task-group spawn); anyio cancel scopes work in it
-all the same, the run's task catches everything, and `Runtime.close` waits for every run to end. Under trio it is
-spawned in the Runtime's task group.
+Under asyncio runs take turns in a few runner tasks rather than a task each (`RunSpawner`): a task costs about as
+much as the rest of a run, and a run that never suspends (a memory store, a quick engine) is over within one step
+of its runner. A run that suspends keeps its runner, and what is queued behind it moves to a new runner at once,
+so no run waits for another. anyio cancel scopes work in a runner all the same (each run enters and leaves its
+own), every run catches everything, and `Runtime.close` waits for every run to end. A run sees a copy of its
+caller's context, as a task of its own would: a caller whose context differs from the Runtime's gets a task for
+its run, and a runner whose context a run changed hands the queue on to a fresh one. Under trio a run is spawned
+in the Runtime's task group.
 
 The Runtime's task group lives in a task of its own (`spawn_system_task`), entered there with ``async with``, so
 `Runtime.start` and `Runtime.close` can be called from any cancel scope of the caller's task: asyncio's event loop
@@ -12,6 +17,8 @@ runs it as a plain task, trio as a system task.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -20,28 +27,75 @@ from anyio.abc import TaskGroup
 __all__ = ["RunSpawner", "spawn_system_task"]
 
 T = TypeVar("T")
+_copy_context = contextvars.copy_context
 
 
 class RunSpawner:
-    """Spawns run tasks on the running event loop; made once the Runtime has started."""
+    """Starts runs on the running event loop; made once the Runtime has started, in the Runtime's own task.
 
-    __slots__ = ("_loop", "_tg", "create_task")
+    Under asyncio a run is queued for a runner task: one that has not begun its first run, or is between two, takes
+    it (*free*); with none free a new runner starts. A runner that takes a run while others wait and no runner is
+    free schedules a look for the next turn of the loop: if its run has suspended by then, the waiting runs get a
+    runner of their own. A runner ends when the queue is empty, or after a run that changed its context (a context
+    variable set and not reset), so that the next run does not see it.
+    """
+
+    __slots__ = ("_context", "_free", "_loop", "_look_scheduled", "_queue", "_runners", "_tg")
 
     def __init__(self, tg: TaskGroup) -> None:
         self._tg = tg
         self._loop = _running_asyncio_loop()
-        #: Under asyncio the loop's own ``create_task`` (the caller holds the task alive), else None: a caller on a
-        #: hot path starts ``fn(arg)`` with it and no call of `spawn` between.
-        self.create_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = (
-            self._loop.create_task if self._loop is not None else None
-        )
+        self._queue: deque[tuple[Callable[[Any], Coroutine[Any, Any, None]], Any]] = deque()
+        self._free = 0  # runners that will take a queued run before they next suspend
+        self._runners: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: these hold them alive
+        self._look_scheduled = False
+        self._context = contextvars.copy_context()
 
-    def spawn(self, fn: Callable[[T], Coroutine[Any, Any, None]], arg: T) -> asyncio.Task[None] | None:
-        """Start ``fn(arg)``; under asyncio returns its task, which the caller must hold alive."""
-        if self._loop is not None:
-            return self._loop.create_task(fn(arg))
-        self._tg.start_soon(fn, arg)
-        return None
+    def spawn(self, fn: Callable[[T], Coroutine[Any, Any, None]], arg: T) -> None:
+        """Start ``fn(arg)``: `fn` must catch its own errors (a runner runs the next one after it)."""
+        if self._loop is None:
+            self._tg.start_soon(fn, arg)
+            return
+        if _copy_context() != self._context:  # the caller set a context variable: its run sees it, in a task
+            task = self._loop.create_task(fn(arg))
+            self._runners.add(task)
+            task.add_done_callback(self._runners.discard)
+            return
+        self._queue.append((fn, arg))
+        if not self._free:
+            self._add_runner()
+
+    def _add_runner(self) -> None:
+        assert self._loop is not None
+        self._free += 1
+        task = self._loop.create_task(self._runner(), context=self._context.copy())
+        self._runners.add(task)
+        task.add_done_callback(self._runners.discard)
+
+    async def _runner(self) -> None:
+        queue = self._queue
+        base = self._context
+        while queue:
+            fn, arg = queue.popleft()
+            self._free -= 1
+            if queue and not self._free and not self._look_scheduled:
+                self._look_scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self._look)
+            await fn(arg)  # a BaseException ends the runner (the loop is going down): nothing is left to start
+            self._free += 1
+            if _copy_context() != base:  # the run set a context variable: the next run gets a fresh context
+                break
+        self._free -= 1
+        if queue and not self._free:
+            self._add_runner()
+
+    def _look(self) -> None:
+        """A turn of the loop after a runner took a run with others waiting: if it has suspended in it (no runner
+        is free), the waiting runs get a new runner."""
+        self._look_scheduled = False
+        if self._queue and not self._free:
+            self._add_runner()
 
 
 def spawn_system_task(fn: Callable[[], Awaitable[None]]) -> object:

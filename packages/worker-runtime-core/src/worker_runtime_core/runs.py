@@ -3,7 +3,6 @@ under way (`Stop`), and the `RunContext` an engine is given (`Context`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import anyio
@@ -38,7 +37,6 @@ class ActiveRun:
         "record",
         "scope",
         "state",
-        "task",
         "worker",
     )
 
@@ -58,7 +56,6 @@ class ActiveRun:
         self.finished = False
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
-        self.task: asyncio.Task[None] | None = None  # under asyncio: holds the run's task alive
 
     def move(self, event: str) -> None:
         """Move the run on `event` by the run lifecycle table.

@@ -100,12 +100,11 @@ class Supervisor:
     # --- a run's task ----------------------------------------------------------------------------------------
 
     def spawn(self, active: ActiveRun) -> None:
-        """Start a run's task (its input is committed)."""
+        """Start a run (its input is committed)."""
         self.active[active.worker.worker_id] = active
         spawner = self._spawner
         assert spawner is not None
-        create_task = spawner.create_task
-        active.task = create_task(self.run(active)) if create_task is not None else spawner.spawn(self.run, active)
+        spawner.spawn(self.run, active)
 
     async def run(self, active: ActiveRun) -> None:
         """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
