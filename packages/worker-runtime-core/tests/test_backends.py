@@ -3,12 +3,15 @@ suspends never holds up another; under trio each run is a task of the Runtime's 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 
 import anyio
+import pytest
 from core_helpers import Gate, gated_worker
 
 from worker_runtime_core import Engine, ProfileConfig, RunContext, Runtime
+from worker_runtime_core._backends import RunSpawner
 
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="unset")
 
@@ -120,3 +123,43 @@ async def test_a_run_sees_its_caller_s_context_and_nothing_an_earlier_run_set() 
         ("set by b", "unset"),
         ("set by c", "the caller"),
     ]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # under trio a run is a task of the task group
+async def test_a_run_function_that_raises_is_logged_and_the_runs_queued_behind_it_still_run(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[int] = []
+    finished = anyio.Event()
+
+    async def run(n: int) -> None:
+        if n == 0:
+            raise RuntimeError("a bug in a run")
+        ran.append(n)
+        if n == 2:
+            finished.set()
+
+    async with anyio.create_task_group() as tg:
+        spawner = RunSpawner(tg)
+        for n in range(3):  # one step: they queue for one runner
+            spawner.spawn(run, n)
+        with anyio.fail_after(10):
+            await finished.wait()
+    assert ran == [1, 2]
+    assert "a run's task failed" in caplog.text and "a bug in a run" in caplog.text
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # under trio the task group holds the runs
+async def test_closing_the_runtime_leaves_no_runner_task_behind(anyio_backend: str) -> None:
+    before = asyncio.all_tasks()
+    async with Runtime() as rt:
+        wid = (await rt.create_worker(worker_id="w")).worker_ref.worker_id
+        for _ in range(3):  # one after another: the runner parks between them
+            ack = await rt.send_input(wid, "hi")
+            await rt.wait_for_run(wid, ack.run_id)
+        during = asyncio.all_tasks() - before - {asyncio.current_task()}
+        assert during  # the Runtime's own task and the parked runner
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    if left:
+        await asyncio.wait(left, timeout=5)
+    assert [task for task in left if not task.done()] == []

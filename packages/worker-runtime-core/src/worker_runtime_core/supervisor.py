@@ -311,8 +311,10 @@ class Supervisor:
     # --- stop ------------------------------------------------------------------------------------------------
 
     def closing(self) -> None:
-        """The Runtime's task group is about to exit: no stop begins from now on."""
+        """The Runtime's task group is about to exit (every run has ended): no stop begins from now on."""
         self._tg = None
+        if self._spawner is not None:
+            self._spawner.close()
 
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
         """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`.
