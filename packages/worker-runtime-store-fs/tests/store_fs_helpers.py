@@ -18,8 +18,19 @@ from worker_runtime_store_fs import FsRuntimeStore
 
 
 def crash_copy(root: Path, target: Path) -> Path:
-    """What a process crash (SIGKILL) leaves: the files as they are now, with nobody holding the lock."""
-    shutil.copytree(root, target)
+    """What a process crash (SIGKILL) leaves: the files as they are now, with nobody holding the lock.
+
+    A background checkpoint may rename its temporary file while the copy runs: a file gone by the time it is
+    copied is left out, as a crash just before it was made (or just after it was renamed) would leave it.
+    """
+
+    def copy(src: str, dst: str) -> None:
+        try:
+            shutil.copy2(src, dst)
+        except FileNotFoundError:
+            pass
+
+    shutil.copytree(root, target, copy_function=copy)
     return target
 
 
