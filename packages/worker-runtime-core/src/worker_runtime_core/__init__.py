@@ -6,13 +6,15 @@ their built-in implementations, and one typed error per wire code. Depends on ms
 
 from ._version import __version__
 from .config import DEFAULT_PROFILE, Limits, LimitsInfo, ProfileConfig
-from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, NoOptions, RunContext
+from .deltas import DeltaSubscription
+from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, EntryWriter, NoOptions, RunContext
 from .errors import (
     CapacityExceededError,
     ConfigError,
     ConflictError,
     CursorExpiredError,
     EngineError,
+    EntryInProgressError,
     ForbiddenHostError,
     ForbiddenOriginError,
     IdempotencyConflictError,
@@ -60,6 +62,7 @@ from .models import (
     InputAcceptedEventData,
     Intent,
     NamedProfile,
+    OutputDelta,
     ProfileSelector,
     ResourceRef,
     RoleIntent,
@@ -158,6 +161,7 @@ __all__ = [
     "KNOWN_EVENT_KINDS",
     "KNOWN_RUN_STATUSES",
     "NamedProfile",
+    "OutputDelta",
     "ProfileSelector",
     "ResourceRef",
     "RoleIntent",
@@ -200,6 +204,7 @@ __all__ = [
     "CommandOptions",
     "EchoEngine",
     "Engine",
+    "EntryWriter",
     "NoOptions",
     "RunContext",
     # stores
@@ -208,12 +213,15 @@ __all__ = [
     "RuntimeStore",
     "StoreHealth",
     "StoreState",
+    # live output
+    "DeltaSubscription",
     # errors
     "CapacityExceededError",
     "ConfigError",
     "ConflictError",
     "CursorExpiredError",
     "EngineError",
+    "EntryInProgressError",
     "ForbiddenHostError",
     "ForbiddenOriginError",
     "IdempotencyConflictError",
