@@ -111,8 +111,10 @@ def test_the_stream_route_is_an_event_stream_with_its_frame_payloads_named_per_e
     content = op["responses"]["200"]["content"]
     assert list(content) == ["text/event-stream"]
     frames = content["text/event-stream"]["x-sse-events"]
-    assert set(frames) == set(KNOWN_EVENT_KINDS)
+    assert set(frames) == {*KNOWN_EVENT_KINDS, "output_delta"}
     assert frames["transcript_appended"] == {"$ref": "#/components/schemas/StreamEvent"}
+    assert frames["output_delta"] == {"$ref": "#/components/schemas/OutputDelta"}
+    assert set(doc["components"]["schemas"]["OutputDelta"]["properties"]) >= {"sequence", "offset", "text", "kind"}
     stream_event = doc["components"]["schemas"]["StreamEvent"]
     assert "entry" in stream_event["properties"] and "entry" in stream_event["required"]
     params = {(p["in"], p["name"]) for p in op["parameters"]}

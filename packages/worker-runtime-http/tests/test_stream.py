@@ -7,7 +7,7 @@ so a test that does not read is a stalled consumer (the app's `send` waits, as o
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +18,7 @@ import pytest
 from core_helpers import Gate
 from http_helpers import TOKEN, make_runtime
 
-from worker_runtime_core import Limits, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
 from worker_runtime_http import create_app
 
 Frame = dict[str, Any]
@@ -155,8 +155,8 @@ class Served:
 
 
 @asynccontextmanager
-async def served(gate: Gate, **limits: Any) -> AsyncIterator[Served]:
-    async with make_runtime(gate, limits=Limits(**limits)) as rt:
+async def served(gate: Gate, runtime: Runtime | None = None, **limits: Any) -> AsyncIterator[Served]:
+    async with runtime if runtime is not None else make_runtime(gate, limits=Limits(**limits)) as rt:
         app = create_app(rt, token=TOKEN, bind=("127.0.0.1", 8787))
         async with anyio.create_task_group() as tg:
             s = Served(rt, app, tg)
@@ -444,3 +444,130 @@ async def test_a_thousand_abrupt_disconnects_leave_no_stream_behind(gate: Gate) 
         assert all(stream.status == 200 for stream in last)
         for stream in last:
             stream.disconnect()
+
+
+# --- output deltas -------------------------------------------------------------------------------------------
+
+
+class Pieces:
+    """A `writer` engine: its run writes one entry, piece by piece as the test puts them, until None."""
+
+    def __init__(self) -> None:
+        self.put, self._get = anyio.create_memory_object_stream[str | None](100)
+
+    def runtime(self) -> Runtime:
+        pieces = self
+
+        class Writer(Engine):
+            name = "writer"
+
+            async def run(self, ctx: RunContext) -> None:
+                async with ctx.begin_entry() as entry:
+                    async for piece in pieces._get:
+                        if piece is None:
+                            break
+                        entry.write(piece)
+
+        return Runtime(runtime_id="rt-test", profiles={"default": ProfileConfig("writer")}, engines={"writer": Writer})
+
+    def close(self) -> None:
+        self.put.close()
+        self._get.close()
+
+
+@pytest.fixture
+def pieces() -> Iterator[Pieces]:
+    p = Pieces()
+    yield p
+    p.close()
+
+
+async def _text_upto(stream: AsgiStream, text: dict[int, str], length: int) -> list[Frame]:
+    """Read frames, applying deltas to `text` (by sequence), until some entry is `length` long; returns them."""
+    seen = []
+    with anyio.fail_after(10):
+        while max((len(t) for t in text.values()), default=0) < length:
+            (frame,) = await stream.frames(1)
+            seen.append(frame)
+            if frame["event"] == "output_delta":
+                delta = frame["data"]
+                assert "id" not in frame and delta["kind"] == "output_delta"
+                current = text.get(delta["sequence"], "")
+                assert delta["offset"] <= len(current)  # never a gap; a repeat is harmless
+                text[delta["sequence"]] = current[: delta["offset"]] + delta["text"]
+    return seen
+
+
+async def test_deltas_then_the_final_entry_agree_character_for_character(gate: Gate, pieces: Pieces) -> None:
+    async with served(gate, pieces.runtime()) as s:
+        await s.rt.create_worker(worker_id="w")
+        stream = await s.open({"deltas": "true", "worker_id": "w"})
+        ack = await s.rt.send_input("w", "go")
+        text: dict[int, str] = {}
+        for piece in ["hé", "llo ", "🌍", "!"]:
+            goal = len("".join(text.values())) + len(piece)
+            await pieces.put.send(piece)
+            await _text_upto(stream, text, goal)
+        await pieces.put.send(None)
+        frames = []
+        while not frames or frames[-1]["event"] != "run_completed":
+            frames += await stream.frames(1)
+        stream.disconnect()
+    appended = next(f for f in frames if f["event"] == "transcript_appended")
+    assert appended["data"]["entry"]["content"] == "héllo 🌍!" == text[appended["data"]["entry"]["sequence"]]
+    assert appended["data"]["run_id"] == ack.run_id
+
+
+async def test_a_stream_opened_mid_entry_gets_a_snapshot_first_and_again_on_reconnect(
+    gate: Gate, pieces: Pieces
+) -> None:
+    async with served(gate, pieces.runtime()) as s:
+        await s.rt.create_worker(worker_id="w")
+        watcher = await s.open({"deltas": "true"})
+        await s.rt.send_input("w", "go")
+        await pieces.put.send("abc")
+        await _text_upto(watcher, {}, 3)  # the entry has "abc" now
+        stream = await s.open({"deltas": "true"})
+        (snapshot,) = await stream.frames(1)
+        await pieces.put.send("dé")
+        (live,) = await stream.frames(1)
+        cursor = str(s.rt.newest_event_id)
+        stream.disconnect()
+        again = await s.open({"deltas": "true"}, last_event_id=cursor)
+        (resnapshot,) = await again.frames(1)
+        await pieces.put.send(None)
+        (appended,) = await again.frames(1)
+        again.disconnect()
+        watcher.disconnect()
+    assert (snapshot["event"], snapshot["data"]["offset"], snapshot["data"]["text"]) == ("output_delta", 0, "abc")
+    assert (live["data"]["offset"], live["data"]["text"]) == (3, "dé")
+    assert (resnapshot["data"]["offset"], resnapshot["data"]["text"]) == (0, "abcdé")
+    assert appended["event"] == "transcript_appended" and appended["data"]["entry"]["content"] == "abcdé"
+
+
+async def test_without_deltas_true_no_delta_frame_is_sent(gate: Gate, pieces: Pieces) -> None:
+    async with served(gate, pieces.runtime()) as s:
+        await s.rt.create_worker(worker_id="w")
+        stream = await s.open()
+        await s.rt.send_input("w", "go")
+        await pieces.put.send("text")
+        await pieces.put.send(None)
+        frames = await stream.frames(3)
+        stream.disconnect()
+    assert [f["event"] for f in frames] == ["input_accepted", "transcript_appended", "run_completed"]
+
+
+async def test_an_entry_committed_during_the_replay_gets_no_delta(gate: Gate, pieces: Pieces) -> None:
+    async with served(gate, pieces.runtime()) as s:
+        await s.rt.create_worker(worker_id="w")
+        ack = await s.rt.send_input("w", "go")
+        await pieces.put.send("done before")
+        await pieces.put.send(None)
+        await s.rt.wait_for_run("w", ack.run_id)
+        stream = await s.open({"after": 0, "deltas": "true"})
+        frames = await stream.frames(s.rt.newest_event_id)
+        await s.rt.create_worker(worker_id="next")  # a durable frame after the replay, with no delta before it
+        (after,) = await stream.frames(1)
+        stream.disconnect()
+    assert all(f["event"] != "output_delta" for f in frames)
+    assert after["event"] == "worker_created"

@@ -22,6 +22,7 @@ from worker_runtime_core import (
     KNOWN_EVENT_KINDS,
     ErrorEnvelope,
     LimitsInfo,
+    OutputDelta,
     StreamEvent,
     WorkerRuntimeError,
     error_class_for_code,
@@ -297,7 +298,10 @@ def _apply_limits(components: dict[str, Any], limits: LimitsInfo) -> None:
 
 
 #: The payload of each frame an event stream sends, by its ``event:`` name (`x-sse-events`).
-SSE_FRAMES: dict[str, type[msgspec.Struct]] = {kind: StreamEvent for kind in KNOWN_EVENT_KINDS}
+SSE_FRAMES: dict[str, type[msgspec.Struct]] = {
+    **{kind: StreamEvent for kind in KNOWN_EVENT_KINDS},
+    "output_delta": OutputDelta,
+}
 
 
 def _sse_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +347,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
     limits = limits if limits is not None else LimitsInfo()
     request_types: list[Any] = []
     response_types: list[Any] = [ErrorEnvelope]
+    response_types.extend(SSE_FRAMES.values())  # the payloads of the stream's frames, as components
     for endpoint in ENDPOINTS:
         if endpoint.request is not None:
             request_types.append(endpoint.request)

@@ -15,13 +15,14 @@ stream. A disconnect ends the stream at once: a task per stream watches ``receiv
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 
 from worker_runtime_core import (
+    DeltaSubscription,
     InvalidRequestError,
     Runtime,
     RuntimeUnavailableError,
@@ -47,16 +48,6 @@ _HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),  # a proxy in front (nginx) passes frames on as they come
 ]
-
-
-class Deltas(Protocol):
-    """What a stream needs of a delta subscription (`Runtime.open_deltas`)."""
-
-    def pending(self, upto: int) -> list[Any]: ...
-
-    async def wait(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class Streams:
@@ -91,9 +82,9 @@ async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encode
             f"this Runtime serves at most {limit} event streams at once (max_streams); retry later",
             details={"max_streams": limit},
         )
-    subscription: Deltas | None = None
+    subscription: DeltaSubscription | None = None
     if deltas:
-        subscription = _open_deltas(runtime, worker_id, run_id)
+        subscription = runtime.open_deltas(worker_id=worker_id, run_id=run_id)
     streams.open += 1  # the app calls the stream at once; its end gives the slot back
     return EventStream(runtime, streams, encoder, page, signal, stop is not None, worker_id, run_id, subscription)
 
@@ -123,15 +114,6 @@ def _last_event_id(scope: Scope) -> int | None:
     return None
 
 
-def _open_deltas(runtime: Runtime, worker_id: str | None, run_id: str | None) -> Deltas:
-    """The Runtime's delta subscription for this stream's filter."""
-    opener = getattr(runtime, "open_deltas", None)
-    if opener is None:
-        raise InvalidRequestError("this Runtime does not offer output deltas", details={"field": "deltas"})
-    subscription: Deltas = opener(worker_id=worker_id, run_id=run_id)
-    return subscription
-
-
 class EventStream:
     """One open stream: sends its frames until the client goes or the Runtime stops."""
 
@@ -157,7 +139,7 @@ class EventStream:
         stopping_before: bool,
         worker_id: str | None,
         run_id: str | None,
-        subscription: Deltas | None,
+        subscription: DeltaSubscription | None,
     ) -> None:
         self._runtime = runtime
         self._streams = streams
@@ -198,6 +180,7 @@ class EventStream:
         resolved_before = self._stopping_before
         signal = self._signal
         next_deltas = 0.0
+        asked: int | None = None  # the cursor `pending` was last asked with
         while True:
             # Events at or above the id of runtime_stopping are not sent: they are read after the restart. The
             # Runtime stages runtime_stopping (the bound) before any later event exists, so a bound read after the
@@ -227,8 +210,12 @@ class EventStream:
                     else:
                         while True:  # deltas until the next durable write (which is sent first)
                             clock = anyio.current_time()
-                            if clock >= next_deltas:
-                                next_deltas = clock + DELTA_INTERVAL_S
+                            # A moved cursor may let entries through that `wait` does not wake for: ask now.
+                            if cursor != asked or clock >= next_deltas:
+                                if clock < next_deltas:
+                                    await anyio.sleep(next_deltas - clock)  # coalescing: one frame per 20 ms
+                                asked = cursor
+                                next_deltas = anyio.current_time() + DELTA_INTERVAL_S
                                 if await self._send_deltas(send, subscription, cursor):
                                     waited.deadline = anyio.current_time() + heartbeat
                             if await _durable_or_deltas(signal, subscription, next_deltas):
@@ -247,7 +234,7 @@ class EventStream:
             stop = rt.stopping_frame
         await send({"type": "http.response.body", "body": _frame(stop, self._encoder.encode), "more_body": True})
 
-    async def _send_deltas(self, send: Send, subscription: Deltas, cursor: int) -> bool:
+    async def _send_deltas(self, send: Send, subscription: DeltaSubscription, cursor: int) -> bool:
         """Send what the subscription has for entries begun up to `cursor`; True if it had something."""
         deltas = subscription.pending(cursor)
         if not deltas:
@@ -271,7 +258,7 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _durable_or_deltas(signal: anyio.Event, subscription: Deltas, not_before: float) -> bool:
+async def _durable_or_deltas(signal: anyio.Event, subscription: DeltaSubscription, not_before: float) -> bool:
     """Wait for the next durable write (True) or for new deltas, no sooner than `not_before` (False)."""
     durable = False
     async with anyio.create_task_group() as tg:
