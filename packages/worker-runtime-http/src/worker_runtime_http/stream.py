@@ -259,7 +259,10 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
 
 
 async def _durable_or_deltas(signal: anyio.Event, subscription: DeltaSubscription, not_before: float) -> bool:
-    """Wait for the next durable write (True) or for new deltas, no sooner than `not_before` (False)."""
+    """Wait for the next durable write (True) or for new deltas, no sooner than `not_before` (False). The deltas
+    are waited for here, the write in one child task."""
+    if signal.is_set():
+        return True
     durable = False
     async with anyio.create_task_group() as tg:
 
@@ -269,13 +272,10 @@ async def _durable_or_deltas(signal: anyio.Event, subscription: DeltaSubscriptio
             durable = True
             tg.cancel_scope.cancel()
 
-        async def on_deltas() -> None:
-            await subscription.wait()
-            delay = not_before - anyio.current_time()
-            if delay > 0:
-                await anyio.sleep(delay)  # coalescing: at most one frame per entry per 20 ms
-            tg.cancel_scope.cancel()
-
         tg.start_soon(on_write)
-        tg.start_soon(on_deltas)
+        await subscription.wait()
+        delay = not_before - anyio.current_time()
+        if delay > 0:
+            await anyio.sleep(delay)  # coalescing: at most one frame per entry per 20 ms
+        tg.cancel_scope.cancel()
     return durable
