@@ -21,6 +21,7 @@ from worker_runtime_core.lifecycle import (
 
 WORKER_EXPECTED = {
     ("idle", "accept"): "accepting",
+    ("idle", "accepted"): "running",
     ("idle", "stop"): "stopping",
     ("accepting", "accept_committed"): "running",
     ("accepting", "accept_refused"): "idle",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import anyio
 import pytest
 from store_faults import FaultyStore
 
@@ -35,14 +36,29 @@ async def test_a_worker_moves_only_by_the_lifecycle_table(monkeypatch: pytest.Mo
         await rt.stop_worker(wid)
         await rt.delete_worker(wid)
     assert calls == [
-        ("idle", "accept"),
-        ("accepting", "accept_committed"),
+        ("idle", "accepted"),  # a memory store's write never suspends: nothing is in flight
         ("running", "run_ended"),
         ("idle", "stop"),
         ("stopping", "stop_committed"),
         ("stopped", "delete"),
         ("deleting", "delete_committed"),
     ]
+
+
+async def test_an_input_to_a_store_that_suspends_is_accepting_until_committed(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy(monkeypatch, registry, "next_worker_state")
+    store = FaultyStore()  # its writes suspend
+    async with Runtime(store=store) as rt:
+        wid = (await rt.create_worker(worker_id="w")).worker_ref.worker_id
+        store.hold = True
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rt.send_input, wid, "hi")
+                await store.wait_held(1)
+                assert calls == [("idle", "accept")]
+                store.hold = False
+                store.release_all()
+    assert calls[:2] == [("idle", "accept"), ("accepting", "accept_committed")]
 
 
 async def test_a_refused_write_moves_the_worker_back_by_the_table(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ Worker::
     idle ──accept──▶ accepting ──accept_committed──▶ running ──run_ended──▶ idle
       ▲                  │                              │
       └──accept_refused──┘                            stop
+    idle ──accepted──▶ running   (a store whose writes never suspend: written and shown in one step)
     idle ──stop──▶ stopping ◀───────────────────────────┘   (stopping ──run_ended──▶ stopping)
     stopping ──stop_committed──▶ stopped ──delete──▶ deleting ──delete_committed──▶ deleted
     stopping ──stop_refused──▶ idle        deleting ──delete_refused──▶ stopped
@@ -63,6 +64,7 @@ WorkerEvent = Literal[
     "accept",  # an input passed every check; its write is in flight
     "accept_committed",  # the store has the input: its run starts
     "accept_refused",  # the store refused it: nothing happened
+    "accepted",  # an input written at once (a store whose writes never suspend: nothing is in flight): its run starts
     "run_ended",  # the run's terminal event is committed
     "stop",  # a stop begins (the active run, if any, is being ended)
     "stop_committed",  # worker_stopped is committed
@@ -88,7 +90,7 @@ def _frozen(table: dict[str, dict[str, str]]) -> Mapping[str, Mapping[str, str]]
 #: ``WORKER_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
 WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
     {
-        "idle": {"accept": "accepting", "stop": "stopping"},
+        "idle": {"accept": "accepting", "accepted": "running", "stop": "stopping"},
         "accepting": {"accept_committed": "running", "accept_refused": "idle"},
         "running": {"run_ended": "idle", "stop": "stopping"},
         "stopping": {
@@ -121,7 +123,7 @@ RESTING_STATES: Final[Mapping[str, WorkerState]] = MappingProxyType(
 IN_FLIGHT_STATES: Final[frozenset[str]] = frozenset({"accepting", "stopping", "deleting"})
 #: The committed status an event sets, for the events that change it (the others leave it as it is).
 STATUS_AFTER: Final[Mapping[str, str]] = MappingProxyType(
-    {"accept_committed": "busy", "run_ended": "idle", "stop_committed": "stopped"}
+    {"accept_committed": "busy", "accepted": "busy", "run_ended": "idle", "stop_committed": "stopped"}
 )
 
 WORKER_STATES: Final[tuple[str, ...]] = tuple(WORKER_TRANSITIONS)

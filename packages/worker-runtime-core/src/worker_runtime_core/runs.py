@@ -4,7 +4,6 @@ under way (`Stop`), the `RunContext` an engine is given (`Context`) and the entr
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import anyio
@@ -43,7 +42,6 @@ class ActiveRun:
         "record",
         "scope",
         "state",
-        "task",
         "worker",
     )
 
@@ -63,7 +61,6 @@ class ActiveRun:
         self.finished = False
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
-        self.task: asyncio.Task[None] | None = None  # under asyncio: holds the run's task alive
         self.entry: Writer | None = None  # the entry in progress (`Context.begin_entry`) until it is committed
 
     def move(self, event: str) -> None:

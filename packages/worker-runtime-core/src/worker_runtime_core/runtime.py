@@ -533,18 +533,24 @@ class Runtime:
             input_key=key,
         )
         registry = self._registry
-        registry.transition(record, "accept")
-        try:
-            if journal.suspends:
+        if journal.suspends:
+            registry.transition(record, "accept")
+            try:
                 await registry.commit(wid, batch)
-            else:
+            except BaseException:
+                registry.transition(record, "accept_refused")
+                if key is not None:
+                    self._keys.forget(wid, key.input_id)  # a repeat waiting for this call decides again
+                raise
+            registry.transition(record, "accept_committed")
+        else:  # a write that never suspends: written and shown in one step, with nothing in flight between
+            try:
                 journal.append_now(batch)
-        except BaseException:
-            registry.transition(record, "accept_refused")
-            if key is not None:
-                self._keys.forget(wid, key.input_id)  # a repeat waiting for this call decides again
-            raise
-        registry.transition(record, "accept_committed")
+            except BaseException:
+                if key is not None:
+                    self._keys.forget(wid, key.input_id)
+                raise
+            registry.transition(record, "accepted")
         record.active_run = run
         record.transcript_len = sequence + 1
         record.last_event_id = event_id

@@ -103,12 +103,11 @@ class Supervisor:
     # --- a run's task ----------------------------------------------------------------------------------------
 
     def spawn(self, active: ActiveRun) -> None:
-        """Start a run's task (its input is committed)."""
+        """Start a run (its input is committed)."""
         self.active[active.worker.worker_id] = active
         spawner = self._spawner
         assert spawner is not None
-        create_task = spawner.create_task
-        active.task = create_task(self.run(active)) if create_task is not None else spawner.spawn(self.run, active)
+        spawner.spawn(self.run, active)
 
     async def run(self, active: ActiveRun) -> None:
         """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
@@ -377,8 +376,10 @@ class Supervisor:
     # --- stop ------------------------------------------------------------------------------------------------
 
     def closing(self) -> None:
-        """The Runtime's task group is about to exit: no stop begins from now on."""
+        """The Runtime's task group is about to exit (every run has ended): no stop begins from now on."""
         self._tg = None
+        if self._spawner is not None:
+            self._spawner.close()
 
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
         """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`.
