@@ -246,6 +246,7 @@ SHAPES: dict[str, type[msgspec.Struct]] = {
     "TranscriptPage": core.TranscriptPage,
     "Event": core.Event,
     "EventPage": core.EventPage,
+    "StreamEvent": core.StreamEvent,
     "WorkersPage": core.WorkersPage,
     "Diagnostic": core.Diagnostic,
     "ErrorBody": core.ErrorBody,

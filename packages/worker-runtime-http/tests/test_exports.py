@@ -7,7 +7,7 @@ import worker_runtime_http
 
 def test_all_lists_the_public_names() -> None:
     public = {n for n in dir(worker_runtime_http) if not n.startswith("_")} - {
-        "app", "auth", "cli", "config", "errors", "openapi", "routes",
+        "app", "auth", "cli", "config", "errors", "openapi", "routes", "stream",
     }  # fmt: skip
     assert set(worker_runtime_http.__all__) == public | {"__version__"}
 

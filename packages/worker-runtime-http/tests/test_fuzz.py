@@ -113,9 +113,20 @@ async def exercise(endpoint: Endpoint, path: str, query: dict[str, str], body: A
         async with client_for(create_app(rt, allow_unauthenticated=True, bind=("127.0.0.1", 8787))) as client:
             content = b"" if body is None else msgspec.json.encode(body)
             headers = {"content-type": "application/json"} if body is not None else {}
+            responses: list[httpx.Response] = []
+
+            async def call() -> None:
+                responses.append(
+                    await client.request(endpoint.method, path, params=query, content=content, headers=headers)
+                )
+
             with anyio.fail_after(10):
-                response = await client.request(endpoint.method, path, params=query, content=content, headers=headers)
-    check(endpoint, response)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    if endpoint.media_type == "text/event-stream":  # an open stream ends when the Runtime stops
+                        await anyio.wait_all_tasks_blocked()
+                        await rt.close()
+    check(endpoint, responses[0])
 
 
 def check(endpoint: Endpoint, response: httpx.Response) -> None:
@@ -124,6 +135,10 @@ def check(endpoint: Endpoint, response: httpx.Response) -> None:
     assert response.status_code < 500, where
     assert response.status_code in documented, where
     kind, codes = documented[response.status_code]
+    if response.status_code == endpoint.status and endpoint.media_type == "text/event-stream":
+        assert response.headers["content-type"].startswith("text/event-stream"), where
+        assert "event: runtime_stopping\n" in response.text, where  # it ended as the Runtime stopped
+        return
     msgspec.json.decode(response.content, type=kind, strict=True)
     if kind is ErrorEnvelope:
         assert response.json()["error"]["code"] in codes, where

@@ -41,6 +41,7 @@ CONTRACT_ROUTES = {
     ("post", "/v1/workers/{worker_id}/cancel"),
     ("get", "/v1/workers/{worker_id}/transcript"),
     ("get", "/v1/events"),
+    ("get", "/v1/events/stream"),
     ("get", "/v1/diagnostics"),
     ("get", "/openapi.json"),
     ("get", "/healthz"),
@@ -102,6 +103,24 @@ def test_it_lists_exactly_the_contract_s_routes() -> None:
     listed = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert listed == CONTRACT_ROUTES
     assert {(e.method.lower(), e.path) for e in ENDPOINTS} == CONTRACT_ROUTES
+
+
+def test_the_stream_route_is_an_event_stream_with_its_frame_payloads_named_per_event() -> None:
+    doc = build_openapi()
+    op = doc["paths"]["/v1/events/stream"]["get"]
+    content = op["responses"]["200"]["content"]
+    assert list(content) == ["text/event-stream"]
+    frames = content["text/event-stream"]["x-sse-events"]
+    assert set(frames) == {*KNOWN_EVENT_KINDS, "output_delta"}
+    assert frames["transcript_appended"] == {"$ref": "#/components/schemas/StreamEvent"}
+    assert frames["output_delta"] == {"$ref": "#/components/schemas/OutputDelta"}
+    assert set(doc["components"]["schemas"]["OutputDelta"]["properties"]) >= {"sequence", "offset", "text", "kind"}
+    stream_event = doc["components"]["schemas"]["StreamEvent"]
+    assert "entry" in stream_event["properties"] and "entry" in stream_event["required"]
+    params = {(p["in"], p["name"]) for p in op["parameters"]}
+    assert params == {("query", n) for n in ("after", "worker_id", "run_id", "deltas")} | {("header", "Last-Event-ID")}
+    assert "application/json" in op["responses"]["422"]["content"]  # errors stay JSON
+    assert set(op["x-error-codes"]) >= {"invalid_request", "cursor_expired", "runtime_unavailable"}
 
 
 def test_success_statuses_are_the_contract_s() -> None:

@@ -36,6 +36,8 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
         operation_timeout_s: how long a command may take before it answers `operation_timeout`.
         idempotency_ttl_s: how long an `input_id` is remembered.
         event_retention: newest events kept at least (0 keeps all).
+        stream_heartbeat_s: seconds of silence after which an event stream sends a ``: keep-alive`` comment.
+        max_streams: most event streams open at once (the HTTP package enforces it).
     """
 
     default_page: _Positive = 100
@@ -47,6 +49,8 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     operation_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     idempotency_ttl_s: _Seconds = 86_400.0
     event_retention: _NonNegative = 0
+    stream_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    max_streams: _Positive = 1000
 
 
 class Limits(LimitsInfo, frozen=True, kw_only=True, forbid_unknown_fields=True):

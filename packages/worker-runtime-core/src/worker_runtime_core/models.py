@@ -52,6 +52,7 @@ __all__ = [
     "RuntimeStatus",
     "RuntimeSummary",
     "StoreInfo",
+    "StreamEvent",
     "TaskIntent",
     "TERMINAL_RUN_STATUSES",
     "Timestamp",
@@ -298,6 +299,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     run_id: RunId | None
     created_at: Timestamp
     data: dict[str, Any]
+
+
+class StreamEvent(Event, frozen=True, kw_only=True):
+    """A durable event as an event-stream frame carries it: the `Event` and, on `input_accepted` and
+    `transcript_appended`, the transcript entry itself (null on other kinds, and when the entry cannot be read any
+    more: a deleted Worker's)."""
+
+    entry: TranscriptEntry | None = None
 
 
 # --- event data by kind (`Event.data` stays a dict: these describe it, and decode it with `msgspec.convert`) ------

@@ -48,6 +48,7 @@ from .models import (
     RunInfo,
     RuntimeSummary,
     StoreInfo,
+    StreamEvent,
     UsageTotals,
     WorkerCounts,
     WorkerDetail,
@@ -72,10 +73,11 @@ from .registry import Registry, bounded_wait
 from .runs import ActiveRun
 from .stores.base import Batch, RuntimeStore, StoreHealth, store_health
 from .stores.memory import MemoryStore
+from .streams import frame, read_frames
 from .supervisor import Supervisor
 from .times import format_time, now
 from .views import worker_detail, worker_summary
-from .wire import CreateWorkerRequest, EventPage, InputAck, TranscriptPage, WorkerAck, WorkersPage
+from .wire import CreateWorkerRequest, EventPage, InputAck, StreamPage, TranscriptPage, WorkerAck, WorkersPage
 
 __all__ = ["Runtime"]
 
@@ -148,6 +150,9 @@ class Runtime:
             self._journal, self._registry, self._diagnostics, self._store, self.limits, self._ref
         )
         self._created_data: dict[str, WorkerCreatedData] = {}
+        self._stopping: anyio.Event | None = None  # set once `close` has logged runtime_stopping (or failed to)
+        self._stopping_record: EventRecord | None = None
+        self._stream_bound: int | None = None  # the id runtime_stopping was staged with
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -196,6 +201,7 @@ class Runtime:
         clock = now()
         self._keys.restore(state.input_keys, self._registry.workers)
         ready = anyio.Event()
+        self._stopping = anyio.Event()
         self._runner_done = anyio.Event()
         self._release = anyio.Event()
         self._runner = spawn_system_task(lambda: self._hold_task_group(ready))
@@ -237,10 +243,17 @@ class Runtime:
         with anyio.CancelScope(shield=True):
             while self._registry.changing:  # an input in flight may still start its run: wait until it has
                 await next(iter(self._registry.changing.values())).wait()
+            stopping = self._journal.event("runtime_stopping", None, None, EMPTY_DATA)
+            self._stream_bound = stopping.id  # before any later event exists (see `stream_bound`)
             try:
-                await self._log(self._journal.event("runtime_stopping", None, None, EMPTY_DATA))
+                await self._log(stopping)
             except WorkerRuntimeError:
                 logger.warning("could not log runtime_stopping", exc_info=True)
+                stopping = EventRecord(0, "runtime_stopping", None, None, stopping.created_at, EMPTY_DATA)
+            self._stopping_record = stopping
+            if self._stopping is not None:
+                self._stopping.set()
+            self._journal.notify()  # streams waiting for events wake up, see the signal and end
             if self._supervisor.active and grace_s > 0:
                 with anyio.move_on_after(grace_s):
                     for active in list(self._supervisor.active.values()):
@@ -805,6 +818,81 @@ class Runtime:
             next_after=records[-1].id if records else after,
             has_more=has_more,
         )
+
+    async def read_stream(
+        self, after: int = 0, limit: int | None = None, *, worker_id: str | None = None, run_id: str | None = None
+    ) -> StreamPage:
+        """What an event stream sends next: events with id above `after` in id order, those of `input_accepted` and
+        `transcript_appended` with their transcript entry inline (`StreamEvent.entry`), optionally only those naming
+        `worker_id`, and of them only those of `run_id`.
+
+        `next_after` is the newest id the read looked at, matching or not: read on from it. With `run_id` the cost
+        is that Worker's events (a read looks at a few pages of them at most, and may answer none with
+        `has_more`). A deleted Worker's id is accepted: its events stay readable (their entries are null).
+
+        Raises:
+            InvalidRequestError: negative `after`, `limit` below 1, a bad `worker_id` or `run_id`, `run_id` without
+                `worker_id` (``details["field"]`` ``run_id``), or `after` above the newest event id
+                (``details["newest_id"]``).
+            LimitTooLargeError: `limit` above `max_page`.
+            CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
+        """
+        self._require_started()
+        if not is_int(after) or after < 0:
+            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
+        size = page_limit(limit, self.limits)
+        if worker_id is not None and not is_valid_id(worker_id):
+            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
+        if run_id is not None:
+            if not is_valid_id(run_id):
+                raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
+            if worker_id is None:
+                raise InvalidRequestError(
+                    "run_id needs worker_id: a run's events are read among its Worker's", details={"field": "run_id"}
+                )
+        newest = self._journal.newest_id
+        if after > newest:
+            raise InvalidRequestError(
+                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
+                "(was the store reset?); read again from a cursor of at most newest_id",
+                details={"field": "after", "newest_id": newest},
+            )
+        try:
+            events, last, has_more = await read_frames(
+                self._store, after, size, worker_id, run_id, self.runtime_id, self._diagnostics.mark_corrupt
+            )
+        except StoreCorruptError as exc:  # of the event log (a corrupt transcript is marked, its entries null)
+            raise self._diagnostics.event_log_corrupt(exc) from None
+        return StreamPage(events=events, next_after=last, has_more=has_more)
+
+    @property
+    def newest_event_id(self) -> int:
+        """The newest event id the store holds: where a live-only stream starts."""
+        return self._journal.newest_id
+
+    def event_signal(self) -> anyio.Event:
+        """An event set by the next confirmed write, and at shutdown once `runtime_stopping` is logged (or could
+        not be). Take it before a read, then wait on it: a write confirmed while reading still wakes the reader.
+
+        Raises:
+            RuntimeUnavailableError: the Runtime has not started, or is closed.
+        """
+        self._require_started()
+        return self._journal.arm()
+
+    @property
+    def stream_bound(self) -> int | None:
+        """None until `close` stages `runtime_stopping`; then its id. A stream sends no event at or above it but
+        that `runtime_stopping` itself: it ends with `stopping_frame` (events logged later are read after a
+        restart). It is known before any event above it can be read."""
+        return self._stream_bound
+
+    @property
+    def stopping_frame(self) -> StreamEvent | None:
+        """None until `close` has logged `runtime_stopping`; then that event as a stream frame (with id 0 when
+        it could not be logged). A stream sends it and ends; events logged after it are read after a restart."""
+        record = self._stopping_record
+        return frame(record, self.runtime_id) if record is not None else None
 
     async def summary(self) -> RuntimeSummary:
         """What this Runtime says about itself: identity, status, store, worker counts, limits, capabilities.

@@ -27,6 +27,7 @@ from .models import (
     RunInfo,
     RuntimeDefaultProfile,
     RuntimeSummary,
+    StreamEvent,
     TranscriptEntry,
     WorkerDetail,
     WorkerRef,
@@ -52,6 +53,7 @@ __all__ = [
     "RuntimeEnvelope",
     "StopRequest",
     "StoreCorruptDetails",
+    "StreamPage",
     "TranscriptEnvelope",
     "TranscriptPage",
     "WorkerAck",
@@ -147,6 +149,16 @@ class EventPage(msgspec.Struct, frozen=True, kw_only=True):
     """A page of events (itself the envelope); `next_after` is the last id returned, or the request's `after`."""
 
     events: list[Event]
+    next_after: int
+    has_more: bool
+
+
+class StreamPage(msgspec.Struct, frozen=True, kw_only=True):
+    """What an event stream reads at once (`Runtime.read_stream`): events with their entries inline, and
+    `next_after`, the newest id read (matching or not), so the next read starts after everything this one looked at.
+    """
+
+    events: list[StreamEvent]
     next_after: int
     has_more: bool
 

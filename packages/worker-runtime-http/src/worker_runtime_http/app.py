@@ -27,6 +27,7 @@ from . import routes
 from ._request import ClientGone
 from .auth import Guard
 from .errors import Headers, error_reply, internal_error_reply
+from .stream import EventStream
 
 __all__ = ["RuntimeApp", "create_app"]
 
@@ -125,11 +126,16 @@ class RuntimeApp:
         if request_id is None:
             request_id = b"%s-%d" % (self._id_prefix, next(self._ids))
         headers: Headers | None = None
+        events: EventStream | None = None
         try:
             path = _route_path(scope) if scope.get("root_path") else scope["path"]
             self.guard.check(host, origin, authorization, path in self._public)
             handler, params = self._routes.match(scope["method"], path)
-            status, body = await handler(self._ctx, scope, receive, params)
+            reply = await handler(self._ctx, scope, receive, params)
+            if isinstance(reply, EventStream):  # its checks passed: it sends its own frames (outside this try)
+                events = reply
+            else:
+                status, body = reply
         except WorkerRuntimeError as exc:
             status, body, headers = error_reply(exc)
         except ClientGone:
@@ -140,6 +146,11 @@ class RuntimeApp:
             status, body, headers = internal_error_reply(
                 exc, method=scope["method"], path=scope["path"], request_id=request_id.decode()
             )
+        if events is not None:
+            await events(receive, send, [(b"x-request-id", request_id)])
+            if logged:
+                _access_log(scope, 200, request_id, started)
+            return
         if headers is None:
             headers = [_JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", request_id)]
         else:

@@ -22,6 +22,8 @@ from worker_runtime_core import (
     KNOWN_EVENT_KINDS,
     ErrorEnvelope,
     LimitsInfo,
+    OutputDelta,
+    StreamEvent,
     WorkerRuntimeError,
     error_class_for_code,
 )
@@ -135,7 +137,7 @@ def _parameters(endpoint: Endpoint, limits: LimitsInfo) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "minLength": 1},
             }
         )
-    shown = {name: _number(value) for name, value in msgspec.structs.asdict(limits).items()}
+    shown = _shown(limits)
     for q in endpoint.query:  # `?limit=` is `limit` left out (`_request.parse_query`): say so with allowEmptyValue
         schema = dict(q.schema)
         if q.maximum is not None:
@@ -150,7 +152,16 @@ def _parameters(endpoint: Endpoint, limits: LimitsInfo) -> list[dict[str, Any]]:
                 "schema": schema,
             }
         )
+    for h in endpoint.headers:
+        params.append(
+            {"name": h.name, "in": "header", "required": False, "description": h.description, "schema": dict(h.schema)}
+        )
     return params
+
+
+def _shown(limits: LimitsInfo) -> dict[str, Any]:
+    """The limits by name, as descriptions quote them (``{max_page}``)."""
+    return {name: _number(value) for name, value in msgspec.structs.asdict(limits).items()}
 
 
 def _number(value: Any) -> Any:
@@ -286,6 +297,28 @@ def _apply_limits(components: dict[str, Any], limits: LimitsInfo) -> None:
     components["InputRequest"]["properties"]["content"]["maxLength"] = limits.max_input_bytes
 
 
+#: The payload of each frame an event stream sends, by its ``event:`` name (`x-sse-events`).
+SSE_FRAMES: dict[str, type[msgspec.Struct]] = {
+    **{kind: StreamEvent for kind in KNOWN_EVENT_KINDS},
+    "output_delta": OutputDelta,
+}
+
+
+def _sse_content(schema: dict[str, Any]) -> dict[str, Any]:
+    """An event stream's body: each frame's ``data:`` is one of the payloads; `x-sse-events` maps each ``event:``
+    name to its payload's schema (a kind a newer server adds has a StreamEvent payload too)."""
+    refs = dict.fromkeys(_REF.format(name=t.__name__) for t in SSE_FRAMES.values())
+    return {
+        "schema": {
+            "type": "string",
+            "description": "Server-Sent Events: frames `id: <event id>`, `event: <kind>`, `data: <JSON payload>`; "
+            "the `data:` payloads are described by `x-sse-events` and `x-sse-data`.",
+        },
+        "x-sse-data": schema if len(refs) == 1 else {"anyOf": [{"$ref": ref} for ref in refs]},
+        "x-sse-events": {name: {"$ref": _REF.format(name=t.__name__)} for name, t in SSE_FRAMES.items()},
+    }
+
+
 def normalise_descriptions(node: _T) -> _T:
     """`node` with every ``description`` string passed through `inspect.cleandoc`, in place (and returned).
 
@@ -314,6 +347,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
     limits = limits if limits is not None else LimitsInfo()
     request_types: list[Any] = []
     response_types: list[Any] = [ErrorEnvelope]
+    response_types.extend(SSE_FRAMES.values())  # the payloads of the stream's frames, as components
     for endpoint in ENDPOINTS:
         if endpoint.request is not None:
             request_types.append(endpoint.request)
@@ -345,7 +379,12 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
                     headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWWAuthenticate"}
             else:
                 response["description"] = endpoint.summary if status == endpoint.status else "See the summary"
-                response["content"] = {"application/json": {"schema": schema_of[id(kind)]}}
+                content: dict[str, Any] = {"schema": schema_of[id(kind)]}
+                if endpoint.media_type == "text/event-stream" and status == endpoint.status:
+                    content = _sse_content(content["schema"])
+                response["content"] = {
+                    endpoint.media_type if status == endpoint.status else "application/json": content
+                }
             responses[str(status)] = response
         operation: dict[str, Any] = {
             "operationId": endpoint.operation_id,
@@ -354,7 +393,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
             "responses": responses,
         }
         if endpoint.description:
-            operation["description"] = endpoint.description
+            operation["description"] = endpoint.description.format_map(_shown(limits))
         params = _parameters(endpoint, limits)
         if params:
             operation["parameters"] = params

@@ -34,6 +34,7 @@ from worker_runtime_core import (
     RuntimeEnvelope,
     RuntimeUnavailableError,
     StopRequest,
+    StreamEvent,
     TranscriptEnvelope,
     WorkerAckEnvelope,
     WorkerEnvelope,
@@ -41,6 +42,7 @@ from worker_runtime_core import (
     WorkersPage,
 )
 
+from . import stream
 from ._request import (
     QUERY_INT_MAX,
     ClientGone,
@@ -67,16 +69,18 @@ class HealthStatus(msgspec.Struct, frozen=True):
 class Context:
     """What handlers share: the Runtime, the body limit, and the encoder and decoders built once."""
 
-    __slots__ = ("encoder", "max_body_bytes", "openapi", "runtime")
+    __slots__ = ("encoder", "max_body_bytes", "openapi", "runtime", "streams")
 
     def __init__(self, runtime: Runtime, openapi: Callable[[], bytes]) -> None:
         self.runtime = runtime
+        self.streams = stream.Streams()
         self.max_body_bytes = runtime.limits.max_body_bytes
         self.encoder = msgspec.json.Encoder()
         self.openapi = openapi
 
 
-Handler = Callable[[Context, Scope, Receive, dict[str, Any]], Awaitable[Reply]]
+#: A handler answers with a status and a body, or (the event stream) with a stream that sends its own frames.
+Handler = Callable[[Context, Scope, Receive, dict[str, Any]], Awaitable[Reply | stream.EventStream]]
 
 _CREATE = msgspec.json.Decoder(CreateWorkerRequest)
 _INPUT = msgspec.json.Decoder(InputRequest)
@@ -165,6 +169,10 @@ async def read_events(ctx: Context, scope: Scope, receive: Receive, params: dict
     if result is None:
         raise ClientGone
     return 200, ctx.encoder.encode(result)
+
+
+async def stream_events(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> stream.EventStream:
+    return await stream.stream_events(ctx.runtime, ctx.streams, scope, ctx.encoder)
 
 
 # --- workers -------------------------------------------------------------------------------------------------
@@ -276,6 +284,8 @@ class Endpoint:
     public: bool = False
     description: str = ""
     alternatives: dict[int, Any] = field(default_factory=dict)
+    media_type: str = "application/json"
+    headers: tuple[QueryParam, ...] = ()
 
 
 _LIMIT = QueryParam(
@@ -355,6 +365,51 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
         ),
         errors=("invalid_request", "limit_too_large", "cursor_expired", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/events/stream",
+        stream_events,
+        "streamEvents",
+        "The event log as Server-Sent Events: one frame per durable event, resumable with Last-Event-ID",
+        200,
+        StreamEvent,
+        media_type="text/event-stream",
+        query=(
+            QueryParam(
+                "after",
+                _COUNT_SCHEMA,
+                "Start with the first event above this id (`Last-Event-ID` wins when both are given). With neither, "
+                "the stream is live only: events logged after it opened; `after=0` replays what is kept.",
+            ),
+            QueryParam("worker_id", ID_SCHEMA, "Only events naming this Worker (a deleted Worker's events too)."),
+            QueryParam("run_id", ID_SCHEMA, "Only the events of this run; needs `worker_id` (422 without it)."),
+            QueryParam(
+                "deltas",
+                {"type": "boolean"},
+                "`true`: also `output_delta` frames (no `id:` line): the text of entries in progress, a snapshot "
+                "of each first when the stream reaches the live tail.",
+            ),
+        ),
+        headers=(
+            QueryParam(
+                "Last-Event-ID",
+                _COUNT_SCHEMA,
+                "The id of the last frame received: the stream starts with the first event above it.",
+            ),
+        ),
+        errors=("invalid_request", "cursor_expired", "runtime_unavailable"),
+        description=(
+            "Each durable event is one frame: `id:` the event id, `event:` its kind, `data:` the event as JSON "
+            "with `entry`, the transcript entry of `input_accepted` and `transcript_appended` (null on other "
+            "kinds). `x-sse-events` names the payload schema of each event name. A comment `: keep-alive` "
+            "comes after `stream_heartbeat_s` ({stream_heartbeat_s} s) of silence. At shutdown every stream "
+            "sends the `runtime_stopping` frame and ends (without an `id:` line if it could not be logged). "
+            "Every error comes as JSON before the first frame: 410 `cursor_expired` for a cursor older than "
+            "the events kept, 422 `invalid_request` for a malformed parameter or `Last-Event-ID` and for a "
+            "cursor above the newest id (`details.newest_id`), 503 `runtime_unavailable` past `max_streams` "
+            "({max_streams}) open streams or while the Runtime stops."
+        ),
     ),
     Endpoint(
         "GET",
