@@ -38,6 +38,7 @@ __all__ = [
     "KNOWN_EVENT_KINDS",
     "KNOWN_RUN_STATUSES",
     "NamedProfile",
+    "OutputDelta",
     "ProfileSelector",
     "ResourceRef",
     "RoleIntent",
@@ -271,6 +272,19 @@ class TranscriptEntry(msgspec.Struct, frozen=True, kw_only=True):
     run_id: RunId | None
     created_at: Timestamp
     event_id: int
+
+
+class OutputDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """Partial text of the entry a run is producing (stream only, never in the event log): `text` at code-point
+    `offset` of the entry that will get transcript sequence `sequence`. The first delta a consumer gets of an entry
+    is its whole text so far at offset 0; replaying one is harmless, since (sequence, offset) addresses it."""
+
+    kind: Literal["output_delta"] = "output_delta"
+    worker_ref: WorkerRef
+    run_id: RunId
+    sequence: int
+    offset: int
+    text: str
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
