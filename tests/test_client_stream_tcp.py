@@ -2,13 +2,18 @@
 stops (sending ``runtime_stopping``), is gone for a while, and comes back on the same port; the client reads on
 from its cursor with no event lost or repeated.
 
-uvicorn serves on asyncio, so this runs on asyncio only. The injected sleep of the stream is where the test stops
-and restarts the server: it is called before each reconnect, so no test step waits on time.
+uvicorn serves on asyncio: the restart test runs on asyncio only (the injected sleep of the stream is where it stops
+and restarts the server, so no step waits on time); the test of leaving a stream early serves from a thread of its
+own, so the client runs under trio too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -22,11 +27,6 @@ from starlette.routing import Route
 from stream_helpers import event, frame
 
 from worker_runtime_client import EventStream, RetryPolicy, RuntimeClient, RuntimeStoppingEvent
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class _Server(uvicorn.Server):
@@ -83,6 +83,7 @@ def _socket(port: int = 0) -> socket.socket:
     return sock
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_stream_resumes_from_its_cursor_across_a_server_restart_on_real_tcp() -> None:
     before = [event(i) for i in range(1, 6)]
     after = [*before, event(6, "runtime_stopping", worker_ref=None, data={})]
@@ -125,3 +126,42 @@ async def test_a_stream_resumes_from_its_cursor_across_a_server_restart_on_real_
     assert seen_second == ["6"]  # the restarted server was asked from the cursor
     assert len(sleeps) == 3 and all(0 <= s <= 0.2 for s in sleeps)
     assert stream.reconnects == 1 and stream.cursor == 9
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[str]:
+    """A stream of five events that then stays open, served by uvicorn on its own thread and event loop."""
+    log = [event(i) for i in range(1, 6)]
+    server = uvicorn.Server(uvicorn.Config(_app(log, [], stopping_after=None), log_level="warning", lifespan="off"))
+    sock = _socket()
+    started = threading.Event()
+    original = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original(sockets=sockets)
+        started.set()
+
+    server.startup = startup  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(30)
+
+
+async def test_leaving_a_stream_early_ends_every_reader_of_its_connection(threaded_server: str) -> None:
+    # Frames are still buffered when the caller leaves. httpx reads a body through a chain of async generators; if
+    # any were left suspended, trio would warn when collecting them, and the suite turns warnings into failures.
+    async with RuntimeClient(threaded_server, retries=RetryPolicy(attempts=2)) as rt:
+        for _ in range(3):
+            with anyio.fail_after(30):  # a bound against a hang, not a wait
+                async with rt.stream_events(after=0) as stream:
+                    async for item in stream:
+                        if item.id == 2:
+                            break
+            assert stream.cursor == 2
+            gc.collect()
+        async with rt.stream_events(after=4) as stream:  # and the connection pool still serves a stream
+            assert (await stream.__anext__()).id == 5
+    gc.collect()

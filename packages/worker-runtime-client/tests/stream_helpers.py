@@ -17,17 +17,9 @@ import anyio
 import anyio.lowlevel
 import httpx
 import msgspec
-import pytest
 from client_helpers import T0, runtime_body, worker
 
 RID = "rt-1"
-
-#: For modules that leave a stream open: httpx's response iterators (and httpx-sse's, on top of them) are async
-#: generators, which a closed response leaves unexhausted, and trio warns when it collects them (httpx issue 3686,
-#: not fixed in 0.28). The connection itself is closed (each test checks `FakeStreamServer.closed`).
-IGNORE_HTTPX_ASYNCGEN_WARNING = pytest.mark.filterwarnings(
-    r"ignore:Async generator '(httpx|httpx_sse)\.[\w.<>]+' was garbage collected:ResourceWarning"
-)
 
 
 def event(event_id: int | None, kind: str = "worker_created", **fields: Any) -> dict[str, Any]:
@@ -188,6 +180,8 @@ class _ScriptStream(httpx.AsyncByteStream):
         return self
 
     async def __anext__(self) -> bytes:
+        if self._closed:
+            raise httpx.ReadError("this socket was already closed")  # what a closed connection answers
         if self._chunks:
             await anyio.lowlevel.checkpoint()
             return self._chunks.pop(0)

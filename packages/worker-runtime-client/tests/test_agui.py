@@ -12,7 +12,6 @@ from ag_ui.core import EventType
 from client_helpers import BASE
 from pydantic import TypeAdapter
 from stream_helpers import (
-    IGNORE_HTTPX_ASYNCGEN_WARNING,
     FakeStreamServer,
     Script,
     appended,
@@ -29,7 +28,6 @@ from worker_runtime_client import EntryDone, RetryPolicy, RunDone, RuntimeClient
 from worker_runtime_client.agui import run_sse, to_agui
 from worker_runtime_core import RunError, RunInfo, TokenUsage, TranscriptEntry
 
-pytestmark = IGNORE_HTTPX_ASYNCGEN_WARNING
 ADAPTER: TypeAdapter[Any] = TypeAdapter(AguiEvent)
 T0 = "2026-11-24T12:00:00.000000Z"
 

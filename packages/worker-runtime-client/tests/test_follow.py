@@ -8,7 +8,6 @@ import anyio
 import pytest
 from client_helpers import BASE
 from stream_helpers import (
-    IGNORE_HTTPX_ASYNCGEN_WARNING,
     FakeStreamServer,
     Script,
     appended,
@@ -30,8 +29,6 @@ from worker_runtime_client import (
     RuntimeClient,
     TextDelta,
 )
-
-pytestmark = IGNORE_HTTPX_ASYNCGEN_WARNING
 
 TEXT = "Grüße 🌍, 日本語 ✓ — naïve café 🎉!"  # multi-byte in UTF-8, and two characters outside the BMP
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 from client_helpers import body, event, input_ack, run, runtime_body, worker
-from stream_helpers import IGNORE_HTTPX_ASYNCGEN_WARNING, FakeStreamServer, run_info, serve_run
+from stream_helpers import FakeStreamServer, run_info, serve_run
 from stream_helpers import entry as stream_entry
 from stream_helpers import event as stream_event
 
@@ -159,7 +159,6 @@ def test_bad_pool_configs_are_config_errors(tmp_path: Path, monkeypatch: pytest.
         RuntimePool.from_file(bad)
 
 
-@IGNORE_HTTPX_ASYNCGEN_WARNING
 async def test_the_pool_streams_each_runtimes_events_from_that_runtime() -> None:
     servers = {
         rid: FakeStreamServer(events=[stream_event(i, runtime_id=rid) for i in (1, 2)], runtime_id=rid)
@@ -178,7 +177,6 @@ async def test_the_pool_streams_each_runtimes_events_from_that_runtime() -> None
     assert servers["rt-b"].requests[0].url.params["worker_id"] == "w1"
 
 
-@IGNORE_HTTPX_ASYNCGEN_WARNING
 async def test_the_pool_follows_a_run_on_the_runtime_its_ref_names() -> None:
     servers = {rid: FakeStreamServer(runtime_id=rid) for rid in ("rt-1", "rt-2")}
     entries = [stream_entry(0, "q", role="user"), stream_entry(1, "answer")]

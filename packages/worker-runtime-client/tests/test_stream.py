@@ -9,7 +9,6 @@ import httpx
 import pytest
 from client_helpers import BASE
 from stream_helpers import (
-    IGNORE_HTTPX_ASYNCGEN_WARNING,
     FakeStreamServer,
     Script,
     Sleeps,
@@ -40,7 +39,6 @@ from worker_runtime_client import (
 )
 
 FAST = RetryPolicy(attempts=1, backoff_s=0)
-pytestmark = IGNORE_HTTPX_ASYNCGEN_WARNING
 
 
 def _client(server: FakeStreamServer, retries: RetryPolicy = FAST, **kwargs: Any) -> RuntimeClient:

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["EventStream"]
 
 _PATH = "/v1/events/stream"
+#: Bounds on reading a closed response to its end (`_finish`): a closed connection fails at once, after what it
+#: had buffered.
+_FINISH_S = 1.0
+_FINISH_FRAMES = 10_000
 
 
 class EventStream:
@@ -260,10 +264,24 @@ class EventStream:
         frames, response = self._frames, self._response
         self._frames = self._response = None
         with anyio.CancelScope(shield=True):
-            if frames is not None:
-                await frames.aclose()
             if response is not None:
                 await response.aclose()
+            if frames is not None:
+                await _finish(frames)
+
+
+async def _finish(frames: AsyncGenerator[ServerSentEvent, None]) -> None:
+    """End the frame iterator of a closed response. httpx reads a body through a chain of async generators, and
+    `aclose` on the outer one leaves the inner ones suspended, which trio reports when it collects them (httpx
+    issue 3686). Reading on from the closed connection makes the innermost one fail, so every one of them ends;
+    what was still buffered is dropped (the cursor has not moved past it)."""
+    with anyio.move_on_after(_FINISH_S):
+        try:
+            for _ in range(_FINISH_FRAMES):
+                await frames.__anext__()
+        except Exception:  # the closed connection's error (or the end) ends the chain: expected
+            pass
+    await frames.aclose()
 
 
 def _stream_error(error: WorkerRuntimeError) -> WorkerRuntimeError:
