@@ -93,7 +93,7 @@ def frame(body: dict[str, Any]) -> bytes:
     data = json.dumps(body, ensure_ascii=False)
     if body["kind"] == "output_delta":
         return f"event: output_delta\ndata: {data}\n\n".encode()
-    head = f"id: {body['id']}\n" if body.get("id") is not None else ""
+    head = f"id: {body['id']}\n" if body.get("id") else ""  # no id line for one that was not logged
     return f"{head}event: {body['kind']}\ndata: {data}\n\n".encode()
 
 

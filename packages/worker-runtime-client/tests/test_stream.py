@@ -256,13 +256,15 @@ async def test_frames_decode_to_typed_events_deltas_and_generic_unknown_kinds() 
     assert request.headers["accept"] == "text/event-stream"
 
 
-async def test_a_runtime_stopping_that_was_not_logged_moves_no_cursor() -> None:
-    chunks = [frame(event(1)), frame(event(None, "runtime_stopping", worker_ref=None, data={}))]
-    server = FakeStreamServer(events=[event(1)], plan=lambda c, r: Script(chunks))
+@pytest.mark.parametrize("unlogged_id", [None, 0])
+async def test_a_runtime_stopping_that_was_not_logged_is_yielded_and_moves_no_cursor(unlogged_id: int | None) -> None:
+    stopping = event(unlogged_id, "runtime_stopping", worker_ref=None, data={})
+    chunks = [frame(event(1)), frame(stopping), frame(event(2))]
+    server = FakeStreamServer(events=[event(1), event(2)], plan=lambda c, r: Script(chunks))
     async with _client(server) as rt, rt.stream_events(after=0) as stream:
-        items = await _take(stream, 2)
-        assert isinstance(items[1], RuntimeStoppingEvent) and items[1].id is None
-        assert stream.cursor == 1
+        items = await _take(stream, 3)
+        assert isinstance(items[1], RuntimeStoppingEvent) and items[1].id == unlogged_id
+        assert [e.id for e in items] == [1, unlogged_id, 2] and stream.cursor == 2
 
 
 async def test_a_known_kind_in_a_wrong_shape_is_a_protocol_error() -> None:

@@ -95,9 +95,10 @@ def test_a_newer_servers_kinds_statuses_codes_and_fields_decode() -> None:
     assert cancelled.data.run.error.code == "quota_gone" and cancelled.data.reason == "user"
 
 
-def test_a_runtime_stopping_that_was_not_logged_has_no_id() -> None:
-    event = decode_event(_json("runtime_stopping", {}, id=None, worker_ref=None, run_id=None))
-    assert isinstance(event, RuntimeStoppingEvent) and event.id is None
+@pytest.mark.parametrize("unlogged_id", [None, 0])
+def test_a_runtime_stopping_that_was_not_logged_decodes(unlogged_id: int | None) -> None:
+    event = decode_event(_json("runtime_stopping", {}, id=unlogged_id, worker_ref=None, run_id=None))
+    assert isinstance(event, RuntimeStoppingEvent) and event.id == unlogged_id
 
 
 @pytest.mark.parametrize(

@@ -167,8 +167,8 @@ class EventStream:
             raise ProtocolError(f"GET {_PATH}: a {frame.event!r} frame outside the contract ({exc})") from None
         if event.worker_ref is not None:
             self._check_runtime(event.worker_ref.runtime_id)
-        if event.id is None:  # not durable (a runtime_stopping that could not be logged): no cursor to move
-            return event
+        if not event.id:  # not durable (a runtime_stopping that could not be logged: id null or 0, as ids start
+            return event  # at 1): yielded, and no cursor to move
         if self.cursor is not None and event.id <= self.cursor:
             return None
         self.cursor = event.id

@@ -149,8 +149,8 @@ class WorkerDeletedEvent(_DurableEvent, frozen=True, kw_only=True, tag="worker_d
 
 
 class RuntimeStoppingEvent(_TypedEvent, frozen=True, kw_only=True, tag="runtime_stopping"):
-    """The Runtime is shutting down; every stream sends it and ends. `id` is null when the event could not be
-    logged (the frame then has no ``id:`` line); `data` is ``{}``."""
+    """The Runtime is shutting down; every stream sends it and ends. When the event could not be logged the frame
+    has no ``id:`` line and `id` is 0 or null (event ids start at 1); `data` is ``{}``."""
 
     id: int | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
