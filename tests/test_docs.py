@@ -403,6 +403,20 @@ async def test_the_engine_example_runs_as_written() -> None:
     assert failed.error == core.RunError(code="nothing_to_shout", message="the input is blank")
 
 
+async def test_the_streaming_engine_example_runs_as_written() -> None:
+    (source,) = [b for b in _blocks(PYTHON_API, "python") if "class StreamEngine" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "python-api.md", "exec"), namespace)
+    profiles = {"stream": core.ProfileConfig(engine="stream")}
+    async with core.Runtime(engines={"stream": namespace["StreamEngine"]}, profiles=profiles) as rt:
+        wid = (await rt.create_worker(profile=core.NamedProfile(name="stream"))).worker_ref.worker_id
+        ack = await rt.send_input(wid, "one two")
+        done = await rt.wait_for_run(wid, ack.run_id)
+        page = await rt.transcript(wid, run_id=ack.run_id)
+    assert done.status == "completed"
+    assert [e.content for e in page.items] == ["one two", "one two "]
+
+
 # --- the Python API ----------------------------------------------------------------------------------------------
 
 

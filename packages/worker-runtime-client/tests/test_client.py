@@ -258,6 +258,29 @@ async def test_pages_are_followed(mock: respx.MockRouter, client: RuntimeClient)
     assert [e.content async for e in client.iter_transcript("w1", page_size=2)] == ["m0", "m1", "m2", "m3", "m4"]
 
 
+async def test_one_run_s_transcript_is_asked_for_by_run_id_page_after_page(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    def transcript(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["run_id"] == "run-7"
+        start = max(int(request.url.params["start"]), 3)  # the run's entries are sequences 3 to 5
+        items = [
+            {"sequence": s, "role": "assistant", "content": f"m{s}", "run_id": "run-7", "created_at": "x",
+             "event_id": s + 1, "data": None}
+            for s in range(start, min(start + 2, 6))
+        ]  # fmt: skip
+        nxt = start + len(items) if start + len(items) < 6 else None
+        page = {"worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"}, "start": start, "limit": 2,
+                "total_items": 3, "items": items, "next_start": nxt}  # fmt: skip
+        return httpx.Response(200, json={"transcript": page})
+
+    route = mock.get("/v1/workers/w1/transcript").mock(side_effect=transcript)
+    entries = [e async for e in client.iter_transcript("w1", page_size=2, run_id="run-7")]
+    assert [e.content for e in entries] == ["m3", "m4", "m5"]
+    assert [r.request.url.params["start"] for r in route.calls] == ["0", "5"]
+    assert (await client.transcript("w1", run_id="run-7")).total_items == 3
+
+
 async def test_watch_events_resumes_from_its_cursor_and_never_repeats(
     mock: respx.MockRouter, client: RuntimeClient
 ) -> None:

@@ -1,19 +1,39 @@
-"""The event log: ids, kinds and data, filtered pages, long-poll and retention; transcript pages."""
+"""The event log: ids, kinds and data, filtered pages, long-poll and retention; transcript pages (one run's too)."""
 
 from __future__ import annotations
 
 import anyio
 import pytest
+from core_helpers import Gate, gated_worker
 from store_faults import FaultyStore
 
 from worker_runtime_core import (
     CursorExpiredError,
+    Engine,
     InvalidRequestError,
+    InvalidWorkerIdError,
     Limits,
     LimitTooLargeError,
+    MemoryStore,
+    ProfileConfig,
+    RunContext,
+    RunNotFoundError,
     Runtime,
+    WorkerNotFoundError,
 )
-from worker_runtime_core.records import EventRecord
+from worker_runtime_core.records import EventRecord, TranscriptRecord
+
+
+class CountingStore(MemoryStore):
+    """A memory store that records each transcript read as (start, limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int]] = []
+
+    async def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptRecord]:
+        self.reads.append((start, limit))
+        return await super().read_transcript(worker_id, start, limit)
 
 
 async def test_event_ids_start_at_one_and_have_no_gaps(rt: Runtime) -> None:
@@ -193,3 +213,105 @@ async def test_transcript_pages_are_bounded_and_continue_with_next_start(rt: Run
         await rt.transcript("w", start=-1)
     with pytest.raises(InvalidRequestError):
         await rt.transcript("w", limit=0)
+
+
+# --- one run's entries -----------------------------------------------------------------------------------------
+
+
+class Chatty(Engine):
+    """Answers with as many entries as the input's number."""
+
+    name = "chatty"
+
+    async def run(self, ctx: RunContext) -> None:
+        for n in range(int(ctx.content)):
+            await ctx.emit(f"{ctx.content}.{n}")
+
+
+def _chatty() -> Runtime:
+    return Runtime(profiles={"default": ProfileConfig("chatty")}, engines={"chatty": Chatty})
+
+
+async def _runs(rt: Runtime, counts: list[int]) -> list[str]:
+    await rt.create_worker(worker_id="w")
+    run_ids = []
+    for count in counts:
+        ack = await rt.send_input("w", str(count))
+        await rt.wait_for_run("w", ack.run_id)
+        run_ids.append(ack.run_id)
+    return run_ids
+
+
+async def test_a_transcript_page_of_one_run_holds_its_input_and_outputs_only() -> None:
+    async with _chatty() as rt:
+        first, middle, last = await _runs(rt, [2, 5, 1])  # sequences 0-2, 3-8, 9-10
+        page = await rt.transcript("w", run_id=middle)
+        assert [e.sequence for e in page.items] == [3, 4, 5, 6, 7, 8]
+        assert {e.run_id for e in page.items} == {middle}
+        assert (page.start, page.total_items, page.next_start) == (0, 6, None)
+        head = await rt.transcript("w", run_id=middle, limit=4)
+        assert [e.sequence for e in head.items] == [3, 4, 5, 6] and head.next_start == 7
+        tail = await rt.transcript("w", start=head.next_start, limit=4, run_id=middle)  # type: ignore[arg-type]
+        assert [e.sequence for e in tail.items] == [7, 8] and tail.next_start is None
+        assert (tail.start, tail.total_items) == (7, 6)
+        exact = await rt.transcript("w", start=5, limit=4, run_id=middle)
+        assert [e.sequence for e in exact.items] == [5, 6, 7, 8] and exact.next_start is None
+        beyond = await rt.transcript("w", start=9, run_id=middle)
+        assert (beyond.items, beyond.total_items, beyond.next_start) == ([], 6, None)
+        assert [e.content for e in (await rt.transcript("w", run_id=first)).items] == ["2", "2.0", "2.1"]
+        assert [e.content for e in (await rt.transcript("w", run_id=last)).items] == ["1", "1.0"]
+        assert (await rt.get_run("w", middle)).input_sequence == 3
+
+
+async def test_a_page_of_one_run_reads_only_the_run_s_range() -> None:
+    store = CountingStore()
+    async with Runtime(store=store, profiles={"default": ProfileConfig("chatty")}, engines={"chatty": Chatty}) as rt:
+        _, middle, _ = await _runs(rt, [300, 3, 300])
+        store.reads.clear()
+        page = await rt.transcript("w", run_id=middle, limit=2)
+    assert [e.content for e in page.items] == ["3", "3.0"]
+    assert store.reads == [(301, 2)]  # no scan: the run's range comes from its record
+
+
+async def test_the_entries_of_the_active_run_are_those_committed_so_far(rt: Runtime, gate: Gate) -> None:
+    wid = await gated_worker(rt)
+    ack = await rt.send_input(wid, "go")
+    await gate.started.wait()
+    page = await rt.transcript(wid, run_id=ack.run_id)
+    assert [e.content for e in page.items] == ["go"] and page.total_items == 1
+    gate.release.set()
+    await rt.wait_for_run(wid, ack.run_id)
+    page = await rt.transcript(wid, run_id=ack.run_id)
+    assert [e.content for e in page.items] == ["go", "released go"] and page.total_items == 2
+
+
+async def test_a_transcript_of_an_unknown_run_is_run_not_found_and_a_bad_run_id_invalid() -> None:
+    async with _chatty() as rt:
+        await _runs(rt, [1])
+        with pytest.raises(RunNotFoundError):
+            await rt.transcript("w", run_id="run-999")
+        for bad in ("bad id", "", "x" * 129, 7):
+            with pytest.raises(InvalidRequestError) as info:
+                await rt.transcript("w", run_id=bad)  # type: ignore[arg-type]
+            assert info.value.details == {"field": "run_id"}
+        with pytest.raises(InvalidWorkerIdError):
+            await rt.transcript("bad id", run_id="bad id")  # the worker id is reported first
+        with pytest.raises(WorkerNotFoundError):
+            await rt.transcript("ghost", run_id="run-1")
+
+
+async def test_runs_recorded_before_runs_counted_their_entries_are_still_paged() -> None:
+    async with _chatty() as rt:
+        old, previous, last = await _runs(rt, [2, 3, 1])
+        record = rt._registry.workers["w"]
+        for run_id in (old, previous, last):  # as a store written by an older version holds them
+            run = await rt._store.read_run("w", run_id)
+            assert run is not None and run.entries is not None
+            run.entries = None
+        assert record.last_run is not None and record.last_run.entries is None
+        expected = {old: [0, 1, 2], previous: [3, 4, 5, 6], last: [7, 8]}
+        for run_id, sequences in expected.items():
+            page = await rt.transcript("w", run_id=run_id, limit=2)
+            assert page.total_items == len(sequences)
+            assert [e.sequence for e in page.items] == sequences[:2]
+            assert page.next_start == (sequences[2] if len(sequences) > 2 else None)

@@ -448,6 +448,24 @@ async def test_transcript_of_an_unknown_worker_is_404(client: httpx.AsyncClient)
     assert response.status_code == 404
 
 
+async def test_transcript_of_one_run(rt: Runtime, client: httpx.AsyncClient) -> None:
+    await create(client)
+    run_ids = []
+    for text in ("one", "two"):
+        ack = (await client.post("/v1/workers/w1/input", json={"content": text})).json()["ack"]
+        await rt.wait_for_run("w1", ack["run_id"])
+        run_ids.append(ack["run_id"])
+    page = (await client.get(f"/v1/workers/w1/transcript?run_id={run_ids[1]}&limit=1")).json()["transcript"]
+    assert [(e["sequence"], e["content"], e["data"]) for e in page["items"]] == [(2, "two", None)]
+    assert (page["start"], page["total_items"], page["next_start"]) == (0, 2, 3)
+    rest = (await client.get(f"/v1/workers/w1/transcript?run_id={run_ids[1]}&start=3")).json()["transcript"]
+    assert [e["content"] for e in rest["items"]] == ["two"] and rest["next_start"] is None
+    unknown = await client.get("/v1/workers/w1/transcript?run_id=run-999")
+    assert unknown.status_code == 404 and error_of(unknown)["code"] == "run_not_found"
+    bad = await client.get("/v1/workers/w1/transcript?run_id=bad%20id")
+    assert bad.status_code == 422 and error_of(bad)["details"] == {"field": "run_id"}
+
+
 # --- events --------------------------------------------------------------------------------------------------
 
 

@@ -13,20 +13,24 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 import pytest
 from store_fs_helpers import DiskFaults, Hold, crash_copy
 
 from worker_runtime_core import (
     ConfigError,
     CursorExpiredError,
+    Engine,
     Limits,
     ProfileConfig,
+    RunContext,
     Runtime,
     RuntimeUnavailableError,
     StoreCorruptError,
     WorkerNotFoundError,
     times,
 )
+from worker_runtime_core.records import RunRecord
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
 from worker_runtime_store_fs import _fileops as fileops
 from worker_runtime_store_fs.layout import Layout
@@ -942,3 +946,51 @@ async def test_a_failed_checkpoint_fsync_leaves_the_outcome_unknown(
         assert [e.content for e in (await rt.transcript("w")).items] == ["m0", "m0"]
         assert (await rt.get_run("w", run_id)).status == "completed"
         await rt.create_worker(worker_id="after")
+
+
+class _Chatty(Engine):
+    """Answers with as many entries as the input's number."""
+
+    name = "chatty"
+
+    async def run(self, ctx: RunContext) -> None:
+        for n in range(int(ctx.content)):
+            await ctx.emit(f"{ctx.content}.{n}")
+
+
+async def test_a_run_s_entries_are_paged_by_its_record_across_a_restart_and_a_crash(tmp_path: Path) -> None:
+    hold = Hold()
+    root = tmp_path / "live"
+    profiles = {"chatty": ProfileConfig("chatty"), "hold": ProfileConfig("hold")}
+    engines: dict[str, type[Engine]] = {"chatty": _Chatty, "hold": hold.engine()}
+    async with Runtime(store=FsRuntimeStore(root), profiles=profiles, engines=engines) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "chatty"})
+        await rt.create_worker(worker_id="h", profile={"kind": "named", "name": "hold"})
+        first = await _run(rt, "w", "3")  # sequences 0-3
+        second = await _run(rt, "w", "2")  # 4-6
+        held = (await rt.send_input("h", "work")).run_id
+        await hold.started.wait()
+        copy = crash_copy(root, tmp_path / "crashed")
+        hold.release.set()
+    engines["hold"] = Hold().engine()
+    for _ in range(2):  # the crash's recovery, then a clean restart of what it left
+        store = FsRuntimeStore(copy)
+        async with Runtime(store=store, profiles=profiles, engines=engines) as rt:
+            for run_id, sequences in ((first, [0, 1, 2, 3]), (second, [4, 5, 6])):
+                recorded = await store.read_run("w", run_id)
+                assert recorded is not None and recorded.entries == len(sequences)
+                page = await rt.transcript("w", run_id=run_id, limit=2)
+                assert page.total_items == len(sequences)
+                assert [e.sequence for e in page.items] == sequences[:2]
+                assert page.next_start == sequences[2]
+            interrupted = await rt.transcript("h", run_id=held)
+            assert [e.content for e in interrupted.items] == ["work"] and interrupted.total_items == 1
+            assert (await rt.get_run("h", held)).status == "interrupted"
+            third = await _run(rt, "w", "1")
+            assert [e.content for e in (await rt.transcript("w", run_id=third)).items] == ["1", "1.0"]
+
+
+def test_a_run_line_written_before_runs_counted_their_entries_still_decodes() -> None:
+    line = b'{"run_id":"run-3","input_sequence":0,"started_at":1.0,"status":"completed","ended_at":2.0}'
+    run = msgspec.json.decode(line, type=RunRecord)
+    assert (run.run_id, run.entries) == ("run-3", None)

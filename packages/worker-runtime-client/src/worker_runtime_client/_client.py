@@ -294,18 +294,22 @@ class RuntimeClient:
 
     # --- transcript and events -------------------------------------------------------------------------------
 
-    async def transcript(self, worker_id: str, start: int = 0, limit: int | None = None) -> TranscriptPage:
-        """``GET /v1/workers/{worker_id}/transcript``: one page."""
+    async def transcript(
+        self, worker_id: str, start: int = 0, limit: int | None = None, *, run_id: str | None = None
+    ) -> TranscriptPage:
+        """``GET /v1/workers/{worker_id}/transcript``: one page; with `run_id`, of that run's entries only (`start`
+        stays a transcript sequence)."""
         path = _worker_path(worker_id) + "/transcript"
-        return (await self._call("GET", path, TranscriptEnvelope, params=_params(start=start, limit=limit))).transcript
+        params = _params(start=start, limit=limit, run_id=run_id)
+        return (await self._call("GET", path, TranscriptEnvelope, params=params)).transcript
 
     async def iter_transcript(
-        self, worker_id: str, start: int = 0, *, page_size: int | None = None
+        self, worker_id: str, start: int = 0, *, page_size: int | None = None, run_id: str | None = None
     ) -> AsyncIterator[TranscriptEntry]:
-        """Every transcript entry from `start`, page after page."""
+        """Every transcript entry from `start` (only `run_id`'s, when given), page after page."""
         next_start: int | None = start
         while next_start is not None:
-            page = await self.transcript(worker_id, start=next_start, limit=page_size)
+            page = await self.transcript(worker_id, start=next_start, limit=page_size, run_id=run_id)
             for entry in page.items:
                 yield entry
             next_start = page.next_start

@@ -239,10 +239,12 @@ class RuntimePool:
     async def delete_worker(self, ref: WorkerRef) -> WorkerAck:
         return await self.client(ref.runtime_id).delete_worker(ref.worker_id)
 
-    async def transcript(self, ref: WorkerRef, start: int = 0, limit: int | None = None) -> TranscriptPage:
-        return await self.client(ref.runtime_id).transcript(ref.worker_id, start, limit)
+    async def transcript(
+        self, ref: WorkerRef, start: int = 0, limit: int | None = None, *, run_id: str | None = None
+    ) -> TranscriptPage:
+        return await self.client(ref.runtime_id).transcript(ref.worker_id, start, limit, run_id=run_id)
 
     def iter_transcript(
-        self, ref: WorkerRef, start: int = 0, *, page_size: int | None = None
+        self, ref: WorkerRef, start: int = 0, *, page_size: int | None = None, run_id: str | None = None
     ) -> AsyncIterator[TranscriptEntry]:
-        return self.client(ref.runtime_id).iter_transcript(ref.worker_id, start, page_size=page_size)
+        return self.client(ref.runtime_id).iter_transcript(ref.worker_id, start, page_size=page_size, run_id=run_id)

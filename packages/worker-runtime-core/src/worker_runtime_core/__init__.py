@@ -6,13 +6,15 @@ their built-in implementations, and one typed error per wire code. Depends on ms
 
 from ._version import __version__
 from .config import DEFAULT_PROFILE, Limits, LimitsInfo, ProfileConfig
-from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, NoOptions, RunContext
+from .deltas import DeltaSubscription
+from .engines import CommandEngine, CommandOptions, EchoEngine, Engine, EntryWriter, NoOptions, RunContext
 from .errors import (
     CapacityExceededError,
     ConfigError,
     ConflictError,
     CursorExpiredError,
     EngineError,
+    EntryInProgressError,
     ForbiddenHostError,
     ForbiddenOriginError,
     IdempotencyConflictError,
@@ -241,6 +243,7 @@ __all__ = [
     "CommandOptions",
     "EchoEngine",
     "Engine",
+    "EntryWriter",
     "NoOptions",
     "RunContext",
     # stores
@@ -249,12 +252,15 @@ __all__ = [
     "RuntimeStore",
     "StoreHealth",
     "StoreState",
+    # live output
+    "DeltaSubscription",
     # errors
     "CapacityExceededError",
     "ConfigError",
     "ConflictError",
     "CursorExpiredError",
     "EngineError",
+    "EntryInProgressError",
     "ForbiddenHostError",
     "ForbiddenOriginError",
     "IdempotencyConflictError",

@@ -32,7 +32,8 @@ whether the same call can succeed later. Only the HTTP package knows status code
     ├── OperationTimeoutError         operation_timeout (retryable; also a TimeoutError)
     ├── StoreCorruptError             store_corrupt
     ├── InternalError                 internal_error
-    │   └── IllegalTransitionError    internal_error (a bug: a state change the lifecycle tables lack)
+    │   ├── IllegalTransitionError    internal_error (a bug: a state change the lifecycle tables lack)
+    │   └── EntryInProgressError      internal_error (an engine's bug: a second entry while one is open)
     └── ConfigError                   invalid_config (a bad profile or setting; never sent by a server)
 
 `EngineError` is what an engine raises to fail a run with its own code; it ends the run ``failed`` and never
@@ -50,6 +51,7 @@ __all__ = [
     "ConflictError",
     "CursorExpiredError",
     "EngineError",
+    "EntryInProgressError",
     "ForbiddenHostError",
     "ForbiddenOriginError",
     "IdempotencyConflictError",
@@ -312,6 +314,11 @@ class IllegalTransitionError(InternalError):
         self.machine = machine
         self.state = state
         self.event = event
+
+
+class EntryInProgressError(InternalError):
+    """An engine began an entry, or emitted one, while another entry of its run is in progress (a run has at most
+    one); an engine that lets it escape fails its run. `details` names the run and the open entry's sequence."""
 
 
 class ConfigError(WorkerRuntimeError):

@@ -264,7 +264,8 @@ class WorkerDetail(WorkerSummary, frozen=True, kw_only=True):
 
 
 class TranscriptEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of a Worker's append-only transcript; `sequence` starts at 0."""
+    """One entry of a Worker's append-only transcript; `sequence` starts at 0. `data` is null (structured data of
+    an entry, such as a tool call, is planned)."""
 
     sequence: int
     role: TranscriptRole
@@ -272,6 +273,7 @@ class TranscriptEntry(msgspec.Struct, frozen=True, kw_only=True):
     run_id: RunId | None
     created_at: Timestamp
     event_id: int
+    data: dict[str, Any] | None = None
 
 
 class OutputDelta(msgspec.Struct, frozen=True, kw_only=True):

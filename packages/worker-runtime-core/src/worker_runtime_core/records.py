@@ -49,7 +49,13 @@ __all__ = [
 
 
 class RunRecord(msgspec.Struct, kw_only=True, gc=False):
-    """A run as the Runtime tracks it; mutated only by the Runtime until it is terminal."""
+    """A run as the Runtime tracks it; mutated only by the Runtime until it is terminal.
+
+    A run's transcript entries are contiguous: its input's at `input_sequence`, then its outputs. `entries` counts
+    them (the input's included) once the run has ended, so a page of one run's entries is found without a scan; it
+    is None while the run is active (the Worker's `transcript_len` bounds them) and in a run recorded by a version
+    that did not count them.
+    """
 
     run_id: str
     input_sequence: int
@@ -58,6 +64,7 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     ended_at: float | None = None
     error: RunError | None = None
     usage: TokenUsage | None = None
+    entries: int | None = None
 
     def to_wire(self) -> RunInfo:
         return RunInfo(

@@ -1,5 +1,6 @@
 """A run in flight: the Runtime's handles on it (`ActiveRun`, whose state moves by the run lifecycle table), a stop
-under way (`Stop`), and the `RunContext` an engine is given (`Context`)."""
+under way (`Stop`), the `RunContext` an engine is given (`Context`) and the entry it writes incrementally
+(`Writer`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .engines.base import RunContext
-from .errors import StoreCorruptError, WorkerRuntimeError
+from .deltas import OpenEntry
+from .engines.base import EntryWriter, RunContext
+from .errors import EntryInProgressError, InternalError, StoreCorruptError, WorkerRuntimeError
 from .lifecycle import RunState, next_run_state
 from .models import TokenUsage, TranscriptEntry, WorkerRef
 from .profiles import Profile
@@ -20,7 +22,9 @@ from .wire import WorkerAck
 if TYPE_CHECKING:
     from .supervisor import Supervisor
 
-__all__ = ["ActiveRun", "Context", "Stop"]
+__all__ = ["ActiveRun", "Context", "Stop", "Writer"]
+
+_ROLES = frozenset({"user", "system", "assistant", "tool"})
 
 
 class ActiveRun:
@@ -31,6 +35,7 @@ class ActiveRun:
         "done",
         "end_event_id",
         "end_status",
+        "entry",
         "finished",
         "kind",
         "profile",
@@ -59,6 +64,7 @@ class ActiveRun:
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
         self.task: asyncio.Task[None] | None = None  # under asyncio: holds the run's task alive
+        self.entry: Writer | None = None  # the entry in progress (`Context.begin_entry`) until it is committed
 
     def move(self, event: str) -> None:
         """Move the run on `event` by the run lifecycle table.
@@ -113,9 +119,34 @@ class Context(RunContext):
         self._ref = ref
 
     async def emit(self, content: str, *, role: str = "assistant") -> int:
-        if self._active.end_status is not None:
+        active = self._active
+        if active.entry is not None:
+            raise _in_progress(active)
+        if active.end_status is not None:
             await anyio.lowlevel.checkpoint()  # the run is being cancelled: deliver it, append nothing
-        return await self._sup.append_output(self._active, role, content)
+        return await self._sup.append_output(active, role, content)
+
+    def begin_entry(self, *, role: str = "assistant") -> EntryWriter:
+        active = self._active
+        if active.entry is not None:
+            raise _in_progress(active)
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
+        if active.state != "running":
+            raise InternalError(f"run {active.record.run_id} has ended; it takes no new entry")
+        sup = self._sup
+        record = active.worker
+        entry = OpenEntry(
+            self.worker_ref,
+            active.record.run_id,
+            record.transcript_len,
+            role,
+            sup.journal.newest_id,
+            record.last_event_id,
+        )
+        writer = active.entry = Writer(sup, active, entry)
+        sup.hub.begin(record.worker_id, entry)
+        return writer
 
     async def history(self, limit: int) -> list[TranscriptEntry]:
         sup = self._sup
@@ -135,3 +166,72 @@ class Context(RunContext):
             input_tokens += run.usage.input_tokens
             output_tokens += run.usage.output_tokens
         run.usage = TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+class Writer(EntryWriter):
+    """The entry a run is writing: its text lives in the hub's `OpenEntry` (what the streams read); `end` commits
+    it through the supervisor, like `Context.emit`."""
+
+    __slots__ = ("_active", "_committed", "_ending", "_sup", "entry", "role", "sequence")
+
+    def __init__(self, sup: Supervisor, active: ActiveRun, entry: OpenEntry) -> None:
+        self._sup = sup
+        self._active = active
+        self.entry = entry
+        self.sequence = entry.sequence
+        self.role = entry.role
+        self._committed: int | None = None  # the sequence it was committed at
+        self._ending: anyio.Event | None = None  # set while its commit is in flight
+
+    @property
+    def text(self) -> str:
+        return self.entry.text
+
+    @property
+    def open(self) -> bool:
+        """Not committed yet (nor dropped at the run's end)."""
+        return self._committed is None and self._active.entry is self
+
+    def write(self, text: str) -> None:
+        if self._ending is not None or not self.open:
+            raise EntryInProgressError(
+                f"entry {self.sequence} of run {self.entry.run_id} has been ended; begin another to write more",
+                details={"run_id": self.entry.run_id, "sequence": self.sequence},
+            )
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if text:
+            entry = self.entry
+            entry.add(text)
+            self._sup.hub.changed(self._active.worker.worker_id)
+
+    async def end(self) -> int:
+        while self._ending is not None:  # a commit of it is in flight: its outcome decides
+            await self._ending.wait()
+        if self._committed is not None:
+            return self._committed
+        if self._active.entry is not self:
+            raise EntryInProgressError(
+                f"entry {self.sequence} of run {self.entry.run_id} was dropped when its run ended",
+                details={"run_id": self.entry.run_id, "sequence": self.sequence},
+            )
+        ending = self._ending = anyio.Event()
+        try:
+            self._committed = await self._sup.commit_entry(self._active, self)
+        finally:
+            self._ending = None
+            ending.set()
+        return self._committed
+
+    def committed(self, sequence: int) -> None:
+        """The supervisor committed it (at the run's end)."""
+        self._committed = sequence
+
+
+def _in_progress(active: ActiveRun) -> EntryInProgressError:
+    writer = active.entry
+    assert writer is not None
+    return EntryInProgressError(
+        f"run {active.record.run_id} has entry {writer.sequence} in progress; end it first",
+        details={"run_id": active.record.run_id, "sequence": writer.sequence},
+    )

@@ -16,6 +16,7 @@ from ._backends import spawn_system_task
 from ._version import __version__
 from .checks import check_worker_id, create_request, input_digest, is_int, page_limit
 from .config import DEFAULT_PROFILE, Limits, ProfileConfig
+from .deltas import DeltaSubscription
 from .diagnostics import Diagnostics, corrupt_error
 from .engines.base import Engine
 from .engines.registry import discover_engines
@@ -645,31 +646,98 @@ class Runtime:
 
     # --- reads -----------------------------------------------------------------------------------------------
 
-    async def transcript(self, worker_id: str, start: int = 0, limit: int | None = None) -> TranscriptPage:
-        """Entries `start` to `start + limit` of a Worker's transcript.
+    async def transcript(
+        self, worker_id: str, start: int = 0, limit: int | None = None, *, run_id: str | None = None
+    ) -> TranscriptPage:
+        """Entries `start` to `start + limit` of a Worker's transcript; with `run_id`, only that run's entries.
+
+        A run's entries are contiguous (its input's at the run's `input_sequence`, then its outputs), so a page of
+        one run costs O(page) too: `start` is still a transcript sequence (the run's entries from there on),
+        `total_items` counts the run's entries and `next_start` is the sequence after the last one returned while
+        more of them remain, else None.
 
         Raises:
-            InvalidRequestError: negative `start` or `limit` below 1.
+            InvalidRequestError: negative `start`, `limit` below 1, or a `run_id` that breaks the id pattern.
             LimitTooLargeError: `limit` above `max_page`.
+            RunNotFoundError: the Worker has no run `run_id`.
             InvalidWorkerIdError, WorkerNotFoundError, StoreCorruptError.
         """
+        if run_id is not None and not is_valid_id(run_id):
+            if not (type(worker_id) is str and worker_id in self._registry.workers):
+                check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
+            raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
         record = self._worker(worker_id)
         if not is_int(start) or start < 0:
             raise InvalidRequestError(f"start must be an integer >= 0, not {start!r}", details={"field": "start"})
         size = page_limit(limit, self.limits)
-        total = record.transcript_len
+        wid = record.worker_id
+        if run_id is None:
+            first, total = 0, record.transcript_len
+        else:
+            first, total = await self._run_entries(record, await self._find_run(record, run_id))
+        end = first + total  # the sequence after the last entry of the page's range
+        lo = max(start, first)
         try:
-            records = await self._store.read_transcript(record.worker_id, start, min(size, max(total - start, 0)))
+            records = await self._store.read_transcript(wid, lo, min(size, max(end - lo, 0)))
         except StoreCorruptError as exc:
-            raise self._diagnostics.mark_corrupt(record.worker_id, exc) from None
-        end = start + len(records)
+            raise self._diagnostics.mark_corrupt(wid, exc) from None
+        last = lo + len(records)
         return TranscriptPage(
-            worker_ref=self._ref(record.worker_id),
+            worker_ref=self._ref(wid),
             start=start,
             limit=size,
             total_items=total,
             items=[r.to_wire() for r in records],
-            next_start=end if end < total else None,
+            next_start=last if records and last < end else None,
+        )
+
+    async def _run_entries(self, record: WorkerRecord, run: RunRecord) -> tuple[int, int]:
+        """The sequence of a run's first entry and how many it has: counted on the run once it has ended; an active
+        run's go up to the Worker's `transcript_len`. A run recorded before runs counted their entries is bounded by
+        the next run when that is the Worker's, else counted by reading its entries (once, O(its entries))."""
+        first = run.input_sequence
+        if run.entries is not None:
+            return first, run.entries
+        active = record.active_run
+        if active is run or (active is None and record.last_run is run):
+            return first, record.transcript_len - first
+        if active is not None and record.last_run is run:
+            return first, active.input_sequence - first
+        count = 0
+        page = self.limits.max_page
+        wid = record.worker_id
+        try:
+            while True:
+                found = await self._store.read_transcript(wid, first + count, page)
+                for entry in found:
+                    if entry.run_id != run.run_id:
+                        return first, count
+                    count += 1
+                if len(found) < page:
+                    return first, count
+        except StoreCorruptError as exc:
+            raise self._diagnostics.mark_corrupt(wid, exc) from None
+
+    def open_deltas(self, *, worker_id: str | None = None, run_id: str | None = None) -> DeltaSubscription:
+        """Follow the entries runs are producing (only `worker_id`'s, only its run `run_id`'s, when given): see
+        `DeltaSubscription`. Close it when done (it is a context manager); an open one costs a few bytes per entry
+        in progress.
+
+        Raises:
+            InvalidRequestError: a bad `worker_id` or `run_id`, or `run_id` without `worker_id` (a Worker that does
+                not exist, or no longer does, is fine: nothing matches until it does).
+            RuntimeUnavailableError: the Runtime has not started, or has closed.
+        """
+        self._require_started()
+        if worker_id is not None and not is_valid_id(worker_id):
+            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
+        if run_id is not None:
+            if not is_valid_id(run_id):
+                raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
+            if worker_id is None:
+                raise InvalidRequestError("run_id needs worker_id", details={"field": "run_id"})
+        return self._supervisor.hub.subscribe(
+            str(worker_id) if worker_id is not None else None, str(run_id) if run_id is not None else None
         )
 
     async def read_events(

@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 
 from ._backends import RunSpawner
 from .config import Limits
+from .deltas import DeltaHub, OpenEntry
 from .diagnostics import Diagnostics
 from .errors import EngineError, IllegalTransitionError, InternalError, RuntimeUnavailableError, WorkerRuntimeError
 from .journal import Journal
@@ -20,7 +21,7 @@ from .lifecycle import STATUS_AFTER
 from .models import RunError, WorkerRef
 from .records import RunEndedData, TranscriptAppendedData, TranscriptRecord, WorkerRecord, WorkerStoppedData
 from .registry import Registry, bounded_wait
-from .runs import ActiveRun, Context, Stop
+from .runs import ActiveRun, Context, Stop, Writer
 from .stores.base import Batch, RuntimeStore
 from .times import now
 from .wire import WorkerAck
@@ -57,6 +58,7 @@ class Supervisor:
         "active",
         "diagnostics",
         "giving_up",
+        "hub",
         "journal",
         "limits",
         "registry",
@@ -81,6 +83,7 @@ class Supervisor:
         self._ref = ref
         self.active: dict[str, ActiveRun] = {}
         self.stopping: dict[str, Stop] = {}
+        self.hub = DeltaHub()  # the entries runs are writing, and the streams following them
         self.giving_up = False  # closing: a terminal event that still cannot be written is given up
         self._tg: TaskGroup | None = None
         self._spawner: RunSpawner | None = None
@@ -148,6 +151,7 @@ class Supervisor:
                     active.move("end")
                 active.move("abandon")
                 self.active.pop(active.worker.worker_id, None)
+                self.drop_entry(active)
                 if active.done is not None:
                     active.done.set()
 
@@ -164,8 +168,17 @@ class Supervisor:
         journal = self.journal
         backoff = _RETRY_FIRST_S
         while True:
+            try:
+                if active.entry is not None:  # nothing a viewer saw disappears: its text first, then the end
+                    await self.flush_entry(active)
+            except WorkerRuntimeError as exc:
+                if await self._end_refused(active, status, exc, backoff, retry):
+                    return
+                backoff = min(backoff * 2, _RETRY_MAX_S)
+                continue
             clock = now()
             final = _replace(run, status=status, ended_at=clock, error=error)
+            final.entries = record.transcript_len - run.input_sequence  # a set costs less than one more keyword
             event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
             staged = _replace(
                 record,
@@ -186,18 +199,8 @@ class Supervisor:
                     journal.append_now(batch)
                 break
             except WorkerRuntimeError as exc:
-                if backoff == _RETRY_FIRST_S:
-                    logger.error("could not record the end of run %s (retrying): %s", run.run_id, exc.message)
-                if self.giving_up or not retry:
-                    self.diagnostics.diagnose(
-                        "error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", wid
-                    )
-                    active.move("abandon")  # it stays active: recovery marks it interrupted
-                    if active.done is not None:
-                        active.done.set()
+                if await self._end_refused(active, status, exc, backoff, retry):
                     return
-                active.move("end_refused")
-                await journal.wait_writable(backoff)
                 backoff = min(backoff * 2, _RETRY_MAX_S)
         self.registry.transition(record, "run_ended")
         record.active_run = None
@@ -221,6 +224,28 @@ class Supervisor:
         if active.done is not None:
             active.done.set()
 
+    async def _end_refused(
+        self, active: ActiveRun, status: str, exc: WorkerRuntimeError, backoff: float, retry: bool
+    ) -> bool:
+        """The store refused the run's end (its open entry or its terminal event): give it up (True) at shutdown or
+        without `retry`, else wait to try again (False)."""
+        run = active.record
+        wid = active.worker.worker_id
+        if backoff == _RETRY_FIRST_S:
+            logger.error("could not record the end of run %s (retrying): %s", run.run_id, exc.message)
+        if self.giving_up or not retry:
+            self.diagnostics.diagnose(
+                "error", "run_end_not_recorded", f"run {run.run_id} ended {status}: {exc.message}", wid
+            )
+            active.move("abandon")  # it stays active: recovery marks it interrupted
+            self.drop_entry(active)
+            if active.done is not None:
+                active.done.set()
+            return True
+        active.move("end_refused")
+        await self.journal.wait_writable(backoff)
+        return False
+
     async def interrupt_on_start(self, records: list[WorkerRecord]) -> None:
         """End the runs the store had as active when it opened: ``interrupted``. Their events are submitted all at
         once (a store that group-commits writes them together), not one awaited write each."""
@@ -242,8 +267,11 @@ class Supervisor:
         if not active.finished or record.active_run is not None:
             self.active.pop(record.worker_id, None)
 
-    async def append_output(self, active: ActiveRun, role: str, content: str) -> int:
-        """Append an engine's transcript entry; returns its sequence once it is durable."""
+    async def append_output(
+        self, active: ActiveRun, role: str, content: str, open_entry: OpenEntry | None = None
+    ) -> int:
+        """Append an engine's transcript entry; returns its sequence once it is durable. `open_entry` is the hub's entry
+        in progress this commits, marked with its event's id while the write is in flight."""
         if role not in _ROLES:
             raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
         if not isinstance(content, str):
@@ -264,13 +292,50 @@ class Supervisor:
         staged = _replace(record, transcript_len=sequence + 1, last_event_id=event.id, updated_at=event.created_at)
         batch = Batch(event=event, worker=staged, entry=entry)
         if self.journal.suspends:
-            await self.registry.commit(record.worker_id, batch)
+            if open_entry is not None:
+                open_entry.commit_id = event.id
+            try:
+                await self.registry.commit(record.worker_id, batch)
+            finally:
+                if open_entry is not None:
+                    open_entry.commit_id = None
         else:
             self.journal.append_now(batch)
         record.transcript_len = sequence + 1
         record.last_event_id = event.id
         record.updated_at = event.created_at
         return sequence
+
+    async def commit_entry(self, active: ActiveRun, writer: Writer) -> int:
+        """Commit the run's entry in progress (`Writer.end`, or the run's end): its whole text, through the journal
+        like `append_output`. Once the store has it, it leaves the hub (the moment it becomes visible). A refused
+        write changes nothing: the entry stays open."""
+        entry = writer.entry
+        sequence = await self.append_output(active, writer.role, entry.text, entry)
+        active.entry = None
+        self.hub.remove(active.worker.worker_id, entry)
+        writer.committed(sequence)
+        return sequence
+
+    async def flush_entry(self, active: ActiveRun) -> None:
+        """The run is ending with an entry open: commit what it has written, or drop it if it has no text.
+
+        Raises:
+            RuntimeUnavailableError: the store refused it (the entry stays open, to be tried again).
+        """
+        writer = active.entry
+        assert writer is not None
+        if writer.entry.length:
+            await self.commit_entry(active, writer)
+        else:
+            self.drop_entry(active)
+
+    def drop_entry(self, active: ActiveRun) -> None:
+        """The run's entry in progress, if any, leaves the hub uncommitted (its run has ended without it)."""
+        writer = active.entry
+        if writer is not None:
+            active.entry = None
+            self.hub.remove(active.worker.worker_id, writer.entry)
 
     # --- ending a run from outside ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from worker_runtime_core import (
     ConfigError,
     ConflictError,
     CursorExpiredError,
+    EntryInProgressError,
     ErrorBody,
     ErrorEnvelope,
     ForbiddenHostError,
@@ -85,6 +86,7 @@ STATUS_BY_ERROR: Mapping[type[WorkerRuntimeError], int] = {
     UnsupportedCapabilityError: 422,
     InternalError: 500,
     IllegalTransitionError: 500,
+    EntryInProgressError: 500,  # an engine's bug; it fails a run, never a request
     StoreCorruptError: 500,
     ConfigError: 500,  # never sent as such: `error_reply` answers `internal_error` (see there)
     WorkerRuntimeError: 500,

@@ -87,7 +87,7 @@ _STOPPING = msgspec.json.encode(HealthStatus("stopping"))
 _STORE_UNAVAILABLE = msgspec.json.encode(HealthStatus("store_unavailable"))
 _NO_QUERY: frozenset[str] = frozenset()
 _WORKERS_QUERY = frozenset({"status", "limit", "after"})
-_TRANSCRIPT_QUERY = frozenset({"start", "limit"})
+_TRANSCRIPT_QUERY = frozenset({"start", "limit", "run_id"})
 _EVENTS_QUERY = frozenset({"after", "limit", "worker_id", "wait"})
 
 
@@ -232,7 +232,9 @@ async def read_transcript(ctx: Context, scope: Scope, receive: Receive, params: 
     wid = worker_id(params)
     query = parse_query(scope, _TRANSCRIPT_QUERY)
     start = query_int(query, "start")
-    page = await ctx.runtime.transcript(wid, start=0 if start is None else start, limit=query_int(query, "limit"))
+    page = await ctx.runtime.transcript(
+        wid, start=0 if start is None else start, limit=query_int(query, "limit"), run_id=query.get("run_id")
+    )
     return 200, ctx.encoder.encode(TranscriptEnvelope(page))
 
 
@@ -362,12 +364,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "A page of a Worker's transcript",
         200,
         TranscriptEnvelope,
-        query=(QueryParam("start", _COUNT_SCHEMA, "First sequence (default 0)."), _LIMIT),
+        query=(
+            QueryParam("start", _COUNT_SCHEMA, "First sequence (default 0)."),
+            _LIMIT,
+            QueryParam(
+                "run_id",
+                ID_SCHEMA,
+                "Only this run's entries (its input's, then its outputs): `start` stays a sequence, `total_items` "
+                "counts the run's entries and `next_start` is the sequence after the last one returned while more "
+                "remain.",
+            ),
+        ),
         errors=(
             "invalid_worker_id",
             "invalid_request",
             "limit_too_large",
             "worker_not_found",
+            "run_not_found",
             "store_corrupt",
             "runtime_unavailable",
         ),

@@ -1,7 +1,7 @@
 """Engines: the protocol and the built-in `echo`, `command` and `openai` engines (the last needs the extra
 ``worker-runtime-core[openai]`` when a profile uses it)."""
 
-from .base import Engine, NoOptions, RunContext
+from .base import Engine, EntryWriter, NoOptions, RunContext
 from .command import CommandEngine, CommandOptions
 from .echo import EchoEngine
 from .openai import OpenAIEngine, OpenAIOptions
@@ -14,6 +14,7 @@ __all__ = [
     "CommandOptions",
     "EchoEngine",
     "Engine",
+    "EntryWriter",
     "NoOptions",
     "OpenAIEngine",
     "OpenAIOptions",

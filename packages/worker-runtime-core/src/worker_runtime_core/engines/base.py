@@ -7,22 +7,86 @@ that holds outside resources (a child process, a request) releases them in ``fin
 
 To fail a run with a code of its own, an engine raises `EngineError(code, message)`; any other exception
 fails the run with code ``engine_error``.
+
+An engine answers with whole entries (`RunContext.emit`) or writes one entry as it grows
+(`RunContext.begin_entry`): each piece goes out at once as an output delta to the streams that ask for them,
+and `EntryWriter.end` commits the whole entry. A run has at most one entry in progress; when the run ends for any
+reason with one still open, the Runtime commits the text written so far before the run's terminal event (an
+entry with no text is dropped), so nothing a viewer saw disappears::
+
+    async def run(self, ctx: RunContext) -> None:
+        async with ctx.begin_entry() as entry:
+            async for piece in source():
+                entry.write(piece)
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from types import TracebackType
 from typing import ClassVar
 
 import msgspec
 
 from ..models import Intent, TranscriptEntry, WorkerRef
 
-__all__ = ["Engine", "NoOptions", "RunContext"]
+__all__ = ["Engine", "EntryWriter", "NoOptions", "RunContext"]
 
 
 class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Options of an engine that takes none."""
+
+
+class EntryWriter(ABC):
+    """An entry a run is producing. Text written goes out as output deltas; `end()` commits the whole entry.
+
+    Use it as an async context manager: a block that exits normally ends the entry; on any exception (cancellation
+    included) the entry stays open, and the run's end commits what was written. Offsets and lengths are `str`
+    lengths (Unicode code points). Call it from the Runtime's event loop (the engine's own task), not a thread.
+
+    Attributes:
+        sequence: the transcript sequence the entry will get.
+        role: the entry's role (``assistant`` unless the engine asked for another).
+    """
+
+    __slots__ = ()
+
+    sequence: int
+    role: str
+
+    @property
+    @abstractmethod
+    def text(self) -> str:
+        """Everything written so far."""
+
+    @abstractmethod
+    def write(self, text: str) -> None:
+        """Add `text` to the entry and publish it as a delta (synchronous and cheap; ``""`` is ignored).
+
+        Raises:
+            EntryInProgressError: the entry has been ended (or is being committed).
+            TypeError: `text` is not a `str`.
+        """
+
+    @abstractmethod
+    async def end(self) -> int:
+        """Commit the whole entry through the journal (a ``transcript_appended`` event); returns its sequence. A
+        second call returns the same sequence. Once called, `write` raises.
+
+        Raises:
+            RuntimeUnavailableError: the store cannot write; nothing was committed and the entry stays open (the
+                run's end commits it, or call `end` again).
+        """
+
+    async def __aenter__(self) -> EntryWriter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.end()
+        # on any exception (cancellation included) the entry stays open: the run's end commits what was written
 
 
 class RunContext(ABC):
@@ -50,7 +114,18 @@ class RunContext(ABC):
     async def emit(self, content: str, *, role: str = "assistant") -> int:
         """Append an entry to the transcript as part of this run; returns its sequence.
 
-        Raises `RuntimeUnavailableError` when the store cannot write.
+        Raises `RuntimeUnavailableError` when the store cannot write, `EntryInProgressError` while an entry of
+        this run is open (`begin_entry`).
+        """
+
+    @abstractmethod
+    def begin_entry(self, *, role: str = "assistant") -> EntryWriter:
+        """Begin an entry that grows as the engine writes it (see `EntryWriter`); end it, or let the run's end
+        commit it.
+
+        Raises:
+            EntryInProgressError: another entry of this run is open.
+            ValueError: `role` is not one of ``user``, ``system``, ``assistant``, ``tool``.
         """
 
     @abstractmethod
