@@ -121,6 +121,7 @@ class FakeStreamServer:
     oldest_id: int = 1
     routes: dict[str, Callable[[httpx.Request], httpx.Response]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
+    reads: list[httpx.Request] = field(default_factory=list)  # the other routes' requests
     error: Callable[[httpx.Request], httpx.Response | None] | None = None
     closed: int = 0
 
@@ -139,6 +140,7 @@ class FakeStreamServer:
         if path == "/v1/runtime":
             return httpx.Response(200, json=runtime_body(self.runtime_id))
         if path != "/v1/events/stream":
+            self.reads.append(request)
             handler = self.routes.get(path)
             if handler is None:
                 return _error(404, "not_found", f"no route {path}")
@@ -212,13 +214,15 @@ def serve_run(
     def transcript(request: httpx.Request) -> httpx.Response:
         start = int(request.url.params.get("start", "0"))
         limit = int(request.url.params.get("limit", "2"))  # small pages: the paging is exercised
-        items = [e for e in entries if e["sequence"] >= start][:limit]
-        more = bool(items) and items[-1]["sequence"] < entries[-1]["sequence"]
+        run_id = request.url.params.get("run_id")
+        matching = [e for e in entries if run_id is None or e["run_id"] == run_id]
+        items = [e for e in matching if e["sequence"] >= start][:limit]
+        more = bool(items) and items[-1]["sequence"] < matching[-1]["sequence"]
         page = {
             "worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"},
             "start": start,
             "limit": limit,
-            "total_items": len(entries),
+            "total_items": len(matching),
             "items": items,
             "next_start": items[-1]["sequence"] + 1 if more else None,
         }

@@ -89,6 +89,8 @@ async def test_a_run_that_ended_before_it_was_followed_is_shown_whole_without_a_
     ]
     assert items[4].run.status == "failed"
     assert server.requests == []  # nothing left to stream
+    pages = [dict(r.url.params) for r in server.reads if r.url.path.endswith("/transcript")]
+    assert pages == [{"start": "4", "run_id": "run-1"}, {"start": "6", "run_id": "run-1"}]  # the run's entries only
 
 
 async def test_entries_committed_before_it_subscribed_come_from_the_transcript_and_only_once() -> None:

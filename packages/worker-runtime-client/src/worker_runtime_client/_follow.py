@@ -100,16 +100,13 @@ class RunFollower:
         cursor = (await client.get_worker(wid)).last_event_id
         run = await client.get_run(wid, rid)
         self._input_sequence = run.input_sequence
-        start = run.input_sequence
-        while start is not None:  # a run's entries are contiguous from its input: the next run's begin after them
-            page = await client.transcript(wid, start=start)
-            start = page.next_start
+        start = run.input_sequence  # null while the run is queued: it has no entries yet
+        while start is not None:
+            page = await client.transcript(wid, start=start, run_id=rid)
             for committed in page.items:
-                if committed.run_id != rid:
-                    start = None
-                    break
                 for item in self._entry(committed):
                     yield item
+            start = page.next_start
         if run.status in TERMINAL_RUN_STATUSES:
             yield RunDone(run=run)
             return
