@@ -8,6 +8,7 @@ asyncio, so these tests run on asyncio only.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import uvicorn
 from e2e_helpers import runtime_process
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from worker_runtime_client import RuntimeClient
@@ -36,14 +37,18 @@ def anyio_backend() -> str:
 
 class FakeProvider:
     """An OpenAI-compatible Chat Completions endpoint. It answers ``echo: <last message>`` with usage of 10 input
-    tokens per message and 5 output tokens; an input of ``slow`` is never answered: the request waits until the
-    client disconnects, which sets `disconnected`."""
+    tokens per message and 5 output tokens, streamed as OpenAI does when asked (``stream: true``: a few characters
+    a chunk, the usage in a last chunk when ``stream_options.include_usage``); an input of ``slow`` is never
+    answered: the request waits until the client disconnects, which sets `disconnected`; an input of ``stall``
+    streams ``partial `` and then waits until the client disconnects, which sets `stream_abandoned`."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self.slow_started = anyio.Event()
         self.disconnected = anyio.Event()
+        self.stalled = anyio.Event()
+        self.stream_abandoned = anyio.Event()
         self.app = Starlette(routes=[Route("/v1/chat/completions", self.completions, methods=["POST"])])
 
     async def completions(self, request: Request) -> Response:
@@ -62,6 +67,14 @@ class FakeProvider:
             if message["type"] == "http.disconnect":
                 self.disconnected.set()
             return Response(status_code=500)
+        usage = {
+            "prompt_tokens": 10 * len(body["messages"]),
+            "completion_tokens": 5,
+            "total_tokens": 10 * len(body["messages"]) + 5,
+        }
+        if body.get("stream"):
+            with_usage = (body.get("stream_options") or {}).get("include_usage", False)
+            return StreamingResponse(self._stream(last, usage if with_usage else None), media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": f"chatcmpl-{len(self.bodies)}",
@@ -71,13 +84,32 @@ class FakeProvider:
                 "choices": [
                     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": f"echo: {last}"}}
                 ],
-                "usage": {
-                    "prompt_tokens": 10 * len(body["messages"]),
-                    "completion_tokens": 5,
-                    "total_tokens": 10 * len(body["messages"]) + 5,
-                },
+                "usage": usage,
             }
         )
+
+    async def _stream(self, last: str, usage: dict[str, int] | None) -> AsyncIterator[bytes]:
+        def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+            data = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
+            return f"data: {json.dumps({**data, 'choices': choices, 'usage': usage})}\n\n".encode()
+
+        def piece(text: str) -> bytes:
+            return event([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+
+        if last == "stall":
+            yield piece("partial ")
+            self.stalled.set()
+            try:
+                await anyio.sleep_forever()  # until the client goes away: Starlette cancels the stream then
+            finally:
+                self.stream_abandoned.set()
+        text = f"echo: {last}"
+        for i in range(0, len(text), 3):
+            yield piece(text[i : i + 3])
+        yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if usage is not None:
+            yield event([], usage)
+        yield b"data: [DONE]\n\n"
 
 
 class _Server(uvicorn.Server):
@@ -185,6 +217,19 @@ async def test_a_backend_drives_an_llm_worker_in_a_runtime_process(
         summary = await client.runtime()
         assert "openai" in summary.capabilities.engines and "llm" in summary.capabilities.profiles
         assert (summary.usage.runs, summary.usage.input_tokens, summary.usage.output_tokens) == (3, 60, 10)
+
+        # cancel mid-stream: the engine closes the stream, so the provider sees its client go away (whether the engine
+        # had read `partial ` by then this test cannot see; the in-process tests keep a partial reply, waiting for it)
+        other = (await client.create_worker(profile={"kind": "named", "name": "llm"})).worker_ref.worker_id
+        stall = await client.send_input(other, "stall")
+        with anyio.fail_after(30):
+            await fake.stalled.wait()
+        cancel = await client.cancel_worker(other, run_id=stall.run_id)
+        assert cancel.cancelled_run_id == stall.run_id
+        assert (await client.wait_for_run(other, stall.run_id, timeout=30)).status == "cancelled"
+        with anyio.fail_after(30):
+            await fake.stream_abandoned.wait()
+        assert fake.bodies[-1]["stream"] is True
 
 
 async def test_an_unknown_model_fails_the_run_with_provider_not_found(

@@ -1,4 +1,4 @@
-"""The `command` engine: stdin in, stdout out, failures, bounds, and killing the process group on cancel."""
+"""The `command` engine: stdin in, stdout streamed out, failures, bounds, and killing the process group on cancel."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
+from engine_helpers import FakeContext, follow_text
 
-from worker_runtime_core import ConfigError, ProfileConfig, Runtime
+from worker_runtime_core import ConfigError, EngineError, ProfileConfig, Runtime
+from worker_runtime_core.engines import CommandEngine, CommandOptions
 
 PY = sys.executable
 #: A linter in miniature: findings on stdout, a summary on stderr, then the exit status the input names.
@@ -139,10 +142,11 @@ async def test_empty_stdout_adds_no_entry(rt: Runtime) -> None:
     assert (await rt.get_worker(wid)).transcript_len == 1
 
 
-async def test_too_much_output_fails_the_run(rt: Runtime) -> None:
+async def test_too_much_output_fails_the_run_and_keeps_the_output_up_to_the_bound(rt: Runtime) -> None:
     wid, run_id = await _run(rt, "chatty")
     run = await rt.wait_for_run(wid, run_id)
     assert run.status == "failed" and run.error is not None and run.error.code == "output_too_large"
+    assert (await rt.transcript(wid)).items[-1].content == "x" * 1000
 
 
 async def test_a_program_that_cannot_start_fails_the_run(rt: Runtime) -> None:
@@ -222,3 +226,145 @@ async def test_a_descendant_that_left_the_group_does_not_keep_the_run_alive(tmp_
             os.kill(escaped, 9)
         assert run.status == "completed"
         assert [e.content for e in (await rt.transcript(wid)).items] == ["go", "found it\n"]
+
+
+# --- streaming: watched through a fake RunContext ---------------------------------------------------------------
+
+
+def _engine(script: str, **options: object) -> CommandEngine:
+    return CommandEngine(msgspec.convert({"argv": [PY, "-c", script], **options}, CommandOptions))
+
+
+def _writes(*pieces: bytes, gate: Path) -> str:
+    """A program that writes each piece to stdout as raw bytes, flushed, waiting for `gate` to be written between
+    two pieces: the test sees each piece arrive before it lets the next one go."""
+    steps = f" open({str(gate)!r}).read();".join(f" out.write({p!r}); out.flush();" for p in pieces)
+    return f"import sys; out = sys.stdout.buffer; {steps}"
+
+
+async def _release(gate: Path) -> None:
+    await anyio.to_thread.run_sync(gate.write_text, "go")  # returns once the program has opened the FIFO
+
+
+async def test_stdout_goes_into_the_entry_as_it_arrives_not_at_exit(fifo: Path) -> None:
+    ctx = FakeContext("input")
+    engine = _engine(_writes(b"first, no newline", b" then the rest\n", gate=fifo))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, ctx)
+        await ctx.wait_for(lambda c: c.text == "first, no newline")
+        assert not ctx.entries[0].ended  # the program still runs: it waits for the gate
+        await _release(fifo)
+    (entry,) = ctx.entries
+    assert entry.writes == ["first, no newline", " then the rest\n"]
+    assert entry.ended and entry.role == "assistant"
+    assert ctx.committed == [("assistant", "first, no newline then the rest\n")]
+
+
+async def test_a_character_split_across_reads_is_never_mangled(fifo: Path) -> None:
+    ctx = FakeContext()
+    # é is c3 a9: its first byte arrives alone; ff is no UTF-8 at all; e2 82 is a character cut off by the exit
+    engine = _engine(_writes(b"caf\xc3", b"\xa9 \xff \xe2\x82", gate=fifo))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, ctx)
+        await ctx.wait_for(lambda c: c.text == "caf")  # the lone c3 waits in the decoder
+        await _release(fifo)
+    (entry,) = ctx.entries
+    assert entry.writes[0] == "caf"
+    assert entry.text == "café \ufffd \ufffd" and entry.ended
+
+
+async def test_cancel_mid_output_keeps_the_text_open_for_the_run_to_commit() -> None:
+    ctx = FakeContext()
+    engine = _engine("import os, sys, time; print(f'pid={os.getpid()};', end='', flush=True); time.sleep(600)")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, ctx)
+        await ctx.wait_for(lambda c: c.text.endswith(";"))
+        tg.cancel_scope.cancel()
+    (entry,) = ctx.entries
+    pid = int(entry.text.removeprefix("pid=").removesuffix(";"))
+    assert _gone(pid)
+    assert not entry.ended and ctx.open is entry  # left open: the run's end commits it
+    assert ctx.committed == []
+
+
+async def test_a_program_killed_mid_output_keeps_its_text_and_fails_the_run() -> None:
+    ctx = FakeContext()
+    engine = _engine("import os, signal; print('half an answer', end='', flush=True); os.kill(os.getpid(), 9)")
+    with pytest.raises(EngineError) as caught:
+        await engine.run(ctx)
+    assert (caught.value.code, caught.value.message) == ("command_failed", "exit status -9")
+    assert ctx.committed == [("assistant", "half an answer")]
+
+
+async def test_a_run_whose_program_is_killed_mid_output_fails_and_keeps_the_output() -> None:
+    script = "import os; print('half an answer', end='', flush=True); os.kill(os.getpid(), 9)"
+    async with Runtime(profiles={"killed": ProfileConfig("command", argv=[PY, "-c", script])}) as rt:
+        wid, run_id = await _run(rt, "killed")
+        run = await rt.wait_for_run(wid, run_id)
+        items = (await rt.transcript(wid)).items
+    assert run.status == "failed" and run.error is not None
+    assert (run.error.code, run.error.message) == ("command_failed", "exit status -9")
+    assert [(e.role, e.content, e.run_id) for e in items][1:] == [("assistant", "half an answer", run_id)]
+
+
+async def test_output_past_the_bound_is_kept_up_to_it_and_fails_the_run() -> None:
+    ctx = FakeContext()
+    # 600 two-byte characters; the bound of 1001 bytes falls inside the 501st, which is dropped whole
+    engine = _engine("import sys; sys.stdout.write('é' * 600)", max_output_bytes=1001)
+    with pytest.raises(EngineError) as caught:
+        await engine.run(ctx)
+    assert caught.value.code == "output_too_large"
+    assert "more than 1001 bytes" in caught.value.message
+    assert ctx.committed == [("assistant", "é" * 500)]
+
+
+async def test_output_exactly_at_the_bound_completes() -> None:
+    ctx = FakeContext()
+    await _engine("import sys; sys.stdout.write('x' * 1000)", max_output_bytes=1000).run(ctx)
+    assert ctx.committed == [("assistant", "x" * 1000)]
+
+
+async def test_no_stdout_begins_no_entry() -> None:
+    ctx = FakeContext()
+    await _engine("import sys; sys.stderr.write('only stderr')").run(ctx)
+    assert ctx.entries == [] and ctx.committed == []
+
+
+# --- streaming: through a Runtime's output deltas ---------------------------------------------------------------
+
+
+def _profile(script: str, **options: object) -> dict[str, ProfileConfig]:
+    return {"p": ProfileConfig("command", argv=[PY, "-c", script], **options)}
+
+
+async def test_stdout_goes_out_as_deltas_while_the_program_runs(fifo: Path) -> None:
+    async with Runtime(profiles=_profile(_writes(b"first", b" then more\n", gate=fifo))) as rt:
+        wid = "p"
+        await rt.create_worker(worker_id=wid, profile={"kind": "named", "name": "p"})
+        with rt.open_deltas(worker_id=wid) as sub:
+            ack = await rt.send_input(wid, "go")
+            assert await follow_text(sub, lambda text: text == "first") == "first"
+            assert (await rt.get_run(wid, ack.run_id)).status == "running"  # the program waits for the gate
+            await _release(fifo)
+            run = await rt.wait_for_run(wid, ack.run_id)
+        items = (await rt.transcript(wid)).items
+    assert run.status == "completed"
+    assert [(e.role, e.content, e.run_id) for e in items][1:] == [("assistant", "first then more\n", ack.run_id)]
+
+
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+async def test_a_run_cancelled_or_stopped_mid_output_keeps_what_the_program_wrote(end: str) -> None:
+    script = "import time; print('partial output', end='', flush=True); time.sleep(600)"
+    async with Runtime(profiles=_profile(script, kill_grace_s=5)) as rt:
+        await rt.create_worker(worker_id="p", profile={"kind": "named", "name": "p"})
+        with rt.open_deltas(worker_id="p") as sub:
+            ack = await rt.send_input("p", "go")
+            await follow_text(sub, lambda text: text == "partial output")
+        await (rt.cancel_worker("p") if end == "cancel" else rt.stop_worker("p"))
+        run = await rt.get_run("p", ack.run_id)
+        items = (await rt.transcript("p")).items
+    assert run.status == "cancelled"
+    assert [(e.role, e.content, e.run_id) for e in items] == [
+        ("user", "go", ack.run_id),
+        ("assistant", "partial output", ack.run_id),
+    ]

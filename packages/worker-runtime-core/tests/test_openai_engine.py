@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -13,17 +14,24 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from engine_helpers import FakeContext, follow_text
 from openai_helpers import (
     BASE_URL,
+    SSE_HEADERS,
+    StreamedReply,
+    chunk,
     completion,
     llm_profile,
     llm_runtime,
     llm_worker,
     mock_provider,
     sent_json,
+    sse,
+    streamed,
+    usage_chunk,
 )
 
-from worker_runtime_core import ConfigError, ProfileConfig, Runtime, UnknownProfileError
+from worker_runtime_core import ConfigError, EngineError, ProfileConfig, Runtime, UnknownProfileError
 from worker_runtime_core.engines.openai import INSTALL_HINT, OpenAIEngine, OpenAIOptions
 
 KEY = "sk-test-7f3c9e1d2b4a6f8e0c1d3b5a7e9f2c4d"
@@ -33,7 +41,7 @@ KEY = "sk-test-7f3c9e1d2b4a6f8e0c1d3b5a7e9f2c4d"
 
 async def test_request_carries_model_options_system_prompt_intent_and_input() -> None:
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion("hi there"))
+        route = provider.post("/chat/completions").mock(return_value=streamed("hi there"))
         async with llm_runtime(system_prompt="Be brief.", temperature=0.2, max_tokens=64) as rt:
             wid = await llm_worker(rt, intent={"kind": "task", "objective": "summarise the logs"})
             ack = await rt.send_input(wid, "what failed?")
@@ -46,12 +54,12 @@ async def test_request_carries_model_options_system_prompt_intent_and_input() ->
         {"role": "system", "content": "Be brief.\n\nYou work on one task. Objective: summarise the logs"},
         {"role": "user", "content": "what failed?"},
     ]
-    assert "stream" not in body or body["stream"] is False
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
 async def test_options_left_unset_are_not_sent() -> None:
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "hi")).run_id)
@@ -76,7 +84,7 @@ async def test_options_left_unset_are_not_sent() -> None:
 )
 async def test_the_intent_is_rendered_as_system_context(intent: dict[str, str], rendered: str) -> None:
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime() as rt:
             wid = await llm_worker(rt, intent=intent)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "go")).run_id)
@@ -86,7 +94,7 @@ async def test_the_intent_is_rendered_as_system_context(intent: dict[str, str], 
 async def test_history_sends_the_newest_entries_up_to_the_bound() -> None:
     with mock_provider() as provider:
         route = provider.post("/chat/completions")
-        route.side_effect = [httpx.Response(200, json=completion(f"reply {i}")) for i in range(3)]
+        route.side_effect = [streamed(f"reply {i}") for i in range(3)]
         async with llm_runtime(history=3) as rt:
             wid = await llm_worker(rt)
             for text in ("one", "two", "three"):
@@ -109,7 +117,7 @@ async def test_history_sends_the_newest_entries_up_to_the_bound() -> None:
 
 async def test_history_zero_sends_only_the_context_and_the_input() -> None:
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime(history=0) as rt:
             wid = await llm_worker(rt)
             for text in ("one", "two"):
@@ -119,7 +127,7 @@ async def test_history_zero_sends_only_the_context_and_the_input() -> None:
 
 async def test_system_input_is_sent_as_a_system_message() -> None:
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "user one")).run_id)
@@ -144,7 +152,7 @@ async def test_tool_entries_in_the_history_are_sent_as_user_text() -> None:
                 await super().run(ctx)
 
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         profile = llm_profile()
         async with Runtime(
             profiles={"llm": ProfileConfig("tool-then-ask", **profile.options)}, engines={"tool-then-ask": ToolThenAsk}
@@ -161,7 +169,7 @@ async def test_tool_entries_in_the_history_are_sent_as_user_text() -> None:
 
 async def test_the_reply_becomes_one_assistant_entry_of_the_run() -> None:
     with mock_provider() as provider:
-        provider.post("/chat/completions").respond(json=completion("the answer is 42"))
+        provider.post("/chat/completions").mock(return_value=streamed("the answer is 42"))
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             ack = await rt.send_input(wid, "question")
@@ -174,10 +182,9 @@ async def test_the_reply_becomes_one_assistant_entry_of_the_run() -> None:
 
 
 async def test_a_refusal_is_the_reply_when_there_is_no_content() -> None:
-    body = completion(None)
-    body["choices"][0]["message"]["refusal"] = "I can't help with that."
+    body = sse(chunk(refusal="I can't "), chunk(refusal="help with that."), chunk(finish_reason="stop"))
     with mock_provider() as provider:
-        provider.post("/chat/completions").respond(json=body)
+        provider.post("/chat/completions").respond(headers=SSE_HEADERS, content=body)
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -190,7 +197,7 @@ async def test_a_retryable_answer_is_retried_up_to_max_retries() -> None:
         route = provider.post("/chat/completions")
         route.side_effect = [
             httpx.Response(503, json={"error": {"message": "busy"}}, headers={"retry-after-ms": "1"}),
-            httpx.Response(200, json=completion("second time lucky")),
+            streamed("second time lucky"),
         ]
         async with llm_runtime(max_retries=1) as rt:
             wid = await llm_worker(rt)
@@ -204,7 +211,7 @@ async def test_a_retryable_answer_is_retried_up_to_max_retries() -> None:
 async def test_without_a_key_no_authorization_header_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the SDK's own variable is not read
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -214,7 +221,7 @@ async def test_without_a_key_no_authorization_header_is_sent(monkeypatch: pytest
 async def test_the_key_from_api_key_env_is_sent_as_a_bearer_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLM_KEY", KEY)
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime(api_key_env="LLM_KEY") as rt:
             wid = await llm_worker(rt)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -225,7 +232,7 @@ async def test_the_key_from_api_key_file_is_sent_stripped(tmp_path: Path) -> Non
     key_file = tmp_path / "key"
     key_file.write_text(f"  {KEY}\n")
     with mock_provider() as provider:
-        route = provider.post("/chat/completions").respond(json=completion())
+        route = provider.post("/chat/completions").mock(return_value=streamed())
         async with llm_runtime(api_key_file=str(key_file)) as rt:
             wid = await llm_worker(rt)
             await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -332,8 +339,8 @@ async def test_usage_lands_on_the_run_the_worker_and_the_runtime() -> None:
     with mock_provider() as provider:
         route = provider.post("/chat/completions")
         route.side_effect = [
-            httpx.Response(200, json=completion("a", prompt_tokens=10, completion_tokens=3)),
-            httpx.Response(200, json=completion("b", prompt_tokens=25, completion_tokens=4)),
+            streamed("a", usage=(10, 3)),
+            streamed("b", usage=(25, 4)),
         ]
         async with llm_runtime() as rt:
             w1 = await llm_worker(rt, "w1")
@@ -350,7 +357,7 @@ async def test_usage_lands_on_the_run_the_worker_and_the_runtime() -> None:
 
 async def test_a_reply_without_usage_counts_the_run_but_no_tokens() -> None:
     with mock_provider() as provider:
-        provider.post("/chat/completions").respond(json=completion("a", prompt_tokens=None))
+        provider.post("/chat/completions").mock(return_value=streamed("a", usage=None))
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -361,7 +368,7 @@ async def test_a_reply_without_usage_counts_the_run_but_no_tokens() -> None:
 
 async def test_usage_of_a_reply_without_content_is_still_counted() -> None:
     with mock_provider() as provider:
-        provider.post("/chat/completions").respond(json=completion("", prompt_tokens=40, completion_tokens=64))
+        provider.post("/chat/completions").mock(return_value=streamed("", usage=(40, 64)))
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -449,7 +456,7 @@ async def test_provider_errors_fail_the_run_with_their_code_and_the_worker_stays
 ) -> None:
     with mock_provider() as provider:
         route = provider.post("/chat/completions")
-        route.side_effect = [answer, httpx.Response(200, json=completion("recovered"))]
+        route.side_effect = [answer, streamed("recovered")]
         async with llm_runtime() as rt:
             wid = await llm_worker(rt)
             failed = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
@@ -495,7 +502,7 @@ class HangingProvider:
         except anyio.get_cancelled_exc_class():
             self.aborted = True
             raise
-        return httpx.Response(200, json=completion("too late"))
+        return streamed("too late")
 
 
 async def test_cancel_aborts_the_request_in_flight_and_appends_nothing() -> None:
@@ -511,7 +518,7 @@ async def test_cancel_aborts_the_request_in_flight_and_appends_nothing() -> None
             run = await rt.get_run(wid, ack.run_id)
             items_after_cancel = (await rt.transcript(wid)).items
             route.side_effect = None
-            route.respond(json=completion("short answer"))
+            route.mock(return_value=streamed("short answer"))
             nxt = await rt.wait_for_run(wid, (await rt.send_input(wid, "short question")).run_id)
             items = (await rt.transcript(wid)).items
     assert cancel.status == "idle" and cancel.cancelled_run_id == ack.run_id
@@ -565,6 +572,288 @@ async def test_closing_the_runtime_interrupts_a_request_in_flight() -> None:
             await hanging.started.wait()
         assert rt.status == "closed"
     assert ack.run_id and hanging.aborted
+
+
+# --- streaming -------------------------------------------------------------------------------------------------
+
+
+def _engine(**options: Any) -> OpenAIEngine:
+    return OpenAIEngine(msgspec.convert(llm_profile(**options).options, OpenAIOptions))
+
+
+async def _watch(reply: StreamedReply, ctx: FakeContext, seen: str) -> OpenAIEngine:
+    """Run the engine on `ctx` against `reply` until the entry reads `seen` while the reply is held."""
+    engine = _engine()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, ctx)
+        await ctx.wait_for(lambda c: c.text == seen)
+        await reply.held.wait()
+        assert not ctx.entries[0].ended  # the reply is not over: it waits to be released
+        reply.release.set()
+    return engine
+
+
+async def test_the_reply_streams_into_the_entry_while_it_arrives() -> None:
+    reply = StreamedReply(
+        sse(chunk("Hel"), chunk("lo, w"), done=False),
+        sse(chunk("örld"), chunk(finish_reason="stop"), usage_chunk(5, 3)),
+        hold=True,
+    )
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = await _watch(reply, ctx, "Hello, w")
+        await engine.aclose()
+    (entry,) = ctx.entries
+    assert entry.writes == ["Hel", "lo, w", "örld"]
+    assert entry.ended and ctx.committed == [("assistant", "Hello, wörld")]
+    assert ctx.usage == [(5, 3)]  # from the last chunk, once
+    assert reply.closed
+
+
+async def test_multi_byte_characters_split_across_reads_arrive_whole() -> None:
+    text = ["żółw ", "🐢 and ", "café", " ok"]  # two-, three- and four-byte characters
+    body = sse(*(chunk(t) for t in text), chunk(finish_reason="stop"), usage_chunk())
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: StreamedReply(body, piece=1).response())
+        engine = _engine()
+        await engine.run(ctx)
+        await engine.aclose()
+    assert ctx.entries[0].writes == text
+    assert ctx.committed == [("assistant", "".join(text))]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("done", [True, False], ids=["done", "no-done"])
+async def test_every_line_ending_and_a_stream_without_done_are_read(eol: str, done: bool) -> None:
+    body = sse(": a comment", chunk("one "), chunk("two"), chunk(finish_reason="stop"), done=done, eol=eol)
+    body = body.replace(b"data: : a comment", b": a comment")
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: StreamedReply(body, piece=1).response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "completed" and run.usage is None
+    assert items[-1].content == "one two"
+
+
+async def test_what_follows_done_is_read_to_the_end_and_ignored() -> None:
+    """Read to its end, the connection can serve the next request; what a server sends after [DONE] is no reply."""
+    reply = StreamedReply(sse(chunk("the reply"), chunk(finish_reason="stop")), sse(chunk(" and junk"), done=False))
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        await engine.run(ctx)
+        await engine.aclose()
+    assert ctx.committed == [("assistant", "the reply")]
+    assert reply.exhausted and reply.closed
+
+
+async def test_a_server_that_keeps_the_body_open_after_done_does_not_hold_the_run() -> None:
+    reply = StreamedReply(sse(chunk("the reply"), chunk(finish_reason="stop")), hold=True)  # never ends by itself
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        with anyio.fail_after(30):  # a bound for a hang, far above the engine's short wait for the rest
+            await engine.run(ctx)
+        await engine.aclose()
+    assert ctx.committed == [("assistant", "the reply")]
+    assert reply.cancelled and reply.closed
+
+
+async def test_the_request_asks_for_usage_in_the_stream_and_the_run_counts_it() -> None:
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").mock(return_value=streamed("counted", usage=(12, 5)))
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+    body = sent_json(route)
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert run.usage is not None and (run.usage.input_tokens, run.usage.output_tokens) == (12, 5)
+
+
+@pytest.mark.parametrize(
+    ("status", "refusal"),
+    [
+        (400, {"error": {"message": "Unrecognized request argument supplied: stream_options", "type": "invalid"}}),
+        (422, {"detail": [{"loc": ["body", "stream_options"], "msg": "Extra inputs are not permitted"}]}),
+    ],
+    ids=["openai-style-400", "pydantic-style-422"],
+)
+async def test_a_server_that_refuses_stream_options_is_asked_without_it_from_then_on(
+    status: int, refusal: dict[str, Any]
+) -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        if "stream_options" in json.loads(request.content):
+            return httpx.Response(status, json=refusal)
+        return streamed("streamed anyway", usage=None)
+
+    with mock_provider() as provider:
+        route = provider.post("/chat/completions").mock(side_effect=server)
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            first = await rt.wait_for_run(wid, (await rt.send_input(wid, "one")).run_id)
+            second = await rt.wait_for_run(wid, (await rt.send_input(wid, "two")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert (first.status, second.status) == ("completed", "completed")
+    assert first.usage is None and second.usage is None
+    assert [e.content for e in items] == ["one", "streamed anyway", "two", "streamed anyway"]
+    sent = [sent_json(route, i) for i in range(route.call_count)]
+    assert ["stream_options" in body for body in sent] == [True, False, False]  # asked again once, then remembered
+    assert all(body["stream"] is True for body in sent)
+
+
+async def test_a_server_that_ignores_stream_and_answers_whole_is_read_as_one_reply() -> None:
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(json=completion("all at once", prompt_tokens=3, completion_tokens=2))
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "completed" and items[-1].content == "all at once"
+    assert run.usage is not None and (run.usage.input_tokens, run.usage.output_tokens) == (3, 2)
+
+
+async def test_cancel_mid_stream_closes_the_reply_and_leaves_the_text_to_the_run() -> None:
+    reply = StreamedReply(sse(chunk("partial "), chunk("answer"), done=False), sse(chunk("never")), hold=True)
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run, ctx)
+            await ctx.wait_for(lambda c: c.text == "partial answer")
+            await reply.held.wait()
+            tg.cancel_scope.cancel()
+        await engine.aclose()
+    assert reply.cancelled and reply.closed  # the stream was abandoned and its response closed
+    (entry,) = ctx.entries
+    assert entry.text == "partial answer" and not entry.ended  # left open: the run's end commits it
+    assert ctx.usage == []
+
+
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+async def test_a_run_cancelled_or_stopped_mid_stream_keeps_the_partial_reply_as_its_entry(end: str) -> None:
+    reply = StreamedReply(sse(chunk("partial "), chunk("answer"), done=False), sse(chunk("never")), hold=True)
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            with rt.open_deltas(worker_id=wid) as sub:
+                ack = await rt.send_input(wid, "q")
+                await follow_text(sub, lambda text: text == "partial answer")
+            await (rt.cancel_worker(wid) if end == "cancel" else rt.stop_worker(wid))
+            run = await rt.get_run(wid, ack.run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "cancelled" and run.usage is None
+    assert [(e.role, e.content, e.run_id) for e in items] == [
+        ("user", "q", ack.run_id),
+        ("assistant", "partial answer", ack.run_id),
+    ]
+    assert reply.cancelled and reply.closed  # the stream was abandoned and its response closed
+
+
+async def test_the_deltas_and_the_final_entry_agree_character_for_character() -> None:
+    text = ["żółw ", "🐢 and ", "café", " ok"]  # every piece of one byte: each character is cut between reads
+    before = sse(*(chunk(t) for t in text), chunk(finish_reason="stop"), usage_chunk(), done=False)
+    reply = StreamedReply(before, sse(), piece=1, hold=True)
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            with rt.open_deltas(worker_id=wid) as sub:
+                ack = await rt.send_input(wid, "q")
+                seen = await follow_text(sub, lambda so_far: so_far == "".join(text))
+                reply.release.set()
+                run = await rt.wait_for_run(wid, ack.run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "completed"
+    assert items[-1].content == seen == "żółw 🐢 and café ok"
+
+
+async def test_a_stream_that_breaks_off_fails_the_run_and_keeps_its_text_as_the_entry() -> None:
+    reply = StreamedReply(sse(chunk("half a "), chunk("reply"), done=False), fail=httpx.ReadError("peer went away"))
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        async with llm_runtime() as rt:
+            wid = await llm_worker(rt)
+            run = await rt.wait_for_run(wid, (await rt.send_input(wid, "q")).run_id)
+            items = (await rt.transcript(wid)).items
+    assert run.status == "failed" and run.error is not None and run.error.code == "provider_connection"
+    assert [(e.role, e.content) for e in items] == [("user", "q"), ("assistant", "half a reply")]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message"),
+    [
+        (httpx.ReadError("peer went away"), "provider_connection", f"the connection to {BASE_URL} broke"),
+        (httpx.RemoteProtocolError("incomplete chunked read"), "provider_connection", "broke during the reply"),
+        (httpx.ReadTimeout("timed out"), "provider_timeout", "sent nothing for 300s during the reply"),
+    ],
+    ids=["read-error", "protocol-error", "read-timeout"],
+)
+async def test_a_stream_that_breaks_off_fails_the_run_and_keeps_the_text_open(
+    fault: Exception, code: str, message: str
+) -> None:
+    reply = StreamedReply(sse(chunk("half"), done=False), fail=fault)
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").mock(side_effect=lambda request: reply.response())
+        engine = _engine()
+        with pytest.raises(EngineError) as caught:
+            await engine.run(ctx)
+        await engine.aclose()
+    assert caught.value.code == code and message in caught.value.message
+    assert ctx.text == "half" and not ctx.entries[0].ended
+    assert reply.closed
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ((chunk("so far"), {"error": {"message": "the model is overloaded"}}), "the reply is an error: the model is"),
+        ((chunk("so far"), "{not json"), "the reply is not a chat completion stream"),
+        ((chunk("so far"), {"choices": [{"index": 0, "delta": {"content": 7}}]}), "not a chat completion stream"),
+    ],
+    ids=["error-event", "undecodable", "wrong-type"],
+)
+async def test_a_bad_event_mid_stream_fails_the_run_and_keeps_the_text_open(
+    events: tuple[Any, ...], message: str
+) -> None:
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(headers=SSE_HEADERS, content=sse(*events))
+        engine = _engine()
+        with pytest.raises(EngineError) as caught:
+            await engine.run(ctx)
+        await engine.aclose()
+    assert caught.value.code == "provider_bad_response" and message in caught.value.message
+    assert ctx.text == "so far" and not ctx.entries[0].ended
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ((), "the reply has no choices"),
+        ((usage_chunk(4, 0),), "the reply has no choices"),
+        ((chunk(""), chunk(finish_reason="length")), "the reply has no content (finish_reason 'length')"),
+    ],
+    ids=["empty", "usage-only", "no-content"],
+)
+async def test_a_stream_without_text_fails_the_run_and_begins_no_entry(events: tuple[Any, ...], message: str) -> None:
+    ctx = FakeContext()
+    with mock_provider() as provider:
+        provider.post("/chat/completions").respond(headers=SSE_HEADERS, content=sse(*events))
+        engine = _engine()
+        with pytest.raises(EngineError) as caught:
+            await engine.run(ctx)
+        await engine.aclose()
+    assert (caught.value.code, caught.value.message) == ("provider_bad_response", message)
+    assert ctx.entries == []
 
 
 # --- the extra -------------------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from pathlib import Path
 import anyio
 import pytest
 from powerloss import PowerLoss
-from store_fs_helpers import DiskFaults
+from store_fs_helpers import DiskFaults, Hold, crash_copy
 
 from worker_runtime_core import (
     ConfigError,
     Limits,
+    ProfileConfig,
     Runtime,
     RuntimeUnavailableError,
     WorkerNotFoundError,
@@ -396,3 +397,37 @@ async def test_a_power_cut_after_a_checkpoint_flushed_a_run_line_but_not_its_ind
     disk.power_cut()
     async with Runtime(store=FsRuntimeStore(root, **_SMALL)) as rt:  # type: ignore[arg-type]
         assert [(await rt.get_run("w", run_id)).status for run_id in runs] == ["completed"] * 3
+
+
+async def test_a_power_cut_while_a_big_groups_files_are_behind_the_log_keeps_every_run_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run ends of a start-up's big group are acknowledged with their log lines only (their Workers' files
+    # come later): a checkpoint taken meanwhile must not go past them, so recovery after a power cut replays them.
+    root = tmp_path / "db"
+    hold = Hold()
+    profiles = {"hold": ProfileConfig("hold")}
+    runs: dict[str, str] = {}
+    async with Runtime(store=FsRuntimeStore(root), profiles=profiles, engines={"hold": hold.engine()}) as rt:
+        for n in range(5):
+            await rt.create_worker(worker_id=f"w{n}", profile={"kind": "named", "name": "hold"})
+            runs[f"w{n}"] = (await rt.send_input(f"w{n}", "work")).run_id
+        crashed = crash_copy(root, tmp_path / "crashed")
+        hold.release.set()
+    monkeypatch.setattr(store_module, "_PROJECT_INLINE", 2)
+    with PowerLoss(crashed) as disk:
+        store = FsRuntimeStore(crashed, checkpoint_every=2)
+        monkeypatch.setattr(store, "_start_catch_up", lambda: None)  # the files stay behind until the cut
+        async with Runtime(store=store, profiles=profiles, engines={"hold": Hold().engine()}) as rt:
+            assert store._stale
+            await rt.create_worker(worker_id="x")
+            await rt.create_worker(worker_id="y")  # a checkpoint after these
+            store._wait_checkpoint()
+            disk.cut()
+    disk.power_cut()
+    async with Runtime(store=FsRuntimeStore(crashed), profiles=profiles, engines={"hold": Hold().engine()}) as rt:
+        for wid, run_id in runs.items():
+            assert (await rt.get_run(wid, run_id)).status == "interrupted"
+            kinds = [e.kind for e in (await rt.read_events(worker_id=wid)).events]
+            assert kinds.count("run_interrupted") == 1
+        assert (await rt.get_worker("y")).status == "idle"

@@ -106,3 +106,23 @@ async def test_a_replayed_create_keeps_the_worker_json_it_finds_and_writes_a_mis
         assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
     async with Runtime(store=FsRuntimeStore(copy)) as rt:
         assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
+
+
+async def test_a_replay_of_a_delete_and_a_re_create_rebuilds_the_new_workers_files(tmp_path: Path) -> None:
+    # The replay keeps what it knows of a Worker's files from line to line instead of looking at them for each:
+    # a replayed delete removes them, and what the re-create after it writes must be written again.
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="w", display_name="Old")
+        await rt.wait_for_run("w", (await rt.send_input("w", "old")).run_id)
+        await rt.stop_worker("w")
+        await rt.delete_worker("w")
+        await rt.create_worker(worker_id="w", display_name="New")
+        run_id = (await rt.send_input("w", "new")).run_id
+        await rt.wait_for_run("w", run_id)
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # all of it is replayed at open
+    for _ in range(2):
+        async with Runtime(store=FsRuntimeStore(copy)) as rt:
+            assert (await rt.get_worker("w")).display_name == "New"
+            assert [e.content for e in (await rt.transcript("w")).items] == ["new", "new"]
+            assert (await rt.get_run("w", run_id)).status == "completed"
+            assert [d for d in await rt.diagnostics() if d.level == "error"] == []

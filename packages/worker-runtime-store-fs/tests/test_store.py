@@ -33,6 +33,7 @@ from worker_runtime_core import (
 from worker_runtime_core.records import RunRecord
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
 from worker_runtime_store_fs import _fileops as fileops
+from worker_runtime_store_fs import store as store_module
 from worker_runtime_store_fs.layout import Layout
 from worker_runtime_store_fs.logs import frame
 
@@ -125,6 +126,66 @@ async def test_start_up_logs_runtime_started_then_the_interrupted_runs_committed
     assert [e.kind for e in events] == ["runtime_started"] + ["run_interrupted"] * 5
     assert sorted(e.worker_ref.worker_id for e in events[1:] if e.worker_ref) == [f"w{n}" for n in range(5)]
     assert started[0] == 1 and sum(started[1:]) == 5 and len(started) <= 3  # not one awaited write per run
+
+
+async def _interrupted_runs(tmp_path: Path, workers: int) -> tuple[Path, dict[str, str]]:
+    """A crash copy of a store whose `workers` Workers each have a run in flight, and their run ids."""
+    hold = Hold()
+    root = tmp_path / "live"
+    runs: dict[str, str] = {}
+    async with Runtime(store=FsRuntimeStore(root), profiles=_HOLD, engines={"hold": hold.engine()}) as rt:
+        for n in range(workers):
+            await rt.create_worker(worker_id=f"w{n}", profile={"kind": "named", "name": "hold"})
+            runs[f"w{n}"] = (await rt.send_input(f"w{n}", "work")).run_id
+        copy = crash_copy(root, tmp_path / "crashed")
+        hold.release.set()
+    return copy, runs
+
+
+_HOLD = {"hold": ProfileConfig("hold")}
+
+
+async def test_the_run_ends_of_a_big_start_up_group_are_served_and_recovered_before_their_files_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A group bigger than the inline limit is acknowledged once its log lines are durable; the Workers' files come
+    # after. Here the catch-up thread never runs: reads bring a Worker up to date, and a crash meanwhile loses
+    # nothing (recovery replays the log lines the files miss).
+    copy, runs = await _interrupted_runs(tmp_path, 5)
+    monkeypatch.setattr(store_module, "_PROJECT_INLINE", 2)
+    store = FsRuntimeStore(copy)
+    monkeypatch.setattr(store, "_start_catch_up", lambda: None)
+    async with Runtime(store=store, profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        written = [wid for wid in runs if (copy / "workers" / wid / "runs.jsonl").exists()]
+        assert len(written) <= 2  # a group of up to 2 (the first one, alone) is projected inline
+        assert rt.store_health == "ok"  # behind on purpose, not failing
+        crashed = crash_copy(copy, tmp_path / "crashed-again")
+        for wid, run_id in runs.items():
+            assert (await rt.get_run(wid, run_id)).status == "interrupted"
+            kinds = [e.kind for e in (await rt.read_events(worker_id=wid)).events]
+            assert kinds.count("run_interrupted") == 1
+        assert [wid for wid in runs if (copy / "workers" / wid / "runs.jsonl").exists()] == list(runs)
+    for root in (copy, crashed):
+        async with Runtime(store=FsRuntimeStore(root), profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+            for wid, run_id in runs.items():
+                assert (await rt.get_run(wid, run_id)).status == "interrupted"
+                kinds = [e.kind for e in (await rt.read_events(worker_id=wid)).events]
+                assert kinds.count("run_interrupted") == 1
+            assert [d for d in await rt.diagnostics() if d.level == "error"] == []
+
+
+async def test_the_catch_up_thread_writes_the_files_a_big_group_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy, runs = await _interrupted_runs(tmp_path, 5)
+    monkeypatch.setattr(store_module, "_PROJECT_INLINE", 2)
+    store = FsRuntimeStore(copy)
+    async with Runtime(store=store, profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        thread = store._catch_up_thread  # None once it has finished already
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join)
+        assert store._stale == {} and rt.store_health == "ok"
+        assert [wid for wid in runs if (copy / "workers" / wid / "runs.jsonl").exists()] == list(runs)
 
 
 def _clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

@@ -120,17 +120,17 @@ class EventLog:
     def append(self, fds: FdCache, lines: list[tuple[int, bytes]], write: Callable[[int, bytes], None]) -> None:
         first_id = lines[0][0]
         started = False
-        if not self.firsts or os.fstat(fds.get(str(self.logs[self.firsts[-1]].data))).st_size >= self.segment_bytes:
+        if not self.firsts or os.fstat(fds.get(self.logs[self.firsts[-1]].data_name)).st_size >= self.segment_bytes:
             if self.durable and self.firsts:  # its index, before anything in the next segment is acknowledged
                 # (its data is durable: every commit was fsynced before the next one, and `open` fsynced what a
                 # killed process left unsynced)
-                fileops.fsync(fds.get(str(self.logs[self.firsts[-1]].index)))
+                fileops.fsync(fds.get(self.logs[self.firsts[-1]].index_name))
             self.firsts.append(first_id)
             log = self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
             started = True
             if self.durable:  # the new segment's directory entries, before its first line can be acknowledged
-                fds.get(str(log.data))
-                fds.get(str(log.index))
+                fds.get(log.data_name)
+                fds.get(log.index_name)
                 fileops.fsync_dir(self.layout.events)
         try:
             self.logs[self.firsts[-1]].append(fds, lines, write)

@@ -84,10 +84,11 @@ class FdCache:
 class Repair:
     """What `IndexedLog.repair` did: lines indexed, bytes of torn tail cut, and where."""
 
-    __slots__ = ("indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
+    __slots__ = ("count", "indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.count = 0  # lines in the log once repaired
         self.indexed = 0
         self.rebuilt = False
         self.sealed = False  # the log was a closed segment, which should never need repair
@@ -99,7 +100,7 @@ class Repair:
         return bool(self.indexed or self.torn_bytes or self.rebuilt)
 
 
-def _read_records(path: Path, size: int, first: int, n: int) -> bytes:
+def _read_records(path: str | Path, size: int, first: int, n: int) -> bytes:
     """Records `first` to `first + n` of a file of fixed-size records (whole records only; b"" when missing)."""
     if n <= 0:
         return b""
@@ -115,34 +116,46 @@ def _read_records(path: Path, size: int, first: int, n: int) -> bytes:
 
 
 class IndexedLog:
-    """One data file plus its index. Readers may run in any thread; appends come from one writer thread."""
+    """One data file plus its index. Readers may run in any thread; appends come from one writer thread.
 
-    def __init__(self, data: Path, index: Path) -> None:
-        self.data = data
-        self.index = index
-        self._data_s = str(data)
-        self._index_s = str(index)
+    It keeps its paths as strings (a store holds thousands of these: no `Path` objects for the collector to scan);
+    `data` and `index` give them as `Path`.
+    """
+
+    __slots__ = ("data_name", "index_name")
+
+    def __init__(self, data: Path | str, index: Path | str) -> None:
+        self.data_name = str(data)
+        self.index_name = str(index)
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_name)
+
+    @property
+    def index(self) -> Path:
+        return Path(self.index_name)
 
     # --- reading ---------------------------------------------------------------------------------------------
 
     def count(self) -> int:
         try:
-            return os.stat(self.index).st_size // _SIZE
+            return os.stat(self.index_name).st_size // _SIZE
         except FileNotFoundError:
             return 0
 
     def sealed(self) -> bool:
         """The index covers the data exactly (two `stat` calls and one `pread`): nothing to repair."""
         try:
-            data_size = os.stat(self.data).st_size
-            index_size = os.stat(self.index).st_size
+            data_size = os.stat(self.data_name).st_size
+            index_size = os.stat(self.index_name).st_size
         except FileNotFoundError:
             return False
         return index_size % _SIZE == 0 and self.end_of(index_size // _SIZE - 1) == data_size
 
     def entries(self, first: int, n: int) -> list[tuple[int, int]]:
         """Index records ``(key, end)`` of lines `first` to `first + n` (fewer at the end)."""
-        raw = _read_records(self.index, _SIZE, first, n)
+        raw = _read_records(self.index_name, _SIZE, first, n)
         return list(_REC.iter_unpack(raw))
 
     def end_of(self, position: int) -> int:
@@ -157,12 +170,12 @@ class IndexedLog:
         bytes. One `pread` of the index (from the record before `first`, which gives the start) and one of the data.
         """
         before = 1 if first > 0 else 0
-        records = list(_REC.iter_unpack(_read_records(self.index, _SIZE, first - before, n + before)))
+        records = list(_REC.iter_unpack(_read_records(self.index_name, _SIZE, first - before, n + before)))
         start = records.pop(0)[1] if before and records else 0
         if not records:
             return start, records, b""
         end = records[-1][1]
-        fd = os.open(self.data, os.O_RDONLY)
+        fd = os.open(self.data_name, os.O_RDONLY)
         try:
             blob = os.pread(fd, end - start, start)
         finally:
@@ -267,8 +280,8 @@ class IndexedLog:
             OSError: the disk refused; both files are as they were.
             fileops.OutcomeUnknown: the write failed and the files could not be cut back.
         """
-        data_fd = fds.get(self._data_s)
-        index_fd = fds.get(self._index_s)
+        data_fd = fds.get(self.data_name)
+        index_fd = fds.get(self.index_name)
         data_size = os.fstat(data_fd).st_size
         index_size = os.fstat(index_fd).st_size
         records = bytearray()
@@ -296,8 +309,8 @@ class IndexedLog:
         Raises:
             fileops.OutcomeUnknown: the files could not be cut (or the cut not made durable).
         """
-        data_fd = fds.get(self._data_s)
-        index_fd = fds.get(self._index_s)
+        data_fd = fds.get(self.data_name)
+        index_fd = fds.get(self.index_name)
         try:
             os.ftruncate(data_fd, self.end_of(position - 1))
             os.ftruncate(index_fd, position * _SIZE)
@@ -316,15 +329,15 @@ class IndexedLog:
         """
         report = Repair(self.data)
         try:
-            data_size = os.stat(self.data).st_size
+            data_size = os.stat(self.data_name).st_size
         except FileNotFoundError:
-            if self.index.exists():
-                os.truncate(self.index, 0)
+            if os.path.exists(self.index_name):
+                os.truncate(self.index_name, 0)
             return report
-        if not self.index.exists():
+        if not os.path.exists(self.index_name):
             report.rebuilt = True
-            fileops.close(fileops.open(self.index, os.O_WRONLY | os.O_CREAT))
-        index_size = os.stat(self.index).st_size
+            fileops.close(fileops.open(self.index_name, os.O_WRONLY | os.O_CREAT))
+        index_size = os.stat(self.index_name).st_size
         usable = index_size - index_size % _SIZE
         entries = self.entries(0, usable // _SIZE) if usable else []
         good = 0
@@ -335,11 +348,12 @@ class IndexedLog:
             previous = end
             good += 1
         if good * _SIZE != index_size:
-            os.truncate(self.index, good * _SIZE)
+            os.truncate(self.index_name, good * _SIZE)
         start = previous
+        report.count = good
         if start == data_size:
             return report
-        with open(self.data, "rb") as f:
+        with open(self.data_name, "rb") as f:
             f.seek(start)
             tail = f.read()
         records = bytearray()
@@ -353,16 +367,17 @@ class IndexedLog:
             records += _REC.pack(key_of(payload, position), offset)
             position += 1
         if records:
-            fd = fileops.open(self.index, os.O_WRONLY | os.O_APPEND)
+            fd = fileops.open(self.index_name, os.O_WRONLY | os.O_APPEND)
             try:
                 fileops.write(fd, bytes(records))
             finally:
                 fileops.close(fd)
             report.indexed = position - good
+            report.count = position
         if offset < data_size:
             report.torn_at = offset
             report.torn_bytes = data_size - offset
-            os.truncate(self.data, offset)
+            os.truncate(self.data_name, offset)
         return report
 
 
@@ -378,18 +393,23 @@ _ID = struct.Struct("<q")
 class IdIndex:
     """A file of increasing 8-byte event ids: the events that name one Worker, so a filtered page is O(page)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._path_s = str(path)
+    __slots__ = ("name",)
+
+    def __init__(self, path: Path | str) -> None:
+        self.name = str(path)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
 
     def count(self) -> int:
         try:
-            return os.stat(self.path).st_size // _ID.size
+            return os.stat(self.name).st_size // _ID.size
         except FileNotFoundError:
             return 0
 
     def ids(self, first: int, n: int) -> list[int]:
-        raw = _read_records(self.path, _ID.size, first, n)
+        raw = _read_records(self.name, _ID.size, first, n)
         return [value for (value,) in _ID.iter_unpack(raw)]
 
     def bisect(self, event_id: int) -> int:
@@ -411,7 +431,7 @@ class IdIndex:
 
     def append(self, fds: FdCache, event_id: int, write: Callable[[int, bytes], None]) -> None:
         """Append one id; on an OSError the file is cut back to whole records (a short write leaves none)."""
-        fd = fds.get(self._path_s)
+        fd = fds.get(self.name)
         try:
             write(fd, _ID.pack(event_id))
         except OSError:
@@ -421,15 +441,19 @@ class IdIndex:
     def cut(self, count: int) -> None:
         """Keep the first `count` ids (a failed append, a create taken back); errors are ignored."""
         try:
-            if os.stat(self.path).st_size != count * _ID.size:
-                os.truncate(self.path, count * _ID.size)
+            if os.stat(self.name).st_size != count * _ID.size:
+                os.truncate(self.name, count * _ID.size)
         except OSError:
             pass
 
-    def truncate_torn(self) -> None:
-        size = self.count() * _ID.size
+    def truncate_torn(self) -> int:
+        """Cut a partial id at the end (what a torn append leaves); the last id, 0 when there is none."""
         try:
-            if os.stat(self.path).st_size != size:
-                os.truncate(self.path, size)
+            size = os.stat(self.name).st_size
         except FileNotFoundError:
-            pass
+            return 0
+        whole = size - size % _ID.size
+        if whole != size:
+            os.truncate(self.name, whole)
+        found = self.ids(whole // _ID.size - 1, 1) if whole else []
+        return found[0] if found else 0

@@ -7,6 +7,7 @@ step idempotent).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from .layout import Layout
 from .logs import FdCache, IdIndex, IndexedLog
 from .records import RecordCorrupt, write_atomic
 
-__all__ = ["Projections", "run_number", "worker_files"]
+__all__ = ["Known", "Projections", "run_number", "worker_files"]
 
 _RUN_ID_RE = re.compile(r"run-([1-9][0-9]{0,18})")
 
@@ -32,6 +33,22 @@ def run_number(run_id: str) -> int | None:
     """
     found = _RUN_ID_RE.fullmatch(run_id)
     return int(found.group(1)) if found is not None else None
+
+
+class Known:
+    """What a replay knows of one Worker's files, read once and kept up to date by `Projections.apply`, so that a
+    replayed line costs no lookup of them: the last id of its event index, whether its directory was made in
+    this replay, whether its ``worker.json`` exists (None: not looked yet), its transcript's entry count, and its
+    runs log's last key."""
+
+    __slots__ = ("count", "made", "index_last", "runs_last", "worker_json")
+
+    def __init__(self, index_last: int, count: int, runs_last: int | None) -> None:
+        self.index_last = index_last
+        self.made = False
+        self.worker_json: bool | None = None
+        self.count = count
+        self.runs_last = runs_last
 
 
 class Projections:
@@ -96,11 +113,11 @@ class Projections:
         tail, drop a partial id (what a failed write whose cut-back failed may leave)."""
         files = self._of(worker_id)
         for log, key_of in ((files.transcript, _position), (files.runs, _run_key)):
-            if log.data.exists():
-                self.fds.drop(str(log.data))
-                self.fds.drop(str(log.index))
+            if os.path.exists(log.data_name):
+                self.fds.drop(log.data_name)
+                self.fds.drop(log.index_name)
                 log.repair(key_of, _whole)
-        self.fds.drop(str(files.events.path))
+        self.fds.drop(files.events.name)
         files.events.truncate_torn()
 
     def apply(
@@ -113,8 +130,10 @@ class Projections:
         run: tuple[int, bytes] | None = None,
         delete: bool = False,
         check: bool = False,
+        known: Known | None = None,
     ) -> None:
-        """Project one state change of `worker_id`.
+        """Project one state change of `worker_id`. With `known` (a replay, which implies `check`), what it says of
+        the Worker's files stands for looking at them, and is updated with what this writes.
 
         Raises:
             RecordCorrupt: with `check`, the transcript misses entries before this one.
@@ -123,16 +142,32 @@ class Projections:
         files = self._of(worker_id)
         self.touched.add(worker_id)
         index = files.events
-        if not check or index.last() < event_id:
+        if known is not None:
+            if known.index_last < event_id:
+                index.append(self.fds, event_id, self.write)
+                known.index_last = event_id
+        elif not check or index.last() < event_id:
             index.append(self.fds, event_id, self.write)
         directory = files.directory
         if delete:
             self.fds.drop_under(str(directory))
             fileops.rmtree(directory)
+            if known is not None:
+                known.made, known.worker_json, known.count, known.runs_last = False, False, 0, None
             return
-        if check or created is not None:
+        if known is not None:
+            if not known.made:
+                fileops.mkdir(directory, parents=True)
+                known.made = True
+        elif check or created is not None:
             fileops.mkdir(directory, parents=True)
-        if created is not None and not (directory / "worker.json").exists():
+        if created is not None and known is not None:
+            if known.worker_json is None:
+                known.worker_json = (directory / "worker.json").exists()
+            if not known.worker_json:
+                write_atomic(directory / "worker.json", created, durable=False)
+                known.worker_json = True
+        elif created is not None and not (directory / "worker.json").exists():
             # Replayed (`check`): a worker.json already there is this create's (written once, by rename; a delete
             # before it in the log removed the directory). The replayed state goes to state.json at the next
             # checkpoint anyway, which recovery reads first.
@@ -140,37 +175,42 @@ class Projections:
         if entry is not None:
             sequence, line = entry
             log = files.transcript
-            if check:
-                count = log.count()
+            if check or known is not None:
+                count = log.count() if known is None else known.count
                 if sequence < count:
-                    return self._run(worker_id, run, check)
+                    return self._run(files, run, check, known)
                 if sequence > count:
                     raise RecordCorrupt(
                         log.data, log.end_of(count - 1), f"entries {count} to {sequence - 1} are missing"
                     )
             log.append(self.fds, [(sequence, line)], self.write)
-        self._run(worker_id, run, check)
+            if known is not None:
+                known.count = sequence + 1
+        self._run(files, run, check, known)
 
-    def _run(self, worker_id: str, run: tuple[int, bytes] | None, check: bool) -> None:
+    def _run(self, files: _WorkerFiles, run: tuple[int, bytes] | None, check: bool, known: Known | None) -> None:
         if run is None:
             return
         number, line = run
-        log = self.runs(worker_id)
-        if check:
-            last = log.last_key()
+        log = files.runs
+        if check or known is not None:
+            last = log.last_key() if known is None else known.runs_last
             if last is not None and last >= number:
                 return
         log.append(self.fds, [(number, line)], self.write)
+        if known is not None:
+            known.runs_last = number
 
 
 class _WorkerFiles:
     __slots__ = ("directory", "events", "runs", "transcript")
 
     def __init__(self, layout: Layout, worker_id: str) -> None:
-        self.directory = layout.worker_dir(worker_id)
-        self.transcript = IndexedLog(self.directory / "transcript.jsonl", self.directory / "transcript.idx")
-        self.runs = IndexedLog(self.directory / "runs.jsonl", self.directory / "runs.idx")
-        self.events = IdIndex(layout.worker_index(worker_id))
+        self.directory = layout.worker_dir(worker_id)  # validates the id
+        d = f"{self.directory}{os.sep}"
+        self.transcript = IndexedLog(f"{d}transcript.jsonl", f"{d}transcript.idx")
+        self.runs = IndexedLog(f"{d}runs.jsonl", f"{d}runs.idx")
+        self.events = IdIndex(f"{layout.index}{os.sep}{worker_id}.idx")
 
 
 def worker_files(layout: Layout, worker_id: str) -> list[str]:

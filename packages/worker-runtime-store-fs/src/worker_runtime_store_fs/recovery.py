@@ -20,7 +20,7 @@ from .eventlog import EventLog
 from .layout import Layout
 from .lines import CheckpointRecord, EventLine, WalLineIn, decode_wal, encode
 from .logs import IdIndex, Repair, frame, unframe
-from .projections import Projections, run_number
+from .projections import Known, Projections, run_number
 from .records import RecordCorrupt, read_record
 
 __all__ = ["Loaded", "load"]
@@ -51,6 +51,7 @@ class _Recovery:
         self.runtime_id = runtime_id
         self.ttl = ttl
         self.out = Loaded()
+        self.known: dict[str, Known] = {}  # what the replay knows of each Worker's files it touched
 
     def diagnose(self, level: str, code: str, message: str, path: object, offset: int | None, wid: str | None) -> None:
         self.out.diagnostics.append(
@@ -69,7 +70,8 @@ class _Recovery:
         self.out.corrupt[wid] = (str(exc.path), exc.offset)
         self.diagnose("error", "store_corrupt", f"worker {wid!r}: {exc.reason}", exc.path, exc.offset, wid)
 
-    def repaired(self, report: Repair, wid: str | None) -> None:
+    def repaired(self, report: Repair, wid: str | None) -> int:
+        """Report what `report` says was repaired; the log's line count."""
         if report.torn_bytes:
             self.diagnose(
                 "warning",
@@ -92,6 +94,7 @@ class _Recovery:
                 None,
                 wid,
             )
+        return report.count
 
     def run(self) -> Loaded:
         self.load_checkpoint()
@@ -130,17 +133,14 @@ class _Recovery:
             if not is_valid_id(wid):
                 self.diagnose("warning", "stray_directory", "not a worker id; ignored", entry.path, None, None)
                 continue
-            directory = self.layout.worker_dir(wid)
             for name in ("state.json", "worker.json"):
-                path = directory / name
-                try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
+                data = _read_small(f"{entry.path}{os.sep}{name}")
+                if data is None:
                     continue
                 try:
                     self.out.workers[wid] = _WORKER_DECODER.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    self.corrupt(wid, RecordCorrupt(path, 0, f"unreadable record: {exc}"))
+                    self.corrupt(wid, RecordCorrupt(self.layout.worker_dir(wid) / name, 0, f"unreadable record: {exc}"))
                 break
 
     def load_keys(self) -> None:
@@ -216,7 +216,7 @@ class _Recovery:
             ]
             for k in [k for k in self.out.keys if k[0] == wid]:
                 del self.out.keys[k]
-            self.projections.apply(wid, event.id, delete=True, check=True)
+            self.projections.apply(wid, event.id, delete=True, check=True, known=self.known.get(wid))
             return
         if wid in self.out.corrupt and record.worker is None:
             return
@@ -224,10 +224,13 @@ class _Recovery:
             touched.add(wid)
             # Lines a crash left unindexed get their log's key: a transcript's is the position, the runs log's the
             # run number (a position there would break the keys' order, and lookups of earlier runs would miss).
-            for log, key_of in ((self.projections.transcript(wid), _position), (self.projections.runs(wid), _run_key)):
-                if log.data.exists():
-                    self.repaired(log.repair(key_of, _any_line), wid)
-            self.projections.event_index(wid).truncate_torn()
+            transcript, runs = self.projections.transcript(wid), self.projections.runs(wid)
+            made = os.path.exists(transcript.data_name)  # then its directory is there too
+            count = self.repaired(transcript.repair(_position, _any_line), wid) if made else transcript.count()
+            if os.path.exists(runs.data_name):
+                self.repaired(runs.repair(_run_key, _any_line), wid)
+            known = self.known[wid] = Known(self.projections.event_index(wid).truncate_torn(), count, runs.last_key())
+            known.made = made
         created = None
         if record.worker is not None:
             state = encode(record.worker)
@@ -247,7 +250,9 @@ class _Recovery:
             if number is not None:
                 run = (number, frame(encode(record.ended_run)))
         try:
-            self.projections.apply(wid, event.id, created=created, entry=entry, run=run, check=True)
+            self.projections.apply(
+                wid, event.id, created=created, entry=entry, run=run, check=True, known=self.known[wid]
+            )
         except RecordCorrupt as exc:
             self.corrupt(wid, exc)
 
@@ -257,8 +262,9 @@ class _Recovery:
             if wid in self.out.corrupt:
                 continue
             log = self.projections.transcript(wid)
-            count = log.count()
-            if count != record.transcript_len or (record.transcript_len and not log.index.exists()):
+            known = self.known.get(wid)  # a Worker the replay touched: its count is known (0 without an index)
+            count = log.count() if known is None else known.count
+            if count != record.transcript_len:
                 self.repaired(log.repair(lambda _line, position: position, _any_line), wid)
                 count = log.count()
                 if count > record.transcript_len:  # lines past what was acknowledged: cut them
@@ -280,7 +286,7 @@ class _Recovery:
             if runs.data.exists() and not runs.index.exists():
                 self.repaired(runs.repair(_run_key, _any_line), wid)
             index = self.projections.event_index(wid)
-            if not index.path.exists() and record.last_event_id:
+            if record.last_event_id and (known is None or not known.index_last) and not index.path.exists():
                 self.rebuild_event_index(wid, index)
 
     def rebuild_event_index(self, wid: str, index: IdIndex) -> None:
@@ -311,6 +317,21 @@ class _Recovery:
         self.diagnose(
             "warning", "index_rebuilt", "the worker's event index was missing and was rebuilt", index.path, None, wid
         )
+
+
+def _read_small(path: str) -> bytes | None:
+    """The bytes of a small file, None when it does not exist (fewer calls than `Path.read_bytes`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _any_line(line: bytes) -> bool:

@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,6 +64,11 @@ _PAGE_DECODER = msgspec.json.Decoder(list[TranscriptRecord])
 _RUN_DECODER = msgspec.json.Decoder(RunRecord)
 _LINES = msgspec.json.Encoder()
 _KEY_CHUNK = 1000  # keys encoded per write when the key file is rewritten: each write lets other threads run
+#: A group of more batches than this (the run ends of a start-up, a burst) is acknowledged once its log lines are
+#: durable, and the Workers' files are brought up to date after, by the catch-up thread (or by a read, a write or
+#: the close that needs them first), so the commit's time does not grow with the files it would touch.
+_PROJECT_INLINE = 64
+_CATCH_UP_SLICE = 16  # Workers the catch-up thread brings up to date per hold of the commit lock
 #: Errors of a write, open or rename that leave nothing on disk once the file is cut back: the write is refused
 #: and the next one is tried normally. Any other failure of the event log (EIO, a failed fsync) is an unknown
 #: outcome.
@@ -227,10 +233,15 @@ class FsRuntimeStore:
         self._keys_compact = True  # rewrite it whole at the next checkpoint (else append the new keys)
         self._unknown: str | None = None  # why the outcome of a write is unknown: no write until reopened
         self._refused = False  # the last write was refused (nothing of it on disk): until one succeeds
-        # Workers whose files are behind the event log (a projection write failed after its line was durable),
-        # with the batches not projected yet, in order. Reads of them are served from these; every commit tries
-        # to project them, and a checkpoint never goes past the first.
+        # Workers whose files are behind the event log, with the batches not projected yet, in order: a big
+        # group's (deferred on purpose, `_PROJECT_INLINE`) and those after a projection write that failed once its
+        # line was durable (those Workers are in `_torn` too: their tails are repaired first, and every commit
+        # tries them). Reads of them bring them up to date first, or are served from these batches; a checkpoint
+        # never goes past the first.
         self._stale: dict[str, list[_Pending]] = {}
+        self._torn: set[str] = set()
+        self._catch_up_thread: threading.Thread | None = None
+        self._stop_catch_up = False  # set by close (under the commit lock)
         self._upgraded: str | None = None
         self._unsynced = False
         # `batch`: each commit waits for the flusher's next fsync. `_written` counts commits, `_synced` the last
@@ -254,10 +265,11 @@ class FsRuntimeStore:
     @property
     def health(self) -> StoreHealth:
         """``outcome_unknown`` after a failed fsync (until reopened); ``cannot_write`` after a refused write until
-        one succeeds, or while a Worker's files are behind the log; else ``ok``."""
+        one succeeds, or while a Worker's files that failed to be written are behind the log; else ``ok`` (files
+        behind the log on purpose, a big group's, are brought up to date by the catch-up thread)."""
         if self._unknown is not None:
             return "outcome_unknown"
-        if self._refused or self._stale:
+        if self._refused or self._torn:
             return "cannot_write"
         return "ok"
 
@@ -506,6 +518,7 @@ class FsRuntimeStore:
                 self._written += 1
                 written = self._written
             kept = len(group)
+            defer = kept > _PROJECT_INLINE
             for i, pending in enumerate(group):
                 if pending.created and pending.worker_id is not None and pending.state is not None:
                     try:
@@ -514,12 +527,14 @@ class FsRuntimeStore:
                         kept = i
                         self._take_back(group[i:], exc)
                         break
-                self._project(pending)
+                self._project(pending, defer)
             self._durable_id = self._next_id - 1
             if kept == len(group):
                 self._refused = False
-            if self._stale:
-                self._catch_up()
+            if self._torn:
+                self._catch_up(self._torn)
+            if self._stale and not self._torn:
+                self._start_catch_up()
             self._since_checkpoint += kept
             if self._job is not None and self._job.done.is_set():
                 self._finish_checkpoint()
@@ -563,15 +578,16 @@ class FsRuntimeStore:
         if current is None:
             return
         try:
-            fileops.fsync(self._fds.get(str(current.data)))
+            fileops.fsync(self._fds.get(current.data_name))
         except OSError as exc:
             # The kernel may have dropped the pages it could not write, and a later fsync would not say so: the
             # page cache can no longer be trusted. Refuse writes until the log is reopened and re-verified.
             raise self._went_unknown(f"fsync of {current.data} failed ({exc.strerror or exc})") from exc
 
-    def _project(self, pending: _Pending) -> None:
-        """Project one logged batch (a create's files are made before). A failure leaves the Worker's files behind
-        the log (`_stale`), never the batch refused: the log has it."""
+    def _project(self, pending: _Pending, defer: bool = False) -> None:
+        """Project one logged batch (a create's files are made before), or with `defer` leave it to the catch-up
+        thread. A failure leaves the Worker's files behind the log (`_stale`, `_torn`), never the batch refused:
+        the log has it."""
         wid = pending.worker_id
         if pending.input_key is not None:
             self._key_ops.append(pending.input_key)
@@ -583,6 +599,7 @@ class FsRuntimeStore:
             if was_stale:  # its events stay readable by worker id: index the missing ones if it can
                 self._catch_up_worker(wid)
                 self._stale.pop(wid, None)
+                self._torn.discard(wid)
             with self._proj_lock:  # the checkpoint must not write its state into the directory going away
                 if self._job is not None:
                     self._job.dirty.pop(wid, None)
@@ -596,12 +613,16 @@ class FsRuntimeStore:
             stale = self._stale.get(wid)
             if stale is not None:
                 stale.append(pending)
-                self._catch_up_worker(wid)
+                if not defer:
+                    self._catch_up_worker(wid)
+            elif defer:
+                self._stale[wid] = [pending]
             else:
                 try:
                     self._projections.apply(wid, pending.event_id, entry=pending.entry, run=pending.run)
                 except OSError as exc:
                     self._stale[wid] = [pending]
+                    self._torn.add(wid)
                     logger.warning(
                         "cannot update the files of worker %r (%s): they are brought up to date from the event "
                         "log once the disk allows; reads are served from the log meanwhile",
@@ -616,24 +637,64 @@ class FsRuntimeStore:
         stale = self._stale.get(wid)
         if stale is None:
             return True
+        torn = wid in self._torn
         try:
-            self._projections.repair_tails(wid)
+            if torn:  # a failed write may have left part of a line or of an index record
+                self._projections.repair_tails(wid)
             while stale:
                 pending = stale[0]
                 self._projections.apply(wid, pending.event_id, entry=pending.entry, run=pending.run, check=True)
                 del stale[0]
         except (OSError, RecordCorrupt) as exc:
-            logger.debug("the files of worker %r are still behind the log: %s", wid, exc)
+            if not torn:
+                self._torn.add(wid)
+                logger.warning(
+                    "cannot update the files of worker %r (%s): they are brought up to date from the event log "
+                    "once the disk allows; reads are served from the log meanwhile",
+                    wid,
+                    getattr(exc, "strerror", None) or exc,
+                )
+            else:
+                logger.debug("the files of worker %r are still behind the log: %s", wid, exc)
             return False
         del self._stale[wid]
-        logger.info("the files of worker %r are up to date with the event log again", wid)
+        if torn:
+            self._torn.discard(wid)
+            logger.info("the files of worker %r are up to date with the event log again", wid)
         return True
 
-    def _catch_up(self) -> None:
-        """Try every Worker whose files are behind, up to the first that still fails (the disk is still full)."""
-        for wid in list(self._stale):
+    def _catch_up(self, workers: Iterable[str] | None = None, limit: int | None = None) -> bool:
+        """Bring `workers` (every Worker whose files are behind, by default) up to date, at most `limit` of them,
+        up to the first that still fails (the disk is still full). Under the commit lock; False on a failure."""
+        for wid in list(self._stale if workers is None else workers)[:limit]:
             if not self._catch_up_worker(wid):
-                return
+                return False
+        return True
+
+    def _start_catch_up(self) -> None:
+        """Start the catch-up thread unless it runs. Under the commit lock."""
+        thread = self._catch_up_thread
+        if thread is None or not thread.is_alive():
+            thread = self._catch_up_thread = threading.Thread(
+                target=self._catch_up_loop, name="worker-runtime-catch-up", daemon=True
+            )
+            thread.start()
+
+    def _catch_up_loop(self) -> None:
+        """Bring the files behind the log up to date, a slice of Workers per hold of the commit lock, until none
+        is behind, one fails (then every commit tries it, as after any failed projection) or the store closes."""
+        while True:
+            with self._io:
+                if (
+                    self._stop_catch_up
+                    or self._unknown is not None
+                    or not self._stale
+                    or not self._catch_up(limit=_CATCH_UP_SLICE)
+                ):
+                    if self._catch_up_thread is threading.current_thread():
+                        self._catch_up_thread = None
+                    return
+            time.sleep(0)  # let a commit waiting for the lock take it
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     #
@@ -654,7 +715,7 @@ class FsRuntimeStore:
             for first in firsts[start:]:
                 if first <= self._durable_id:
                     log = self._wal.logs[first]
-                    segments += [str(log.data), str(log.index)]
+                    segments += [log.data_name, log.index_name]
         touched, self._projections.touched = self._projections.touched, set()
         upto = self._durable_id
         if self._stale:  # never past a batch some Worker's files miss: a restart must still replay it
@@ -957,6 +1018,11 @@ class FsRuntimeStore:
         self._stop_flusher.set()
         if self._flusher is not None:
             self._flusher.join()
+        with self._io:
+            self._stop_catch_up = True
+            catching_up = self._catch_up_thread
+        if catching_up is not None:
+            catching_up.join()
         with self._io:
             try:
                 if self._job is not None:

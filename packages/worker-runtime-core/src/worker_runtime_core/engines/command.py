@@ -1,7 +1,8 @@
-"""The `command` engine: runs a configured program per input, stdin in, stdout out."""
+"""The `command` engine: runs a configured program per input, stdin in, stdout out as it arrives."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import msgspec
 from anyio.abc import Process
 
 from ..errors import EngineError
-from .base import Engine, RunContext
+from .base import Engine, EntryWriter, RunContext
 
 __all__ = ["CommandEngine", "CommandOptions"]
 
@@ -31,7 +32,8 @@ class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         argv: the program and its arguments (no shell).
         cwd: working directory; the Runtime's when null.
         env: variables added to the Runtime's environment for the program.
-        max_output_bytes: more stdout than this fails the run with ``output_too_large``.
+        max_output_bytes: more stdout than this fails the run with ``output_too_large``; the entry keeps the
+            first `max_output_bytes` (less a character the bound cuts).
         kill_grace_s: on cancel, seconds between SIGTERM and SIGKILL to the program's process group.
         ok_exit_codes: exit statuses that complete the run (a linter's 1, "found something", for one); any other
             fails it with ``command_failed``.
@@ -48,12 +50,16 @@ class CommandOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class CommandEngine(Engine):
-    """Per input: start `argv` in a new session, write the input to stdin, append stdout as an ``assistant``
-    entry (none when stdout is empty). An exit status outside `ok_exit_codes` keeps that entry and then fails the
-    run with ``command_failed``, ``exit status N: <tail of stderr>``; a program that cannot start fails it with
-    ``command_not_found``. On cancel, stop or timeout the process group gets SIGTERM,
-    then SIGKILL after `kill_grace_s`; the run ends only once the program is gone. When the program exits, what
-    is left of its process group is killed, so grandchildren never keep a run alive.
+    """Per input: start `argv` in a new session, write the input to stdin, and stream stdout into one
+    ``assistant`` entry as it arrives (each read as it comes, decoded as UTF-8 incrementally, so a character split
+    across reads is whole and undecodable bytes become U+FFFD; no entry when stdout is empty). An exit status
+    outside `ok_exit_codes` keeps that entry and then fails the run with ``command_failed``, ``exit status N: <tail
+    of stderr>``; a program that cannot start fails it with ``command_not_found``; more stdout than
+    `max_output_bytes` kills the program, keeps the entry up to the bound and fails the run with
+    ``output_too_large``. On cancel, stop or timeout the process group gets SIGTERM, then SIGKILL after
+    `kill_grace_s`; the run ends only once the program is gone, and the entry keeps what was read (the run's end
+    commits it). When the program exits, what is left of its process group is killed, so grandchildren never keep
+    a run alive, and its pipes are read for at most a second more (a descendant that left the group may hold them).
     """
 
     name = "command"
@@ -79,9 +85,19 @@ class CommandEngine(Engine):
                 )
         except OSError as exc:
             raise EngineError("command_not_found", f"cannot start {opts.argv[0]!r}: {exc.strerror or exc}") from None
-        out = bytearray()
         err = bytearray()
+        entry: EntryWriter | None = None  # begun with the first text: empty stdout makes no entry
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # keeps a character split across reads
+        taken = 0  # bytes of stdout taken into the entry
         too_large = False
+
+        def take(data: bytes, *, final: bool = False) -> None:
+            nonlocal entry
+            text = decoder.decode(data, final)
+            if text:
+                if entry is None:
+                    entry = ctx.begin_entry()
+                entry.write(text)
 
         async def feed() -> None:
             assert process.stdin is not None
@@ -93,14 +109,19 @@ class CommandEngine(Engine):
                 await process.stdin.aclose()
 
         async def read_out() -> None:
-            nonlocal too_large
+            # Each read goes out as it arrives, whatever it ends with: the entry grows while the program runs.
+            nonlocal taken, too_large
             assert process.stdout is not None
             async for chunk in process.stdout:
-                out.extend(chunk)
-                if len(out) > opts.max_output_bytes:
+                room = opts.max_output_bytes - taken
+                if len(chunk) > room:
                     too_large = True
+                    take(chunk[:room])  # up to the bound; a character the bound cuts stays in the decoder
+                    taken = opts.max_output_bytes
                     _signal_group(process, signal.SIGKILL)
                     return
+                taken += len(chunk)
+                take(chunk)
 
         async def read_err() -> None:
             assert process.stderr is not None
@@ -120,6 +141,7 @@ class CommandEngine(Engine):
                 if readers_done == 2:
                     drained.set()
 
+        # On cancel, stop or timeout the entry stays open with what was read: the run's end commits it.
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(feed)
@@ -135,10 +157,16 @@ class CommandEngine(Engine):
         finally:
             with anyio.CancelScope(shield=True):
                 await _terminate(process, opts.kill_grace_s)
+        if not too_large:
+            take(b"", final=True)  # an incomplete character at the very end becomes U+FFFD
+        if entry is not None:  # kept on a failed exit too: a linter's findings are its output
+            await entry.end()
         if too_large:
-            raise EngineError("output_too_large", f"the program wrote more than {opts.max_output_bytes} bytes")
-        if out:  # kept on a failed exit too: a linter's findings are its output
-            await ctx.emit(out.decode(errors="replace"))
+            raise EngineError(
+                "output_too_large",
+                f"the program wrote more than {opts.max_output_bytes} bytes; the entry keeps the first "
+                f"{opts.max_output_bytes}",
+            )
         if returncode not in opts.ok_exit_codes:
             tail = err.decode(errors="replace").strip()[-_STDERR_TAIL_CHARS:]
             raise EngineError("command_failed", f"exit status {returncode}" + (f": {tail}" if tail else ""))

@@ -1,4 +1,4 @@
-"""The `openai` engine: one Chat Completions request per input, to any OpenAI-compatible endpoint.
+"""The `openai` engine: one streamed Chat Completions request per input, to any OpenAI-compatible endpoint.
 
 It needs the extra ``worker-runtime-core[openai]`` (the official ``openai`` SDK). The SDK is imported only when a
 profile naming this engine is built, so core without the extra imports and works; building such a profile without
@@ -10,10 +10,12 @@ Provider errors end the run ``failed`` with one of these codes (`PROVIDER_ERROR_
     provider_not_found       404, or an error whose code is ``model_not_found``: unknown model or endpoint
     provider_rate_limited    429 after the retries
     provider_unavailable     5xx after the retries
-    provider_timeout         no answer within ``request_timeout_s`` (or 408) after the retries
-    provider_connection      the endpoint cannot be reached
+    provider_timeout         no answer within ``request_timeout_s`` (or 408) after the retries, or a reply that
+                             stalls that long
+    provider_connection      the endpoint cannot be reached, or the connection breaks during the reply
     provider_bad_request     any other 4xx (a request the provider rejects, e.g. a context too long)
-    provider_bad_response    a reply that is not a chat completion: undecodable, no choices, empty content
+    provider_bad_response    a reply that is not a chat completion (stream): undecodable, no choices, empty
+                             content, an error event in the stream
 
 No message ever contains the API key, nor an exception's text: what the SDK or the decoder said is logged
 (logger ``worker_runtime_core.engines.openai``); a message may quote the provider's own error text.
@@ -21,17 +23,23 @@ No message ever contains the API key, nor an exception's text: what the SDK or t
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
 import os
+import re
+import sys
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
+import anyio
 import msgspec
 
 from ..errors import ConfigError, EngineError
 from ..models import AssistantIntent, Intent, RoleIntent, TaskIntent, TranscriptEntry
-from .base import Engine, RunContext
+from .base import Engine, EntryWriter, RunContext
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAIError
@@ -60,6 +68,7 @@ PROVIDER_ERROR_CODES = frozenset(
 _DETAIL_MAX = 500  # characters of a provider's error text kept in a run's error message
 _NO_KEY = "unused"  # the SDK insists on a key; without one configured the Authorization header is omitted instead
 _CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+_DRAIN_S = 0.1  # how long the rest of a finished reply is read before its response is closed
 
 
 class OpenAIOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -118,14 +127,53 @@ class _Completion(msgspec.Struct):
     usage: _Usage | None = None
 
 
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """One ``chat.completion.chunk`` of a stream; the last one (asked for with ``stream_options``) has no choices
+    and the usage of the whole request. A server may send ``{"error": ...}`` instead."""
+
+    choices: list[_ChunkChoice] = msgspec.field(default_factory=list)
+    usage: _Usage | None = None
+    error: Any = None
+
+
 _completion_decoder = msgspec.json.Decoder(_Completion)
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+class _Reply(Protocol):
+    """The part of the HTTP library's response (httpx or httpx2, by the SDK's version) the engine reads."""
+
+    @property
+    def headers(self) -> Any: ...
+
+    def aiter_bytes(self) -> AsyncGenerator[bytes, None]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
 
 
 class OpenAIEngine(Engine):
-    """Per input, one Chat Completions request: the system prompt and the Worker's intent as one system message,
-    the newest `history` transcript entries, then the input (``user`` or ``system`` by its kind). The reply becomes
-    one ``assistant`` entry; the response's token usage is added to the run. On cancel, stop or the run's timeout
-    the request in flight is abandoned at once (its connection is closed) and nothing is appended.
+    """Per input, one streamed Chat Completions request (``stream: true``, usage asked for with ``stream_options:
+    {"include_usage": true}``): the system prompt and the Worker's intent as one system message, the newest
+    `history` transcript entries, then the input (``user`` or ``system`` by its kind). The reply streams into one
+    ``assistant`` entry as its pieces arrive; the usage of the stream's last chunk is added to the run. A server that
+    refuses ``stream_options`` (a 400 or 422 naming it) is asked again without it, once, and from then on this
+    engine never sends it there (its runs have no usage); one that ignores it streams without usage; one that ignores
+    ``stream`` and answers with a whole completion is read as one. On cancel, stop or the run's timeout the request
+    or stream in flight is abandoned at once (its response is closed); what the stream had written stays in the
+    entry, which the run's end commits, as it does when the stream breaks or ends in an error.
 
     Raises:
         ConfigError: when built without the SDK (names the extra to install), or when the key's variable is unset
@@ -142,6 +190,8 @@ class OpenAIEngine(Engine):
         self._sdk = _import_sdk()
         self._api_key = _read_key(self.options)
         self._client: AsyncOpenAI | None = None
+        #: False once the server refused ``stream_options``: then it is never sent there again.
+        self._usage_in_stream = True
 
     def __repr__(self) -> str:
         return f"OpenAIEngine(model={self.options.model!r}, base_url={self.options.base_url!r})"
@@ -156,17 +206,100 @@ class OpenAIEngine(Engine):
             params["max_tokens"] = opts.max_tokens
         if self._api_key is None:
             params["extra_headers"] = {"Authorization": self._sdk.Omit()}  # drops the SDK's header
+        reply = await self._request(messages, params)
         try:
-            raw = await self._sdk_client().chat.completions.with_raw_response.create(
-                model=opts.model, messages=cast(Any, messages), **params
-            )
-            body = raw.http_response.content
+            if "text/event-stream" in (reply.headers.get("content-type") or ""):
+                await self._read_stream(ctx, reply)
+            else:  # a server that ignores `stream` answers with the whole completion
+                await self._answer(ctx, self._decode(await reply.aread()))
+        except Exception as exc:
+            failure = self._broken(exc, reply)
+            if failure is None:
+                raise
+            raise failure from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reply.aclose()  # on cancel too: the stream is abandoned, its connection closed
+
+    async def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> _Reply:
+        """Send the request (retried by the SDK as configured); the response's body is not read yet."""
+        if self._usage_in_stream:
+            try:
+                return await self._send(messages, {**params, "stream_options": {"include_usage": True}})
+            except self._sdk.OpenAIError as exc:
+                if not self._refuses_stream_options(exc):
+                    raise self._failure(exc) from None
+            self._usage_in_stream = False
+            logger.warning("%s refused stream_options; asking without it from now on (no usage)", self.options.base_url)
+        try:
+            return await self._send(messages, params)
         except self._sdk.OpenAIError as exc:
             raise self._failure(exc) from None
-        completion = self._decode(body)
-        usage = completion.usage
-        if usage is not None and (usage.prompt_tokens is not None or usage.completion_tokens is not None):
-            ctx.add_usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+
+    async def _send(self, messages: list[dict[str, str]], params: dict[str, Any]) -> _Reply:
+        create = self._sdk_client().chat.completions.with_raw_response.create
+        raw = await create(model=self.options.model, messages=cast(Any, messages), stream=True, **params)
+        return cast(_Reply, raw.http_response)
+
+    def _refuses_stream_options(self, exc: OpenAIError) -> bool:
+        if not isinstance(exc, self._sdk.APIStatusError) or exc.status_code not in (400, 422):
+            return False
+        return "stream_options" in f"{exc.body!r} {exc.message}"
+
+    async def _read_stream(self, ctx: RunContext, reply: _Reply) -> None:
+        state = _Streamed()
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character split across reads stays whole
+        events = _EventData()
+        async with contextlib.aclosing(reply.aiter_bytes()) as body:
+            try:
+                done = False
+                async for piece in body:
+                    if self._take(ctx, state, events.feed(text.decode(piece))):
+                        done = True  # [DONE]
+                        break
+                if not done:  # the body ended without [DONE]: what it sent is the reply
+                    self._take(ctx, state, [*events.feed(text.decode(b"", True)), *events.end()])
+            except EngineError:
+                await _drain(body)
+                raise
+            if done:
+                await _drain(body)
+        self._count(ctx, state.usage)
+        if state.entry is None:
+            if not state.choices:
+                raise EngineError("provider_bad_response", "the reply has no choices")
+            reason = f" (finish_reason {state.finish_reason!r})" if state.finish_reason else ""
+            raise EngineError("provider_bad_response", f"the reply has no content{reason}")
+        await state.entry.end()
+
+    def _take(self, ctx: RunContext, state: _Streamed, events: list[str]) -> bool:
+        """Write the pieces of these events' chunks into the entry; True at ``[DONE]``."""
+        for data in events:
+            if data == "[DONE]":
+                return True
+            chunk = self._decode_chunk(data)
+            if chunk.error is not None:
+                self._count(ctx, state.usage)
+                detail = _provider_detail({"error": chunk.error})
+                message = f"the reply is an error: {detail}" if detail else "the reply is an error"
+                raise EngineError("provider_bad_response", self._redact(message))
+            if chunk.usage is not None:
+                state.usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.index != 0:
+                    continue  # one reply: the first choice
+                state.choices = True
+                state.finish_reason = choice.finish_reason or state.finish_reason
+                delta = choice.delta
+                if delta is not None and (delta.content or delta.refusal):
+                    if state.entry is None:
+                        state.entry = ctx.begin_entry()
+                    state.entry.write(delta.content or "")
+                    state.entry.write(delta.refusal or "")  # a refusal streams where the content would
+        return False
+
+    async def _answer(self, ctx: RunContext, completion: _Completion) -> None:
+        self._count(ctx, completion.usage)
         if not completion.choices:
             raise EngineError("provider_bad_response", "the reply has no choices")
         choice = completion.choices[0]
@@ -175,6 +308,11 @@ class OpenAIEngine(Engine):
             reason = f" (finish_reason {choice.finish_reason!r})" if choice.finish_reason else ""
             raise EngineError("provider_bad_response", f"the reply has no content{reason}")
         await ctx.emit(text)
+
+    @staticmethod
+    def _count(ctx: RunContext, usage: _Usage | None) -> None:
+        if usage is not None and (usage.prompt_tokens is not None or usage.completion_tokens is not None):
+            ctx.add_usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -205,6 +343,27 @@ class OpenAIEngine(Engine):
                 raise EngineError("provider_bad_response", self._redact(f"the reply is an error: {detail}")) from None
             logger.warning("%s: the reply is not a chat completion: %s", self.options.base_url, exc)
             raise EngineError("provider_bad_response", "the reply is not a chat completion") from None
+
+    def _decode_chunk(self, data: str) -> _Chunk:
+        try:
+            return _chunk_decoder.decode(data)
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            logger.warning("%s: a piece of the reply is not a chat completion chunk: %s", self.options.base_url, exc)
+            raise EngineError("provider_bad_response", "the reply is not a chat completion stream") from None
+
+    def _broken(self, exc: Exception, reply: _Reply) -> EngineError | None:
+        """The `EngineError` for a transport error while the reply is read (the SDK only maps those of the request
+        itself), else None. The HTTP library is the response's own: httpx, or httpx2 under openai 3."""
+        library = sys.modules.get(type(reply).__module__.partition(".")[0])
+        opts = self.options
+        if isinstance(exc, getattr(library, "TimeoutException", ())):
+            return EngineError(
+                "provider_timeout", f"{opts.base_url} sent nothing for {opts.request_timeout_s:g}s during the reply"
+            )
+        if isinstance(exc, getattr(library, "RequestError", ())):
+            logger.warning("the reply from %s broke off: %s", opts.base_url, self._redact(repr(exc)))
+            return EngineError("provider_connection", f"the connection to {opts.base_url} broke during the reply")
+        return None
 
     def _failure(self, exc: OpenAIError) -> EngineError:
         """The `EngineError` for an SDK error; its message names no key."""
@@ -300,6 +459,71 @@ def _render_intent(intent: Intent) -> str:
         case AssistantIntent(purpose=purpose):
             return "You are an assistant." + (f" Purpose: {purpose}" if purpose else "")
     return ""  # pragma: no cover  # Intent is a closed union
+
+
+async def _drain(body: AsyncGenerator[bytes, None]) -> None:
+    """Read what is left of a reply the engine is done with (after ``[DONE]`` or an error event), for at most
+    `_DRAIN_S`: a server ends the body there, and a body read to its end lets the connection be used again and
+    leaves none of the HTTP library's readers suspended half-way. What it holds, or an error reading it, changes
+    nothing."""
+    with anyio.move_on_after(_DRAIN_S):
+        try:
+            async for _ in body:
+                pass
+        except Exception:  # the reply is complete already: a broken tail is not the run's
+            pass
+
+
+class _Streamed:
+    """What a stream has given so far."""
+
+    __slots__ = ("choices", "entry", "finish_reason", "usage")
+
+    def __init__(self) -> None:
+        self.entry: EntryWriter | None = None  # begun with the first piece of text
+        self.usage: _Usage | None = None
+        self.choices = False  # a chunk of the first choice arrived
+        self.finish_reason: str | None = None
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _EventData:
+    """The ``data`` of each server-sent event, from the stream's text as it arrives (lines end with CRLF, LF or CR;
+    ``event``, ``id``, ``retry`` and comments say nothing a chat completion stream needs)."""
+
+    __slots__ = ("_data", "_rest")
+
+    def __init__(self) -> None:
+        self._rest = ""  # an unfinished line
+        self._data: list[str] = []
+
+    def feed(self, text: str) -> list[str]:
+        text = self._rest + text
+        held = "\r" if text.endswith("\r") else ""  # may be half of a CRLF
+        lines = _LINE_END.split(text[: len(text) - len(held)])
+        self._rest = lines.pop() + held
+        return self._lines(lines)
+
+    def end(self) -> list[str]:
+        """The events left when the stream ends (a last one without its blank line counts)."""
+        rest, self._rest = self._rest.rstrip("\r"), ""
+        return self._lines([rest, ""] if rest else [""])
+
+    def _lines(self, lines: list[str]) -> list[str]:
+        events: list[str] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append("\n".join(self._data))
+                    self._data = []
+            elif line.startswith("data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(" ") else value)
+            elif line == "data":
+                self._data.append("")
+        return events
 
 
 def _error_detail(body: bytes) -> str:
