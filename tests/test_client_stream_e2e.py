@@ -3,7 +3,9 @@ TCP, and a Runtime restarted (fs store, same port) while a client streams: no du
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,34 @@ async def test_a_stream_resumes_across_a_runtime_restart_with_no_event_lost_or_r
     assert stream.reconnects >= 1
     contents = [i.entry.content for i in got if isinstance(i, TranscriptAppendedEvent) and i.entry]
     assert len(contents) == 6
+
+
+async def test_follow_run_shows_a_commands_output_as_it_is_printed(tmp_path: Path) -> None:
+    gate = tmp_path / "go-on"
+    program = (
+        "import os, sys, time\n"
+        "sys.stdout.buffer.write('Grüße '.encode()); sys.stdout.flush()\n"
+        f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"  # the child waits; the test does not
+        "sys.stdout.buffer.write('🌍 wörld ✓'.encode()); sys.stdout.flush()\n"
+    )
+    script = tmp_path / "printer.py"
+    script.write_text(program, encoding="utf-8")
+    config = tmp_path / "runtime.toml"
+    argv = json.dumps([sys.executable, str(script)])  # a JSON array of strings is a TOML array too
+    config.write_text(f'[profiles.printer]\nengine = "command"\nargv = {argv}\n')
+    args = ["--store", "memory", "--token", TOKEN, "--config", str(config)]
+    async with runtime_process(args, tmp_path) as url, RuntimeClient(url, token=TOKEN) as rt:
+        wid = (await rt.create_worker(profile={"kind": "named", "name": "printer"})).worker_ref.worker_id
+        ack = await rt.send_input(wid, "go")
+        items = []
+        with anyio.fail_after(30):  # a bound against a hang, not a wait
+            async with rt.follow_run(wid, ack.run_id) as follow:
+                async for item in follow:
+                    items.append(item)
+                    if isinstance(item, TextDelta) and not gate.exists():
+                        gate.touch()  # the first text was shown while the program still ran: let it finish
+    deltas = [i for i in items if isinstance(i, TextDelta)]
+    done = [i for i in items if isinstance(i, EntryDone)]
+    assert deltas[0].text.startswith("Grü") and len(deltas) >= 2  # shown in pieces, as printed
+    assert "".join(d.text for d in deltas) == done[0].entry.content == "Grüße 🌍 wörld ✓"
+    assert isinstance(items[-1], RunDone) and items[-1].run.status == "completed"
