@@ -10,8 +10,19 @@ import httpx
 import pytest
 import respx
 from client_helpers import body, event, input_ack, run, runtime_body, worker
+from stream_helpers import FakeStreamServer, run_info, serve_run
+from stream_helpers import entry as stream_entry
+from stream_helpers import event as stream_event
 
-from worker_runtime_client import RuntimeMismatchError, RuntimePool, UnknownRuntimeError, WorkerRef
+from worker_runtime_client import (
+    EntryDone,
+    RunDone,
+    RuntimeMismatchError,
+    RuntimePool,
+    TextDelta,
+    UnknownRuntimeError,
+    WorkerRef,
+)
 from worker_runtime_core import ConfigError
 
 
@@ -146,3 +157,34 @@ def test_bad_pool_configs_are_config_errors(tmp_path: Path, monkeypatch: pytest.
     bad.write_text("[runtimes.rt-1]\nbase_url = 5\n")
     with pytest.raises(ConfigError, match=str(bad)):
         RuntimePool.from_file(bad)
+
+
+async def test_the_pool_streams_each_runtimes_events_from_that_runtime() -> None:
+    servers = {
+        rid: FakeStreamServer(events=[stream_event(i, runtime_id=rid) for i in (1, 2)], runtime_id=rid)
+        for rid in ("rt-a", "rt-b")
+    }
+    runtimes = {rid: {"base_url": f"http://{rid}.test"} for rid in servers}
+    transports = {rid: server.transport() for rid, server in servers.items()}
+    async with RuntimePool(runtimes, transports=transports) as pool:
+        async with pool.stream_events("rt-b", after=0, worker_id="w1") as stream:
+            got = [await stream.__anext__(), await stream.__anext__()]
+            assert stream.runtime_id == "rt-b" and stream.cursor == 2
+        with pytest.raises(UnknownRuntimeError):
+            pool.stream_events("rt-c")
+    assert [e.worker_ref.runtime_id for e in got if e.worker_ref] == ["rt-b", "rt-b"]
+    assert servers["rt-a"].requests == []
+    assert servers["rt-b"].requests[0].url.params["worker_id"] == "w1"
+
+
+async def test_the_pool_follows_a_run_on_the_runtime_its_ref_names() -> None:
+    servers = {rid: FakeStreamServer(runtime_id=rid) for rid in ("rt-1", "rt-2")}
+    entries = [stream_entry(0, "q", role="user"), stream_entry(1, "answer")]
+    serve_run(servers["rt-1"], run=run_info(status="completed"), entries=entries, last_event_id=3)
+    runtimes = {rid: {"base_url": f"http://{rid}.test"} for rid in servers}
+    transports = {rid: server.transport() for rid, server in servers.items()}
+    async with RuntimePool(runtimes, transports=transports) as pool:
+        async with pool.follow_run(WorkerRef(runtime_id="rt-1", worker_id="w1"), "run-1") as follow:
+            items = [item async for item in follow]
+    assert [type(i) for i in items] == [TextDelta, EntryDone, RunDone]
+    assert isinstance(items[0], TextDelta) and items[0].text == "answer"

@@ -52,7 +52,9 @@ from worker_runtime_core import (
 
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUT, RetryPolicy
 from ._errors import ProtocolError, RuntimeConnectionError, RuntimeMismatchError, RuntimeTimeoutError
+from ._follow import RunFollower
 from ._retry import Safety, retry_after_seconds, should_retry_response, should_retry_transport
+from ._stream import EventStream
 from ._version import __version__
 
 __all__ = ["ClientState", "RuntimeClient"]
@@ -125,6 +127,8 @@ class RuntimeClient:
         self._checked = runtime_id is None
         self._check_lock: anyio.Lock | None = None
         self._max_wait_s: float | None = None  # the server's `limits.max_wait_s`, read once from GET /v1/runtime
+        self._seen_runtime_id: str | None = None  # the runtime id GET /v1/runtime last answered
+        self._heartbeat_s: float | None = None  # the server's `limits.stream_heartbeat_s`, when it says
 
     def __repr__(self) -> str:
         return f"RuntimeClient(base_url={self.base_url!r}, runtime_id={self.runtime_id!r})"
@@ -158,6 +162,9 @@ class RuntimeClient:
             )
         self._checked = True
         self._max_wait_s = envelope.runtime.limits.max_wait_s
+        self._seen_runtime_id = envelope.runtime.runtime_id
+        heartbeat = getattr(envelope.runtime.limits, "stream_heartbeat_s", None)  # a v1.1 limit
+        self._heartbeat_s = float(heartbeat) if isinstance(heartbeat, int | float) else None
         return envelope.runtime
 
     async def diagnostics(self) -> list[Diagnostic]:
@@ -342,6 +349,51 @@ class RuntimeClient:
                     cursor = event.id
                     yield event
 
+    def stream_events(
+        self,
+        after: int | None = None,
+        *,
+        worker_id: str | None = None,
+        run_id: str | None = None,
+        deltas: bool = False,
+    ) -> EventStream:
+        """``GET /v1/events/stream``: typed events (and, with `deltas`, `OutputDelta`) as they are logged.
+
+        With `after` it starts with the first event above it (``after=0``: from the oldest kept); without, it is
+        live only (``tail -f``) until its first event. `run_id` needs `worker_id`. The `EventStream` it returns
+        is an async iterator and an async context manager (leaving it closes the connection); it reconnects by
+        itself with ``Last-Event-ID``, never yields a durable event twice and exposes its `cursor`::
+
+            async with rt.stream_events(after=0, worker_id=wid) as stream:
+                async for event in stream:
+                    print(event.kind, stream.cursor)
+
+        Raises:
+            InvalidRequestError: a bad `after`, `worker_id` or `run_id` (checked before anything is sent).
+        """
+        return EventStream(self, after, worker_id=worker_id, run_id=run_id, deltas=deltas)
+
+    def follow_run(self, worker_id: str, run_id: str) -> RunFollower:
+        """One run's text as it grows, then its end: `TextDelta` pieces, an `EntryDone` per entry, one `RunDone`.
+
+        It starts from the run's state, so a run that ended before it was called is shown whole (its entries
+        from the transcript) and then its `RunDone`::
+
+            async with rt.follow_run(wid, ack.run_id) as follow:
+                async for item in follow:
+                    if isinstance(item, TextDelta):
+                        print(item.text, end="", flush=True)
+                    elif isinstance(item, RunDone):
+                        print("\n", item.run.status)
+
+        Raises:
+            InvalidWorkerIdError, InvalidRequestError: a bad id (checked before anything is sent).
+            RunNotFoundError: the Worker has no such run; and what `stream_events` raises.
+        """
+        _worker_path(worker_id)
+        _segment(run_id)
+        return RunFollower(self, worker_id, run_id)
+
     # --- plumbing --------------------------------------------------------------------------------------------
 
     async def _long_poll(self, after: int, worker_id: str | None, wait: float) -> EventPage:
@@ -367,6 +419,15 @@ class RuntimeClient:
                     await self.runtime()
         assert self._max_wait_s is not None
         return min(wait, self._max_wait_s)
+
+    def _stream_timeout(self) -> httpx.Timeout:
+        """An event stream's timeouts: the client's, with a read timeout long enough for the server's heartbeat
+        (a read timeout only makes the stream reconnect from its cursor, which loses nothing)."""
+        timeout = self._timeout
+        if timeout.read is None or self._heartbeat_s is None:
+            return timeout
+        read = max(timeout.read, 2 * self._heartbeat_s + 5.0)
+        return httpx.Timeout(timeout.connect, read=read, write=timeout.write, pool=timeout.pool)
 
     def _lock(self) -> anyio.Lock:
         if self._check_lock is None:

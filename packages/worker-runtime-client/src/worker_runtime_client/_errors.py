@@ -7,8 +7,11 @@
     ├── TransportError                  the request did not get an answer (retryable)
     │   ├── RuntimeConnectionError      could not connect, or the connection broke
     │   └── RuntimeTimeoutError         no answer in time (also a TimeoutError)
+    ├── InvalidRequestError (core)
+    │   └── CursorAheadError            a stream's cursor is above the newest event id (`.newest_id`)
     ├── ProtocolError                   an answer that is not the contract's (non-JSON, not an envelope)
     ├── RuntimeMismatchError            the server is another runtime than the one asked for
+    │   └── RuntimeChangedError         a stream's runtime id changed while it was open
     └── UnknownRuntimeError             a pool has no runtime with that id
 
 Transport errors keep the httpx error as `__cause__`. No message or repr carries the token.
@@ -16,10 +19,14 @@ Transport errors keep the httpx error as `__cause__`. No message or repr carries
 
 from __future__ import annotations
 
-from worker_runtime_core import WorkerRuntimeError
+from typing import Any
+
+from worker_runtime_core import InvalidRequestError, WorkerRuntimeError
 
 __all__ = [
+    "CursorAheadError",
     "ProtocolError",
+    "RuntimeChangedError",
     "RuntimeConnectionError",
     "RuntimeMismatchError",
     "RuntimeTimeoutError",
@@ -57,6 +64,23 @@ class RuntimeMismatchError(WorkerRuntimeError):
     """The server at this address is another runtime than the one the client was made for."""
 
     code = "runtime_mismatch"
+
+
+class RuntimeChangedError(RuntimeMismatchError):
+    """The runtime behind an event stream is not the one it was reading (`details`: ``expected``, ``actual``): its
+    event ids are another log's, so the stream's cursor means nothing there."""
+
+    code = "runtime_changed"
+
+
+class CursorAheadError(InvalidRequestError):
+    """A stream's cursor is above the newest event id the server ever served (a memory store restarted, or another
+    store): `newest_id` is that id. The events after the cursor are gone; start again from a cursor you choose."""
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None, status: int | None = None) -> None:
+        super().__init__(message, details=details, status=status)
+        newest = self.details.get("newest_id")
+        self.newest_id: int | None = newest if isinstance(newest, int) and not isinstance(newest, bool) else None
 
 
 class UnknownRuntimeError(WorkerRuntimeError):

@@ -35,6 +35,8 @@ from worker_runtime_core import (
 from ._client import RuntimeClient
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUT, RetryPolicy
 from ._errors import UnknownRuntimeError
+from ._follow import RunFollower
+from ._stream import EventStream
 
 __all__ = ["RuntimeEntry", "RuntimePool"]
 
@@ -190,6 +192,18 @@ class RuntimePool:
     ) -> AsyncIterator[Event]:
         return self.client(runtime_id).watch_events(after, worker_id=worker_id, wait=wait)
 
+    def stream_events(
+        self,
+        runtime_id: str,
+        after: int | None = None,
+        *,
+        worker_id: str | None = None,
+        run_id: str | None = None,
+        deltas: bool = False,
+    ) -> EventStream:
+        """That runtime's `RuntimeClient.stream_events`; the stream checks every reconnect is still that runtime."""
+        return self.client(runtime_id).stream_events(after, worker_id=worker_id, run_id=run_id, deltas=deltas)
+
     # --- one Worker, by its WorkerRef ---------------------------------------------------------------------
 
     async def get_worker(self, ref: WorkerRef) -> WorkerDetail:
@@ -212,6 +226,9 @@ class RuntimePool:
         poll_wait: float = 25.0,
     ) -> RunInfo:
         return await self.client(ref.runtime_id).wait_for_run(ref.worker_id, run_id, timeout, poll_wait=poll_wait)
+
+    def follow_run(self, ref: WorkerRef, run_id: str) -> RunFollower:
+        return self.client(ref.runtime_id).follow_run(ref.worker_id, run_id)
 
     async def stop_worker(self, ref: WorkerRef, reason: str | None = None) -> WorkerAck:
         return await self.client(ref.runtime_id).stop_worker(ref.worker_id, reason)
