@@ -30,7 +30,7 @@ def runtime_body(runtime_id: str = "rt-1", *, max_wait_s: float = 30) -> dict[st
         "runtime": {
             "runtime_id": runtime_id,
             "display_name": runtime_id,
-            "version": "0.1.0",
+            "version": "0.2.0",
             "status": "running",
             "started_at": T0,
             "store": {"kind": "memory", "path": None, "fsync": None},

@@ -18,4 +18,4 @@ def test_every_name_exists() -> None:
 
 
 def test_the_version_is_0_1_0() -> None:
-    assert worker_runtime_http.__version__ == "0.1.0"
+    assert worker_runtime_http.__version__ == "0.2.0"

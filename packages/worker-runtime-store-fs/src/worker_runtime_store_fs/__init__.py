@@ -4,7 +4,7 @@ from .errors import StoreFormatError, StoreLockedError, StoreUnwritableError
 from .layout import FORMAT_VERSION
 from .store import FsRuntimeStore, FsyncPolicy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FORMAT_VERSION",
