@@ -907,7 +907,7 @@ async def test_a_refused_create_is_503_and_the_worker_never_exists(
     async with Runtime(store=store) as rt:
         await rt.create_worker(worker_id="w")
         committed = store.committed_id
-        disk.refuse(".worker.json.tmp")  # its log line goes in, its record cannot be written
+        disk.refuse("worker.json")  # its log line goes in, its record cannot be written
         with pytest.raises(RuntimeUnavailableError) as info:
             await rt.create_worker(worker_id="v")
         assert disk.hits and "outcome" not in info.value.details
