@@ -149,7 +149,7 @@ async def test_a_create_taken_back_stays_gone_after_a_power_cut(
         faults = DiskFaults(store, monkeypatch)
         async with Runtime(runtime_id="rt-p", store=store) as rt:
             await rt.create_worker(worker_id="w")
-            faults.refuse(".worker.json.tmp")
+            faults.refuse("worker.json")
             with pytest.raises(RuntimeUnavailableError):
                 await rt.create_worker(worker_id="v")
             disk.arm(0)

@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from store_fs_helpers import crash_copy
 
 from worker_runtime_core import Runtime
 from worker_runtime_store_fs import FsRuntimeStore
+from worker_runtime_store_fs import _fileops as fileops
 
 
 async def _three_segments(root: Path) -> list[int]:
@@ -106,6 +108,40 @@ async def test_a_replayed_create_keeps_the_worker_json_it_finds_and_writes_a_mis
         assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
     async with Runtime(store=FsRuntimeStore(copy)) as rt:
         assert [(await rt.get_worker(w)).display_name for w in ("kept", "lost")] == ["Kept", "Lost"]
+
+
+async def test_a_worker_json_torn_by_a_crash_is_rewritten_from_the_replayed_create(tmp_path: Path) -> None:
+    # worker.json is written in place after the create's log line is durable: a crash can leave it empty or cut.
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=1_000_000)) as rt:
+        await rt.create_worker(worker_id="empty", display_name="Empty")
+        await rt.create_worker(worker_id="cut", display_name="Cut")
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")  # both creates are replayed at open
+    records = {wid: copy / "workers" / wid / "worker.json" for wid in ("empty", "cut")}
+    whole = {wid: path.read_bytes() for wid, path in records.items()}
+    records["empty"].write_bytes(b"")
+    records["cut"].write_bytes(whole["cut"][:20])
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert [(await rt.get_worker(w)).display_name for w in ("empty", "cut")] == ["Empty", "Cut"]
+        found = sorted((d.level, d.code, d.path) for d in await rt.diagnostics())
+        assert found == sorted(("warning", "record_repaired", str(path)) for path in records.values())
+    assert {wid: path.read_bytes() for wid, path in records.items()} == whole
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        assert await rt.diagnostics() == []
+        assert [(await rt.get_worker(w)).display_name for w in ("empty", "cut")] == ["Empty", "Cut"]
+
+
+async def test_a_create_writes_its_worker_json_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No temp file and rename for a new directory's record: the log line is the create's durable point.
+    renamed: list[object] = []
+    real_replace = fileops.replace
+    monkeypatch.setattr(fileops, "replace", lambda src, dst: renamed.append(dst) or real_replace(src, dst))
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        renamed.clear()
+        await rt.create_worker(worker_id="w", display_name="W")
+        assert renamed == []
+        assert sorted(os.listdir(tmp_path / "workers" / "w")) == ["worker.json"]
+    async with Runtime(store=FsRuntimeStore(tmp_path)) as rt:
+        assert (await rt.get_worker("w")).display_name == "W"
 
 
 async def test_a_replay_of_a_delete_and_a_re_create_rebuilds_the_new_workers_files(tmp_path: Path) -> None:

@@ -355,6 +355,32 @@ async def test_a_checkpoint_writes_no_state_file_for_a_new_worker_unchanged_sinc
         assert await rt.diagnostics() == []
 
 
+async def test_a_checkpoint_that_syncs_the_disk_once_lists_no_worker_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint after a burst of creates makes their files durable with one sync: listing each Worker's paths
+    # (for 10,000 Workers, 80,000 of them) would only hold the interpreter while the commits wait.
+    per_worker = len(store_module.worker_files(Layout(tmp_path), "w"))
+    monkeypatch.setattr(store_module, "_SYNC_ALL_AT", 3 * per_worker)  # three Workers' files: one sync
+    synced: list[int] = []
+    listed: list[str] = []
+    monkeypatch.setattr(fileops, "sync", lambda: synced.append(1))
+    real_files = store_module.worker_files
+    monkeypatch.setattr(store_module, "worker_files", lambda layout, wid: listed.append(wid) or real_files(layout, wid))
+    store = FsRuntimeStore(tmp_path, checkpoint_every=4)  # runtime_started and three creates
+    async with Runtime(store=store) as rt:
+        for n in range(3):
+            await rt.create_worker(worker_id=f"new-{n}")
+        store._wait_checkpoint()
+        assert (synced, listed) == ([1], [])
+        await rt.create_worker(worker_id="one-more")  # a checkpoint of fewer files fsyncs each: it lists them
+        await rt.create_worker(worker_id="last")
+        await rt.stop_worker("one-more")
+        await rt.stop_worker("last")
+        store._wait_checkpoint()
+        assert synced == [1] and sorted(listed) == ["last", "one-more"]
+
+
 async def test_a_transcript_line_with_a_good_checksum_but_no_entry_in_it_is_store_corrupt_naming_its_line(
     tmp_path: Path,
 ) -> None:
@@ -881,7 +907,7 @@ async def test_a_refused_create_is_503_and_the_worker_never_exists(
     async with Runtime(store=store) as rt:
         await rt.create_worker(worker_id="w")
         committed = store.committed_id
-        disk.refuse(".worker.json.tmp")  # its log line goes in, its record cannot be written
+        disk.refuse("worker.json")  # its log line goes in, its record cannot be written
         with pytest.raises(RuntimeUnavailableError) as info:
             await rt.create_worker(worker_id="v")
         assert disk.hits and "outcome" not in info.value.details

@@ -88,24 +88,29 @@ class Projections:
 
     def create(self, worker_id: str, event_id: int, state: bytes) -> None:
         """Project a Worker's creation: its directory, ``worker.json`` and its event id in its index. All or
-        nothing: on an OSError what it made is removed again.
+        nothing: on an OSError what it made is removed again (a failed append to the index cuts it back itself).
+
+        ``worker.json`` of a new directory is written in place, not through a temp file and a rename: the create's
+        log line is durable before this runs and the next checkpoint fsyncs the file before it counts, so a crash
+        that tears it leaves a create that recovery replays, and the replay rewrites the file from the log.
 
         Raises:
             OSError: the disk refused.
         """
         files = self._of(worker_id)
         self.touched.add(worker_id)
-        index = files.events
-        count = index.count()
         directory = files.directory
         try:
             fileops.mkdir(directory, parents=True)
-            write_atomic(directory / "worker.json", state, durable=False, write=self.write)
-            index.append(self.fds, event_id, self.write)
+            fd = fileops.open(f"{directory}{os.sep}worker.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                self.write(fd, state)
+            finally:
+                fileops.close(fd)
+            files.events.append(self.fds, event_id, self.write)
         except OSError:
             self.fds.drop_under(str(directory))
             fileops.rmtree(directory)
-            index.cut(count)
             raise
 
     def repair_tails(self, worker_id: str) -> None:

@@ -239,6 +239,13 @@ class _Recovery:
                 self.diagnose(
                     "warning", "record_repaired", "rebuilt the worker record from the event log", path, offset, wid
                 )
+                if event.kind == "worker_created":
+                    # A worker.json torn by a crash (it is written in place, after the create's line is durable):
+                    # written again from the log, and no error to report once it is.
+                    self.known[wid].worker_json = False
+                    self.out.diagnostics = [
+                        d for d in self.out.diagnostics if not (d.code == "store_corrupt" and d.path == path)
+                    ]
             self.out.workers[wid] = record.worker
             self.out.dirty[wid] = state
             if event.kind == "worker_created":
