@@ -15,14 +15,20 @@ it sees what a real disk could hold after a power cut (the worst case: nothing t
 page cache) and what was durable stays what it was, for a later power cut.
 
 The live files are the real ones (reads see them); fsyncs are not passed to the disk, which keeps the tests fast.
+The store writes from several threads (the writer, checkpoints, the catch-up thread): each patched operation holds
+one lock over its real call and its model update, so the model never sees a directory another thread is removing.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -40,6 +46,20 @@ class _Node:
         self.is_dir = is_dir
         self.data = data
         self.entries: dict[str, _Node] = {}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(op: F) -> F:
+    """Run a patched operation under the layer's lock (a subclass's override waits outside it, then calls super)."""
+
+    @functools.wraps(op)
+    def locked(self: PowerLoss, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return op(self, *args, **kwargs)
+
+    return cast(F, locked)
 
 
 def _read_all(path: str) -> bytes:
@@ -64,6 +84,7 @@ class PowerLoss:
         # renames no fsync_dir or sync has made durable yet: (src, dst, the node moved, the node it replaced)
         self._renames: list[tuple[str, str, _Node, _Node | None]] = []
         self._patch = pytest.MonkeyPatch()
+        self._lock = threading.RLock()
         self._live[self.root] = self._snapshot_tree(self.root)
 
     # --- the model ---------------------------------------------------------------------------------------------
@@ -123,6 +144,7 @@ class PowerLoss:
 
     # --- the patched operations --------------------------------------------------------------------------------
 
+    @_locked
     def open(self, path: _fileops.StrPath, flags: int, mode: int = 0o644) -> int:
         self._gate()
         p = self._inside(path)
@@ -134,10 +156,12 @@ class PowerLoss:
             self._fds[fd] = self._node(p)
         return fd
 
+    @_locked
     def close(self, fd: int) -> None:
         self._fds.pop(fd, None)
         os.close(fd)
 
+    @_locked
     def write(self, fd: int, data: bytes) -> None:
         self._gate()
         self.writes += 1
@@ -146,6 +170,7 @@ class PowerLoss:
             self._gate()
         _REAL["write"](fd, data)
 
+    @_locked
     def fsync(self, fd: int) -> None:
         self._gate()
         self.fsyncs += 1
@@ -153,6 +178,7 @@ class PowerLoss:
         if node is not None and not node.is_dir:
             node.data = _read_all(f"/proc/self/fd/{fd}")  # the descriptor is write-only: read the file anew
 
+    @_locked
     def fsync_dir(self, path: _fileops.StrPath) -> None:
         self._gate()
         self.fsyncs += 1
@@ -162,12 +188,14 @@ class PowerLoss:
             node.entries = {name: self._node(os.path.join(p, name)) for name in sorted(os.listdir(p))}
             self._renames = [r for r in self._renames if p not in (os.path.dirname(r[0]), os.path.dirname(r[1]))]
 
+    @_locked
     def sync(self) -> None:
         self._gate()
         self.fsyncs += 1
         self._snapshot_tree(self.root)
         self._renames = []
 
+    @_locked
     def replace(self, src: _fileops.StrPath, dst: _fileops.StrPath) -> None:
         self._gate()
         os.replace(src, dst)
@@ -177,6 +205,7 @@ class PowerLoss:
             moved = self._live[d] = self._live.pop(s, None) or _Node(False)
             self._renames.append((s, d, moved, replaced))
 
+    @_locked
     def unlink(self, path: _fileops.StrPath) -> None:
         self._gate()
         _REAL["unlink"](path)
@@ -184,6 +213,7 @@ class PowerLoss:
         if p is not None:
             self._live.pop(p, None)
 
+    @_locked
     def mkdir(self, path: Path, *, parents: bool = False) -> None:
         self._gate()
         missing = []
@@ -196,6 +226,7 @@ class PowerLoss:
             if self._inside(p) is not None:
                 self._live[p] = _Node(True)
 
+    @_locked
     def rmtree(self, path: _fileops.StrPath) -> None:
         self._gate()
         _REAL["rmtree"](path)
