@@ -236,6 +236,26 @@ async def test_without_a_cursor_the_stream_is_live_only(gate: Gate) -> None:
     assert frame["event"] == "worker_created" and frame["data"]["worker_ref"]["worker_id"] == "new"
 
 
+async def test_every_stream_names_the_newest_id_when_it_opened_as_x_event_cursor(gate: Gate) -> None:
+    async with served(gate) as s:
+        await s.rt.create_worker(worker_id="a")
+        await s.rt.create_worker(worker_id="b")
+        opened_at = s.rt.newest_event_id
+        live = await s.open()
+        filtered = await s.open({"worker_id": "b", "deltas": "true"})
+        replay = await s.open({"after": 0})
+        await s.rt.create_worker(worker_id="c")  # logged after they opened: not their X-Event-Cursor
+        for stream in (live, filtered, replay):
+            assert stream.headers[b"x-event-cursor"] == b"%d" % opened_at
+        live.disconnect()  # dropped before its first frame: resuming from the header misses nothing
+        filtered.disconnect()
+        replay.disconnect()
+        again = await s.open(last_event_id=str(opened_at))
+        (frame,) = await again.frames(1)
+        again.disconnect()
+    assert frame["data"]["worker_ref"]["worker_id"] == "c"
+
+
 async def test_empty_parameters_count_as_absent(gate: Gate) -> None:
     async with served(gate) as s:
         await s.rt.create_worker(worker_id="old")

@@ -3,7 +3,8 @@
 The handler (`stream_events`) checks everything before the first frame: query parameters, ``Last-Event-ID``,
 the cursor (410 `cursor_expired`, 422 above the newest id) and `max_streams`; any of them is a JSON error like on
 every route. Then `EventStream` sends frames straight through ASGI (what Starlette's `StreamingResponse` does,
-without its per-response objects): a page of durable events read from the log, one ``send`` per page, then a
+without its per-response objects), with the header ``X-Event-Cursor`` (the newest event id when it opened: where
+a client that has no cursor yet resumes from): a page of durable events read from the log, one ``send`` per page, then a
 wait for the next write; a ``: keep-alive`` comment after `stream_heartbeat_s` of silence; at shutdown the
 ``runtime_stopping`` frame, then the end.
 
@@ -70,8 +71,9 @@ async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encode
     cursor = last_id if last_id is not None else after
     stop = runtime.stopping_frame
     live_only = cursor is None
+    newest = runtime.newest_event_id  # sent as X-Event-Cursor: a live-only client's cursor before its first frame
     if cursor is None:
-        cursor = runtime.newest_event_id  # live only: what is logged after the stream opened
+        cursor = newest  # live only: what is logged after the stream opened
     signal = runtime.event_signal()  # before the read: a write confirmed during it wakes the stream's first wait
     page = await runtime.read_stream(cursor, PAGE, worker_id=worker_id, run_id=run_id)  # the checks of the cursor
     if stop is not None and (live_only or stop.id == 0 or cursor >= stop.id):
@@ -86,7 +88,9 @@ async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encode
     if deltas:
         subscription = runtime.open_deltas(worker_id=worker_id, run_id=run_id)
     streams.open += 1  # the app calls the stream at once; its end gives the slot back
-    return EventStream(runtime, streams, encoder, page, signal, stop is not None, worker_id, run_id, subscription)
+    return EventStream(
+        runtime, streams, encoder, page, signal, stop is not None, worker_id, run_id, subscription, newest
+    )
 
 
 def _flag(query: dict[str, str], name: str) -> bool:
@@ -120,6 +124,7 @@ class EventStream:
     __slots__ = (
         "_encoder",
         "_first",
+        "_newest",
         "_run_id",
         "_signal",
         "_runtime",
@@ -140,6 +145,7 @@ class EventStream:
         worker_id: str | None,
         run_id: str | None,
         subscription: DeltaSubscription | None,
+        newest: int = 0,
     ) -> None:
         self._runtime = runtime
         self._streams = streams
@@ -150,12 +156,14 @@ class EventStream:
         self._worker_id = worker_id
         self._run_id = run_id
         self._subscription = subscription
+        self._newest = newest  # the newest event id when the stream opened
 
     async def __call__(self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
-                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + headers})
+                cursor = [(b"x-event-cursor", b"%d" % self._newest)]
+                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cursor + headers})
                 try:
                     await self._pump(send)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -218,8 +226,18 @@ class EventStream:
                                 next_deltas = anyio.current_time() + DELTA_INTERVAL_S
                                 if await self._send_deltas(send, subscription, cursor):
                                     waited.deadline = anyio.current_time() + heartbeat
-                            if await _durable_or_deltas(signal, subscription, next_deltas):
+                            # One waiter: the subscription's wait returns on new text and on a durable write.
+                            if signal.is_set():
                                 break
+                            await subscription.wait()
+                            if signal.is_set():
+                                break
+                            delay = next_deltas - anyio.current_time()
+                            if delay > 0:  # coalescing: at most one frame per entry per 20 ms
+                                with anyio.move_on_after(delay):
+                                    await signal.wait()  # a durable write ends the pause: it is sent first
+                                if signal.is_set():
+                                    break
                 if waited.cancelled_caught:
                     await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
             resolved_before = rt.stopping_frame is not None
@@ -256,26 +274,3 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
-
-
-async def _durable_or_deltas(signal: anyio.Event, subscription: DeltaSubscription, not_before: float) -> bool:
-    """Wait for the next durable write (True) or for new deltas, no sooner than `not_before` (False). The deltas
-    are waited for here, the write in one child task."""
-    if signal.is_set():
-        return True
-    durable = False
-    async with anyio.create_task_group() as tg:
-
-        async def on_write() -> None:
-            nonlocal durable
-            await signal.wait()
-            durable = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(on_write)
-        await subscription.wait()
-        delay = not_before - anyio.current_time()
-        if delay > 0:
-            await anyio.sleep(delay)  # coalescing: at most one frame per entry per 20 ms
-        tg.cancel_scope.cancel()
-    return durable
