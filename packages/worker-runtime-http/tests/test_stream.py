@@ -475,7 +475,7 @@ class Pieces:
     def __init__(self) -> None:
         self.put, self._get = anyio.create_memory_object_stream[str | None](100)
 
-    def runtime(self) -> Runtime:
+    def runtime(self, **limits: Any) -> Runtime:
         pieces = self
 
         class Writer(Engine):
@@ -488,7 +488,12 @@ class Pieces:
                             break
                         entry.write(piece)
 
-        return Runtime(runtime_id="rt-test", profiles={"default": ProfileConfig("writer")}, engines={"writer": Writer})
+        return Runtime(
+            runtime_id="rt-test",
+            profiles={"default": ProfileConfig("writer")},
+            engines={"writer": Writer},
+            limits=Limits(**limits),
+        )
 
     def close(self) -> None:
         self.put.close()
@@ -591,3 +596,20 @@ async def test_an_entry_committed_during_the_replay_gets_no_delta(gate: Gate, pi
         stream.disconnect()
     assert all(f["event"] != "output_delta" for f in frames)
     assert after["event"] == "worker_created"
+
+
+async def test_a_silent_delta_stream_gets_keep_alives_and_then_its_deltas(gate: Gate, pieces: Pieces) -> None:
+    async with served(gate, pieces.runtime(stream_heartbeat_s=0.01)) as s:
+        await s.rt.create_worker(worker_id="w")
+        stream = await s.open({"deltas": "true", "worker_id": "w"})
+        await s.rt.send_input("w", "go")
+        with anyio.fail_after(10):
+            frames = [await stream.next_frame()]
+            while frames[-1] != {"comment": "keep-alive"}:  # the durable frames of the input first, then silence
+                frames.append(await stream.next_frame())
+            assert await stream.next_frame() == {"comment": "keep-alive"}  # silence again: another
+            await pieces.put.send("hi")
+            text: dict[int, str] = {}
+            await _text_upto(stream, text, 2)
+        stream.disconnect()
+    assert list(text.values()) == ["hi"]

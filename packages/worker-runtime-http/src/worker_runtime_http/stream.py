@@ -212,33 +212,47 @@ class EventStream:
                     await self._send_stopping(send)
                 return
             if not page.has_more:
-                with anyio.move_on_after(heartbeat) as waited:
-                    if subscription is None:
+                if subscription is None:
+                    with anyio.move_on_after(heartbeat) as waited:
                         await signal.wait()
-                    else:
-                        while True:  # deltas until the next durable write (which is sent first)
-                            clock = anyio.current_time()
-                            # A moved cursor may let entries through that `wait` does not wake for: ask now.
-                            if cursor != asked or clock >= next_deltas:
-                                if clock < next_deltas:
-                                    await anyio.sleep(next_deltas - clock)  # coalescing: one frame per 20 ms
-                                asked = cursor
-                                next_deltas = anyio.current_time() + DELTA_INTERVAL_S
-                                if await self._send_deltas(send, subscription, cursor):
-                                    waited.deadline = anyio.current_time() + heartbeat
-                            # One waiter: the subscription's wait returns on new text and on a durable write.
-                            if signal.is_set():
-                                break
-                            await subscription.wait()
-                            if signal.is_set():
-                                break
-                            delay = next_deltas - anyio.current_time()
-                            if delay > 0:  # coalescing: at most one frame per entry per 20 ms
-                                with anyio.move_on_after(delay):
-                                    await signal.wait()  # a durable write ends the pause: it is sent first
+                    silent = waited.cancelled_caught
+                else:
+                    silent = False
+                    clock = quiet = anyio.current_time()  # `quiet`: the last frame sent, or the wait's start
+                    while True:  # deltas until the next durable write (which is sent first) or a heartbeat
+                        with anyio.CancelScope(deadline=quiet + heartbeat) as waited:
+                            while True:
+                                # A moved cursor may let entries through that `wait` does not wake for: ask now.
+                                if cursor != asked or clock >= next_deltas:
+                                    if clock < next_deltas:
+                                        await anyio.sleep(next_deltas - clock)  # coalescing: one frame per 20 ms
+                                        clock = anyio.current_time()
+                                    asked = cursor
+                                    next_deltas = clock + DELTA_INTERVAL_S
+                                    if await self._send_deltas(send, subscription, cursor):
+                                        quiet = clock
+                                # One waiter: the subscription's wait returns on new text and on a durable write.
                                 if signal.is_set():
                                     break
-                if waited.cancelled_caught:
+                                await subscription.wait()
+                                if signal.is_set():
+                                    break
+                                clock = anyio.current_time()
+                                if clock < next_deltas:  # coalescing: at most one frame per entry per 20 ms
+                                    with anyio.move_on_after(next_deltas - clock):
+                                        await signal.wait()  # a durable write ends the pause: it is sent first
+                                    if signal.is_set():
+                                        break
+                                    clock = anyio.current_time()
+                        if not waited.cancelled_caught:
+                            break
+                        # The deadline is not moved on each frame (that costs a timer per delta): when it comes,
+                        # the stream was silent only if no frame went since.
+                        clock = anyio.current_time()
+                        if clock >= quiet + heartbeat:
+                            silent = True
+                            break
+                if silent:
                     await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
             resolved_before = rt.stopping_frame is not None
             signal = rt.event_signal()  # before the read: a write confirmed during it still wakes the next wait
