@@ -18,7 +18,7 @@ import pytest
 from core_helpers import Gate
 from http_helpers import TOKEN, make_runtime
 
-from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StreamPage
 from worker_runtime_http import create_app
 
 Frame = dict[str, Any]
@@ -254,6 +254,27 @@ async def test_every_stream_names_the_newest_id_when_it_opened_as_x_event_cursor
         (frame,) = await again.frames(1)
         again.disconnect()
     assert frame["data"]["worker_ref"]["worker_id"] == "c"
+
+
+async def test_live_streams_at_one_cursor_share_one_read_per_write(gate: Gate) -> None:
+    async with served(gate) as s:
+        await s.rt.create_worker(worker_id="a")
+        streams = [await s.open() for _ in range(3)]
+        filtered = await s.open({"worker_id": "b"})  # another filter: a page of its own
+        reads: list[tuple[int, str | None]] = []
+        read = s.rt.read_stream
+
+        async def counted(after: int = 0, limit: int | None = None, **filters: Any) -> StreamPage:
+            reads.append((after, filters.get("worker_id")))
+            return await read(after, limit, **filters)
+
+        s.rt.read_stream = counted  # type: ignore[method-assign]
+        await s.rt.create_worker(worker_id="b")
+        got = [await stream.frames(1) for stream in [*streams, filtered]]
+        for stream in [*streams, filtered]:
+            stream.disconnect()
+    assert {frames[0]["data"]["worker_ref"]["worker_id"] for frames in got} == {"b"}
+    assert len(reads) == 2 and set(reads) == {(2, None), (2, "b")}  # one per cursor and filter, not per stream
 
 
 async def test_empty_parameters_count_as_absent(gate: Gate) -> None:

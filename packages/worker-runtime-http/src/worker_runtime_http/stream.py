@@ -43,6 +43,8 @@ STREAM_QUERY = frozenset({"after", "worker_id", "run_id", "deltas"})
 PAGE = 100
 #: Deltas are coalesced: `pending` is asked at most this often (at most one frame per entry per 20 ms).
 DELTA_INTERVAL_S = 0.02
+#: Pages kept for the streams that read the same one before the next write (live streams at one cursor).
+_SHARED_PAGES = 16
 _KEEP_ALIVE = b": keep-alive\n\n"
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -52,12 +54,33 @@ _HEADERS = [
 
 
 class Streams:
-    """The streams open now (`max_streams` bounds them)."""
+    """The streams open now (`max_streams` bounds them), and the pages they read since the log's last write.
 
-    __slots__ = ("open",)
+    Every live stream is woken by each write and reads the page above its cursor: those at one cursor with one
+    filter read the same page, so it is read once per write (kept until the newest id moves, a few at most)."""
+
+    __slots__ = ("_newest", "_pages", "open")
 
     def __init__(self) -> None:
         self.open = 0
+        self._newest = -1  # the newest event id the pages were read at
+        self._pages: dict[tuple[int, str | None, str | None], StreamPage] = {}
+
+    async def read(self, runtime: Runtime, cursor: int, worker_id: str | None, run_id: str | None) -> StreamPage:
+        """`runtime.read_stream(cursor, PAGE, ...)`, shared by the streams that ask for it before the next write."""
+        newest = runtime.newest_event_id
+        pages = self._pages
+        if newest != self._newest:
+            pages.clear()
+            self._newest = newest
+        key = (cursor, worker_id, run_id)
+        page = pages.get(key)
+        if page is None:
+            page = await runtime.read_stream(cursor, PAGE, worker_id=worker_id, run_id=run_id)
+            # Only the live tail is shared (a replay's pages are its own): kept while no write has come since.
+            if not page.has_more and runtime.newest_event_id == newest == self._newest and len(pages) < _SHARED_PAGES:
+                pages[key] = page
+        return page
 
 
 async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encoder: msgspec.json.Encoder) -> EventStream:
@@ -256,7 +279,7 @@ class EventStream:
                     await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
             resolved_before = rt.stopping_frame is not None
             signal = rt.event_signal()  # before the read: a write confirmed during it still wakes the next wait
-            page = await rt.read_stream(cursor, PAGE, worker_id=self._worker_id, run_id=self._run_id)
+            page = await self._streams.read(rt, cursor, self._worker_id, self._run_id)
 
     async def _send_stopping(self, send: Send) -> None:
         rt = self._runtime
