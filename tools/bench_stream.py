@@ -3,7 +3,10 @@ memory, side by side in one run, read by the same raw-socket client.
 
 Run it with ``hatch run bench-stream`` (``--quick`` for a short run). Each server runs in its own process on uvicorn
 with the settings of ``worker-runtime-http serve`` (``cli.UVICORN_OPTIONS``); the client is this process (asyncio,
-raw sockets: it only counts frames and reads the time a frame names). Measured, per server:
+raw sockets: it only counts frames and reads the time a frame names) for the replay figures, and ``--readers`` (2)
+reader processes for the live ones, each with its share of the streams and a selector loop that only ``recv``s and
+notes the time (``time.time``, the clock the server stamps frames with, shared on one machine; frames are parsed
+afterwards), so that one Python process reading 1,000 sockets is not what the figure measures. Measured, per server:
 
 * replay: one stream reading ``--events`` (100,000) durable events from ``after=0``, frames per second
   (target: the Runtime at least 0.5x the bare route);
@@ -12,7 +15,7 @@ raw sockets: it only counts frames and reads the time a frame names). Measured, 
   divided by their number (target: at most 16 KiB);
 * fan-out: ``--fanout`` (1,000) open streams while the server logs 10 events a second (Workers created; each
   frame names its ``created_at``), delivery latency from the event's time to the client reading its frame, p50
-  and p99 (target: p99 under 50 ms, no stream falling behind);
+  and p99 (target: p99 under 50 ms), and the streams that got fewer frames than the others (target: none);
 * deltas: 100 streams with ``deltas=true`` while a run writes 10 pieces a second (each names the time it was
   written), latency from the write to the client reading its ``output_delta``, p50 and p99 (target: p50 at most
   1.5x the bare route's, p99 under 10 ms).
@@ -271,37 +274,100 @@ def _parse_time(stamp: bytes) -> float:
     return dt.datetime.strptime(stamp.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
-async def live_latency(server: Server, streams: int, what: str, seconds: float) -> tuple[float, float, int]:
-    query = "live=1" if server.kind == "bare" else ("deltas=true" if what == "deltas" else "")
-    opened = [await open_stream(server, query) for _ in range(streams)]
-    for reader, _ in opened:
-        await reader.readuntil(b"\r\n\r\n")
-    samples: list[float] = []
+def read_live(port: int, path: str, streams: int, what: str, seconds: float) -> None:
+    """A reader process (``--read``): `streams` raw sockets on `path`, a selector loop that does nothing but ``recv``
+    and note the time (``time.time``, the clock the server stamps with, shared by processes on one machine) until
+    `seconds` after the first frame; then the frames are parsed and each latency printed, one per line, after a
+    ``frames`` line with the frame count of every stream."""
+    import selectors
+
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    selector = selectors.DefaultSelector()
+    socks = []
+    for _ in range(streams):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:  # the headers: the stream is open
+            head += sock.recv(1 << 16)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, len(socks))
+        socks.append(sock)
+    print("ready", flush=True)
+    chunks: list[list[tuple[float, bytes]]] = [[] for _ in socks]
+    deadline = float("inf")
+    clock = time.time
+    give_up = clock() + seconds + 10  # no frame at all: the figure says so (0 frames)
+    while (now := clock()) < min(deadline, give_up):
+        for key, _ in selector.select(min(1.0, deadline - now, give_up - now)):
+            data = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
+            if data:
+                chunks[key.data].append((clock(), data))
+                if deadline == float("inf"):
+                    deadline = clock() + seconds + 0.5
+            else:
+                selector.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
     pattern = _SENT if what == "deltas" else _CREATED
+    latencies: list[float] = []
+    counts: list[int] = []
+    for received in chunks:
+        buffer, n = b"", 0
+        for at, data in received:  # a frame counts at the time its end arrived
+            buffer += data
+            *frames, buffer = buffer.split(b"\n\n")
+            for frame in frames:
+                for found in pattern.finditer(frame):  # a coalesced delta names each of its pieces' times
+                    sent = float(found.group(1)) if what == "deltas" else _parse_time(found.group(1))
+                    latencies.append(at - sent)
+                    n += 1
+        counts.append(n)
+    print("frames " + " ".join(map(str, counts)))
+    print("\n".join(f"{x:.6f}" for x in latencies), flush=True)
 
-    async def read(reader: asyncio.StreamReader) -> None:
-        while True:
-            chunk = await reader.read(1 << 16)
-            if not chunk:
-                return
-            now = time.time()
-            for found in pattern.finditer(chunk):
-                sent = float(found.group(1)) if what == "deltas" else _parse_time(found.group(1))
-                samples.append(now - sent)
 
-    tasks = [asyncio.create_task(read(reader)) for reader, _ in opened]  # noqa: TID251
+def _start_readers(
+    server: Server, path: str, streams: int, what: str, seconds: float, readers: int
+) -> list[subprocess.Popen[str]]:
+    """`readers` reader processes (``--read``), each with its share of `streams`, once all of them are ready."""
+    shares = [streams // readers + (1 if n < streams % readers else 0) for n in range(readers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--read", what, "--port", str(server.port), "--path", path]
+            + ["--streams", str(share), "--seconds", str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+        if share
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    return procs
+
+
+async def live_latency(
+    server: Server, streams: int, what: str, seconds: float, readers: int
+) -> tuple[float, float, int, int]:
+    """p50 and p99 latency, frames in all, and the streams that got fewer frames than the most any got, read by
+    `readers` reader processes (each its share of the streams) so that the reading side is not what is measured."""
+    query = "live=1" if server.kind == "bare" else ("deltas=true" if what == "deltas" else "")
+    procs = _start_readers(server, server.path(query), streams, what, seconds, readers)
     await server.get(f"/bench/tick?what={what}&rate=10&seconds={seconds}")
-    await asyncio.sleep(  # noqa: TID251
-        seconds + 0.5
-    )
-    for task in tasks:
-        task.cancel()
-    for _, writer in opened:
-        writer.close()
+    samples: list[float] = []
+    counts: list[int] = []
+    for proc in procs:
+        out, _ = await asyncio.to_thread(proc.communicate)
+        lines = out.split("\n")
+        counts += [int(c) for c in lines[0].split()[1:]]
+        samples += [float(line) for line in lines[1:] if line]
     samples.sort()
+    behind = sum(1 for c in counts if c < max(counts, default=0))
     if not samples:
-        return float("nan"), float("nan"), 0
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1], len(samples)
+        return float("nan"), float("nan"), 0, behind
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1], len(samples), behind
 
 
 async def measure(kind: str, port: int, args: argparse.Namespace) -> dict[str, float]:
@@ -311,11 +377,12 @@ async def measure(kind: str, port: int, args: argparse.Namespace) -> dict[str, f
         out["replay frames/s"] = await replay(server, args.events, 1, args.events)
         out["throughput frames/s (10 streams)"] = await replay(server, args.events // 10, 10, args.events)
         out["bytes per idle stream"] = await idle_memory(server, args.idle)
-        p50, p99, n = await live_latency(server, args.fanout, "events", args.seconds)
+        p50, p99, n, behind = await live_latency(server, args.fanout, "events", args.seconds, args.readers)
         out["fan-out p50 ms"], out["fan-out p99 ms"], out["fan-out frames"] = p50 * 1000, p99 * 1000, n
+        out["fan-out streams behind"] = behind
         if kind == "runtime":
             await server.get("/bench/begin")
-        p50, p99, n = await live_latency(server, 100, "deltas", args.seconds)
+        p50, p99, n, behind = await live_latency(server, 100, "deltas", args.seconds, args.readers)
         out["delta p50 ms"], out["delta p99 ms"], out["delta frames"] = p50 * 1000, p99 * 1000, n
         return out
     finally:
@@ -325,6 +392,12 @@ async def measure(kind: str, port: int, args: argparse.Namespace) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", choices=["runtime", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--read", choices=["events", "deltas"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--streams", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--readers", type=int, default=2, help="reader processes for the live figures, each its share (default 2)"
+    )
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, default=100_000, help="durable events replayed (default 100,000)")
     parser.add_argument("--idle", type=int, default=1000, help="idle streams for the memory figure (default 1,000)")
@@ -334,6 +407,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.events)
+        return
+    if args.read:
+        read_live(args.port, args.path, args.streams, args.read, args.seconds)
         return
     if args.quick:
         args.events, args.idle, args.fanout, args.seconds = 10_000, 200, 200, 2.0
@@ -348,7 +424,8 @@ def main() -> None:
         bare, ours = results["bare"][name], results["runtime"][name]
         ratio = ours / bare if bare else float("nan")
         print(f"{name:36} {bare:12.1f} {ours:12.1f} {ratio:13.2f}")
-    print(json.dumps({"events": args.events, "idle": args.idle, "fanout": args.fanout, "seconds": args.seconds}))
+    shown = {"events": args.events, "idle": args.idle, "fanout": args.fanout, "seconds": args.seconds}
+    print(json.dumps(shown | {"readers": args.readers}))
 
 
 if __name__ == "__main__":

@@ -111,8 +111,8 @@ class FakeStreamServer:
     """Serves ``GET /v1/events/stream`` from a durable log (`events`), one `Script` per connection.
 
     `plan(cursor, request)` returns the Script of a connection from the events above `cursor`; the default sends
-    them all and stays open. Records each stream request (`requests`), answers ``GET /v1/runtime`` (`runtime_id`)
-    and, when set, the other routes through `routes`.
+    them all and stays open. With `event_cursor` it sends ``X-Event-Cursor``. Records each stream request
+    (`requests`), answers ``GET /v1/runtime`` (`runtime_id`) and, when set, the other routes through `routes`.
     """
 
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -124,6 +124,7 @@ class FakeStreamServer:
     reads: list[httpx.Request] = field(default_factory=list)  # the other routes' requests
     error: Callable[[httpx.Request], httpx.Response | None] | None = None
     closed: int = 0
+    event_cursor: bool = False  # send X-Event-Cursor (the newest id when a connection opens), as the server does
 
     @property
     def newest_id(self) -> int:
@@ -159,11 +160,14 @@ class FakeStreamServer:
             )
         if cursor < self.oldest_id - 1:
             return _error(410, "cursor_expired", "cursor expired", {"oldest_id": self.oldest_id})
+        headers = {"content-type": "text/event-stream"}
+        if self.event_cursor:  # the newest id when the stream opened: before `plan` logs anything more
+            headers["x-event-cursor"] = str(self.newest_id)
         if self.plan is not None:
             script = self.plan(cursor, request)
         else:
             script = Script([frame(e) for e in self.after(cursor)])
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=self._body(script))
+        return httpx.Response(200, headers=headers, stream=self._body(script))
 
     def _body(self, script: Script) -> _ScriptStream:
         return _ScriptStream(self, script)

@@ -37,6 +37,7 @@ from worker_runtime_client import (
     UnknownEvent,
     WorkerCreatedEvent,
 )
+from worker_runtime_client._stream import _event_cursor
 
 FAST = RetryPolicy(attempts=1, backoff_s=0)
 
@@ -315,3 +316,31 @@ async def test_a_live_stream_sends_no_cursor_and_leaving_it_closes_the_connectio
             await stream.__anext__()
     request = server.requests[0]
     assert "after" not in request.url.params and "last-event-id" not in request.headers
+
+
+async def test_a_live_stream_dropped_before_its_first_event_resumes_from_x_event_cursor() -> None:
+    server = FakeStreamServer(events=[event(1)], event_cursor=True)
+    connections: list[int] = []
+
+    def plan(cursor: int, request: httpx.Request) -> Script:
+        connections.append(cursor)
+        if len(connections) == 1:
+            server.events.append(event(2))  # logged while the first connection is open, then it breaks unread
+            return Script([], end="break")
+        return Script([frame(e) for e in server.after(cursor)])
+
+    server.plan = plan
+    async with _client(server) as rt, EventStream(rt, sleep=Sleeps()) as stream:
+        assert [e.id for e in await _take(stream, 1)] == [2]  # not missed: the reconnect read on from 1
+        assert stream.cursor == 2
+    first, again = server.requests
+    assert "after" not in first.url.params and "last-event-id" not in first.headers
+    assert again.headers["last-event-id"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("value", "cursor"), [("7", 7), (" 7 ", 7), ("", None), ("x1", None), ("-1", None), ("١", None)]
+)
+def test_only_an_event_id_in_x_event_cursor_becomes_the_cursor(value: str, cursor: int | None) -> None:
+    response = httpx.Response(200, headers={"x-event-cursor": value.encode()})
+    assert _event_cursor(response) == cursor

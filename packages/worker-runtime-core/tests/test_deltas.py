@@ -342,6 +342,28 @@ async def test_wait_does_not_wake_for_another_worker_s_entry(rt: Runtime, script
     sub.close()
 
 
+async def test_wait_returns_on_a_durable_write_of_any_worker(rt: Runtime, script: Script) -> None:
+    wid = await _worker(rt)
+    await rt.send_input(wid, "go")
+    sub = rt.open_deltas(worker_id=wid)
+    await script.begin()
+    assert sub.pending(NEWEST) == []
+    woke: list[bool] = []
+
+    async def waiter() -> None:
+        await sub.wait()
+        woke.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert woke == []  # no text, no write: it waits
+        await rt.create_worker(worker_id="other")  # a durable write, of another Worker
+    assert woke == [True]  # one waiter serves both: the stream reads the log next
+    assert _hub(rt)._waiting == {}
+    sub.close()
+
+
 async def test_a_gated_entry_does_not_make_wait_return_at_once(rt: Runtime, script: Script) -> None:
     wid = await _worker(rt)
     await rt.send_input(wid, "go")

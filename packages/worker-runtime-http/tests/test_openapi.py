@@ -121,6 +121,8 @@ def test_the_stream_route_is_an_event_stream_with_its_frame_payloads_named_per_e
     assert params == {("query", n) for n in ("after", "worker_id", "run_id", "deltas")} | {("header", "Last-Event-ID")}
     assert "application/json" in op["responses"]["422"]["content"]  # errors stay JSON
     assert set(op["x-error-codes"]) >= {"invalid_request", "cursor_expired", "runtime_unavailable"}
+    assert op["responses"]["200"]["headers"]["X-Event-Cursor"] == {"$ref": "#/components/headers/XEventCursor"}
+    assert doc["components"]["headers"]["XEventCursor"]["schema"] == {"type": "integer", "minimum": 0}
 
 
 def test_success_statuses_are_the_contract_s() -> None:

@@ -18,7 +18,7 @@ import pytest
 from core_helpers import Gate
 from http_helpers import TOKEN, make_runtime
 
-from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime, StreamPage
 from worker_runtime_http import create_app
 
 Frame = dict[str, Any]
@@ -234,6 +234,47 @@ async def test_without_a_cursor_the_stream_is_live_only(gate: Gate) -> None:
         (frame,) = await stream.frames(1)
         stream.disconnect()
     assert frame["event"] == "worker_created" and frame["data"]["worker_ref"]["worker_id"] == "new"
+
+
+async def test_every_stream_names_the_newest_id_when_it_opened_as_x_event_cursor(gate: Gate) -> None:
+    async with served(gate) as s:
+        await s.rt.create_worker(worker_id="a")
+        await s.rt.create_worker(worker_id="b")
+        opened_at = s.rt.newest_event_id
+        live = await s.open()
+        filtered = await s.open({"worker_id": "b", "deltas": "true"})
+        replay = await s.open({"after": 0})
+        await s.rt.create_worker(worker_id="c")  # logged after they opened: not their X-Event-Cursor
+        for stream in (live, filtered, replay):
+            assert stream.headers[b"x-event-cursor"] == b"%d" % opened_at
+        live.disconnect()  # dropped before its first frame: resuming from the header misses nothing
+        filtered.disconnect()
+        replay.disconnect()
+        again = await s.open(last_event_id=str(opened_at))
+        (frame,) = await again.frames(1)
+        again.disconnect()
+    assert frame["data"]["worker_ref"]["worker_id"] == "c"
+
+
+async def test_live_streams_at_one_cursor_share_one_read_per_write(gate: Gate) -> None:
+    async with served(gate) as s:
+        await s.rt.create_worker(worker_id="a")
+        streams = [await s.open() for _ in range(3)]
+        filtered = await s.open({"worker_id": "b"})  # another filter: a page of its own
+        reads: list[tuple[int, str | None]] = []
+        read = s.rt.read_stream
+
+        async def counted(after: int = 0, limit: int | None = None, **filters: Any) -> StreamPage:
+            reads.append((after, filters.get("worker_id")))
+            return await read(after, limit, **filters)
+
+        s.rt.read_stream = counted  # type: ignore[method-assign]
+        await s.rt.create_worker(worker_id="b")
+        got = [await stream.frames(1) for stream in [*streams, filtered]]
+        for stream in [*streams, filtered]:
+            stream.disconnect()
+    assert {frames[0]["data"]["worker_ref"]["worker_id"] for frames in got} == {"b"}
+    assert len(reads) == 2 and set(reads) == {(2, None), (2, "b")}  # one per cursor and filter, not per stream
 
 
 async def test_empty_parameters_count_as_absent(gate: Gate) -> None:
@@ -455,7 +496,7 @@ class Pieces:
     def __init__(self) -> None:
         self.put, self._get = anyio.create_memory_object_stream[str | None](100)
 
-    def runtime(self) -> Runtime:
+    def runtime(self, **limits: Any) -> Runtime:
         pieces = self
 
         class Writer(Engine):
@@ -468,7 +509,12 @@ class Pieces:
                             break
                         entry.write(piece)
 
-        return Runtime(runtime_id="rt-test", profiles={"default": ProfileConfig("writer")}, engines={"writer": Writer})
+        return Runtime(
+            runtime_id="rt-test",
+            profiles={"default": ProfileConfig("writer")},
+            engines={"writer": Writer},
+            limits=Limits(**limits),
+        )
 
     def close(self) -> None:
         self.put.close()
@@ -571,3 +617,20 @@ async def test_an_entry_committed_during_the_replay_gets_no_delta(gate: Gate, pi
         stream.disconnect()
     assert all(f["event"] != "output_delta" for f in frames)
     assert after["event"] == "worker_created"
+
+
+async def test_a_silent_delta_stream_gets_keep_alives_and_then_its_deltas(gate: Gate, pieces: Pieces) -> None:
+    async with served(gate, pieces.runtime(stream_heartbeat_s=0.01)) as s:
+        await s.rt.create_worker(worker_id="w")
+        stream = await s.open({"deltas": "true", "worker_id": "w"})
+        await s.rt.send_input("w", "go")
+        with anyio.fail_after(10):
+            frames = [await stream.next_frame()]
+            while frames[-1] != {"comment": "keep-alive"}:  # the durable frames of the input first, then silence
+                frames.append(await stream.next_frame())
+            assert await stream.next_frame() == {"comment": "keep-alive"}  # silence again: another
+            await pieces.put.send("hi")
+            text: dict[int, str] = {}
+            await _text_upto(stream, text, 2)
+        stream.disconnect()
+    assert list(text.values()) == ["hi"]

@@ -360,7 +360,8 @@ class RuntimeClient:
         """``GET /v1/events/stream``: typed events (and, with `deltas`, `OutputDelta`) as they are logged.
 
         With `after` it starts with the first event above it (``after=0``: from the oldest kept); without, it is
-        live only (``tail -f``) until its first event. `run_id` needs `worker_id`. The `EventStream` it returns
+        live only (``tail -f``: the events logged after it opened, also across a reconnect before the first one,
+        from the server's ``X-Event-Cursor``). `run_id` needs `worker_id`. The `EventStream` it returns
         is an async iterator and an async context manager (leaving it closes the connection); it reconnects by
         itself with ``Last-Event-ID``, never yields a durable event twice and exposes its `cursor`::
 

@@ -65,8 +65,9 @@ class EventStream:
     ``retries.attempts`` times in a row raises (a wrong address should not hang).
 
     Attributes:
-        cursor: the id of the last durable event yielded (the `after` it started from until then; None for a
-            live-only stream until its first event: a reconnect before that is live-only again).
+        cursor: the id of the last durable event yielded (the `after` it started from until then; for a
+            live-only stream, the server's ``X-Event-Cursor`` once connected: the newest id when the stream
+            opened, so a reconnect before the first event misses nothing logged in between).
         runtime_id: the runtime it reads, from the client, ``GET /v1/runtime`` or the first frame's ``worker_ref``.
         reconnects: how many times it connected again.
 
@@ -249,6 +250,8 @@ class EventStream:
                     status=response.status_code,
                 )
             raise _stream_error(_decode_error(response, "GET", _PATH))
+        if self.cursor is None:  # live only, nothing yielded yet: resume from where the stream opened
+            self.cursor = _event_cursor(response)
         self._response = response
         self._frames = EventSource(response).aiter_sse()
 
@@ -282,6 +285,14 @@ async def _finish(frames: AsyncGenerator[ServerSentEvent, None]) -> None:
         except Exception:  # the closed connection's error (or the end) ends the chain: expected
             pass
     await frames.aclose()
+
+
+def _event_cursor(response: httpx.Response) -> int | None:
+    """The stream's ``X-Event-Cursor`` (the newest event id when it opened), or None when absent or not an id."""
+    value = response.headers.get("x-event-cursor", "").strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
 
 
 def _stream_error(error: WorkerRuntimeError) -> WorkerRuntimeError:

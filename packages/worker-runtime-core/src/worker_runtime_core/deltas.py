@@ -8,10 +8,13 @@ entry from its last offset, late but never wrong. Coalescing is the caller's: it
 frames. Nothing here is durable; nothing here is in the event log.
 
 Everything runs on the Runtime's event loop: `EntryWriter.write` is synchronous, and so are `pending` and `close`.
+A subscription's `wait` also returns on the Runtime's next durable write (the journal's wake-up calls `wake_all`), so
+a stream that follows both the log and the deltas waits on one event and a wake-up costs it no task.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
@@ -84,11 +87,13 @@ class OpenEntry:
 
 class DeltaHub:
     """The entries in progress, one per Worker at most (a Worker has one run at a time and a run one entry), and
-    the subscriptions waiting for them to change."""
+    the subscriptions waiting for them to change (or for the next durable write: `arm` is the journal's, called
+    before a subscription waits, so that write calls `wake_all`)."""
 
-    __slots__ = ("_waiting", "entries", "subscriptions", "version")
+    __slots__ = ("_arm", "_waiting", "entries", "subscriptions", "version")
 
-    def __init__(self) -> None:
+    def __init__(self, arm: Callable[[], object] | None = None) -> None:
+        self._arm = arm
         self.entries: dict[str, OpenEntry] = {}  # by worker id
         #: Waiting subscriptions by their worker filter (None: unfiltered), woken when an entry of theirs changes.
         self._waiting: dict[str | None, set[DeltaSubscription]] = {}
@@ -117,6 +122,16 @@ class DeltaHub:
                     sub._wake()
             subs = waiting.pop(worker_id, None)
             if subs is not None:
+                for sub in subs:
+                    sub._wake()
+
+    def wake_all(self) -> None:
+        """A durable write is confirmed: wake every waiting subscription (its stream reads the log next)."""
+        waiting = self._waiting
+        if waiting:
+            groups = list(waiting.values())
+            waiting.clear()
+            for subs in groups:
                 for sub in subs:
                     sub._wake()
 
@@ -215,15 +230,19 @@ class DeltaSubscription:
         return False
 
     async def wait(self) -> None:
-        """Return when `pending` (with the `upto` it was last given) may have something new, or when the
+        """Return when `pending` (with the `upto` it was last given) may have something new, when the Runtime has
+        confirmed a durable write since the call (any Worker's: the caller reads the log to know), or when the
         subscription is closed. An entry gated by `upto` does not wake it: the stream moves its cursor on durable
         events, then calls `pending` again."""
         if self._closed or self._ready():
             await anyio.lowlevel.checkpoint()
             return
+        hub = self._hub
+        if hub._arm is not None:
+            hub._arm()  # the next confirmed write calls `wake_all`
         event = self._event = anyio.Event()
         key = self._worker_id
-        waiting = self._hub._waiting
+        waiting = hub._waiting
         subs = waiting.get(key)
         if subs is None:
             subs = waiting[key] = set()

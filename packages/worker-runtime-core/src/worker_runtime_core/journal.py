@@ -38,7 +38,17 @@ class Journal:
     write is shielded, so a cancelled caller never leaves a batch half-written.
     """
 
-    __slots__ = ("_append", "_failed", "_in_flight", "_next_id", "_signal", "_store", "_writable", "suspends")
+    __slots__ = (
+        "_append",
+        "_failed",
+        "_in_flight",
+        "_next_id",
+        "_signal",
+        "_store",
+        "_writable",
+        "on_notify",
+        "suspends",
+    )
 
     def __init__(self, store: RuntimeStore) -> None:
         self._store = store
@@ -50,6 +60,8 @@ class Journal:
         self._failed = False  # until the writes in flight settle after a failed one
         self._signal: anyio.Event | None = None  # long-polling readers
         self._writable: anyio.Event | None = None  # callers waiting for the store to write again
+        #: Called with the long-polling readers' wake-up (the delta hub wakes its waiting subscriptions with it).
+        self.on_notify: Callable[[], None] | None = None
 
     def opened(self, last_event_id: int) -> None:
         """Continue after the newest id of the opened store."""
@@ -137,6 +149,8 @@ class Journal:
         if signal is not None:
             self._signal = None
             signal.set()
+            if self.on_notify is not None:
+                self.on_notify()
 
     async def wait_for_event(self, seconds: float) -> None:
         """Wait until the next confirmed write (or `notify`), at most `seconds`."""

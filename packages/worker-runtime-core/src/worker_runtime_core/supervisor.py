@@ -83,7 +83,8 @@ class Supervisor:
         self._ref = ref
         self.active: dict[str, ActiveRun] = {}
         self.stopping: dict[str, Stop] = {}
-        self.hub = DeltaHub()  # the entries runs are writing, and the streams following them
+        self.hub = DeltaHub(journal.arm)  # the entries runs are writing, and the streams following them
+        journal.on_notify = self.hub.wake_all  # a durable write wakes the waiting subscriptions too
         self.giving_up = False  # closing: a terminal event that still cannot be written is given up
         self._tg: TaskGroup | None = None
         self._spawner: RunSpawner | None = None

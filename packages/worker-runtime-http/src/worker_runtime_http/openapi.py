@@ -382,6 +382,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
                 content: dict[str, Any] = {"schema": schema_of[id(kind)]}
                 if endpoint.media_type == "text/event-stream" and status == endpoint.status:
                     content = _sse_content(content["schema"])
+                    headers["X-Event-Cursor"] = {"$ref": "#/components/headers/XEventCursor"}
                 response["content"] = {
                     endpoint.media_type if status == endpoint.status else "application/json": content
                 }
@@ -433,6 +434,11 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
                     "schema": {"type": "integer"},
                 },
                 "WWWAuthenticate": {"description": "The bearer challenge.", "schema": {"type": "string"}},
+                "XEventCursor": {
+                    "description": "The newest event id when the stream opened: the cursor a client that has no "
+                    "cursor yet (a live-only stream before its first frame) resumes from with `Last-Event-ID`.",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
             },
         },
         "x-error-codes": {

@@ -3,7 +3,8 @@
 The handler (`stream_events`) checks everything before the first frame: query parameters, ``Last-Event-ID``,
 the cursor (410 `cursor_expired`, 422 above the newest id) and `max_streams`; any of them is a JSON error like on
 every route. Then `EventStream` sends frames straight through ASGI (what Starlette's `StreamingResponse` does,
-without its per-response objects): a page of durable events read from the log, one ``send`` per page, then a
+without its per-response objects), with the header ``X-Event-Cursor`` (the newest event id when it opened: where
+a client that has no cursor yet resumes from): a page of durable events read from the log, one ``send`` per page, then a
 wait for the next write; a ``: keep-alive`` comment after `stream_heartbeat_s` of silence; at shutdown the
 ``runtime_stopping`` frame, then the end.
 
@@ -42,6 +43,8 @@ STREAM_QUERY = frozenset({"after", "worker_id", "run_id", "deltas"})
 PAGE = 100
 #: Deltas are coalesced: `pending` is asked at most this often (at most one frame per entry per 20 ms).
 DELTA_INTERVAL_S = 0.02
+#: Pages kept for the streams that read the same one before the next write (live streams at one cursor).
+_SHARED_PAGES = 16
 _KEEP_ALIVE = b": keep-alive\n\n"
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -51,12 +54,33 @@ _HEADERS = [
 
 
 class Streams:
-    """The streams open now (`max_streams` bounds them)."""
+    """The streams open now (`max_streams` bounds them), and the pages they read since the log's last write.
 
-    __slots__ = ("open",)
+    Every live stream is woken by each write and reads the page above its cursor: those at one cursor with one
+    filter read the same page, so it is read once per write (kept until the newest id moves, a few at most)."""
+
+    __slots__ = ("_newest", "_pages", "open")
 
     def __init__(self) -> None:
         self.open = 0
+        self._newest = -1  # the newest event id the pages were read at
+        self._pages: dict[tuple[int, str | None, str | None], StreamPage] = {}
+
+    async def read(self, runtime: Runtime, cursor: int, worker_id: str | None, run_id: str | None) -> StreamPage:
+        """`runtime.read_stream(cursor, PAGE, ...)`, shared by the streams that ask for it before the next write."""
+        newest = runtime.newest_event_id
+        pages = self._pages
+        if newest != self._newest:
+            pages.clear()
+            self._newest = newest
+        key = (cursor, worker_id, run_id)
+        page = pages.get(key)
+        if page is None:
+            page = await runtime.read_stream(cursor, PAGE, worker_id=worker_id, run_id=run_id)
+            # Only the live tail is shared (a replay's pages are its own): kept while no write has come since.
+            if not page.has_more and runtime.newest_event_id == newest == self._newest and len(pages) < _SHARED_PAGES:
+                pages[key] = page
+        return page
 
 
 async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encoder: msgspec.json.Encoder) -> EventStream:
@@ -70,8 +94,9 @@ async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encode
     cursor = last_id if last_id is not None else after
     stop = runtime.stopping_frame
     live_only = cursor is None
+    newest = runtime.newest_event_id  # sent as X-Event-Cursor: a live-only client's cursor before its first frame
     if cursor is None:
-        cursor = runtime.newest_event_id  # live only: what is logged after the stream opened
+        cursor = newest  # live only: what is logged after the stream opened
     signal = runtime.event_signal()  # before the read: a write confirmed during it wakes the stream's first wait
     page = await runtime.read_stream(cursor, PAGE, worker_id=worker_id, run_id=run_id)  # the checks of the cursor
     if stop is not None and (live_only or stop.id == 0 or cursor >= stop.id):
@@ -86,7 +111,9 @@ async def stream_events(runtime: Runtime, streams: Streams, scope: Scope, encode
     if deltas:
         subscription = runtime.open_deltas(worker_id=worker_id, run_id=run_id)
     streams.open += 1  # the app calls the stream at once; its end gives the slot back
-    return EventStream(runtime, streams, encoder, page, signal, stop is not None, worker_id, run_id, subscription)
+    return EventStream(
+        runtime, streams, encoder, page, signal, stop is not None, worker_id, run_id, subscription, newest
+    )
 
 
 def _flag(query: dict[str, str], name: str) -> bool:
@@ -120,6 +147,7 @@ class EventStream:
     __slots__ = (
         "_encoder",
         "_first",
+        "_newest",
         "_run_id",
         "_signal",
         "_runtime",
@@ -140,6 +168,7 @@ class EventStream:
         worker_id: str | None,
         run_id: str | None,
         subscription: DeltaSubscription | None,
+        newest: int = 0,
     ) -> None:
         self._runtime = runtime
         self._streams = streams
@@ -150,12 +179,14 @@ class EventStream:
         self._worker_id = worker_id
         self._run_id = run_id
         self._subscription = subscription
+        self._newest = newest  # the newest event id when the stream opened
 
     async def __call__(self, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
-                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + headers})
+                cursor = [(b"x-event-cursor", b"%d" % self._newest)]
+                await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cursor + headers})
                 try:
                     await self._pump(send)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -204,27 +235,51 @@ class EventStream:
                     await self._send_stopping(send)
                 return
             if not page.has_more:
-                with anyio.move_on_after(heartbeat) as waited:
-                    if subscription is None:
+                if subscription is None:
+                    with anyio.move_on_after(heartbeat) as waited:
                         await signal.wait()
-                    else:
-                        while True:  # deltas until the next durable write (which is sent first)
-                            clock = anyio.current_time()
-                            # A moved cursor may let entries through that `wait` does not wake for: ask now.
-                            if cursor != asked or clock >= next_deltas:
-                                if clock < next_deltas:
-                                    await anyio.sleep(next_deltas - clock)  # coalescing: one frame per 20 ms
-                                asked = cursor
-                                next_deltas = anyio.current_time() + DELTA_INTERVAL_S
-                                if await self._send_deltas(send, subscription, cursor):
-                                    waited.deadline = anyio.current_time() + heartbeat
-                            if await _durable_or_deltas(signal, subscription, next_deltas):
-                                break
-                if waited.cancelled_caught:
+                    silent = waited.cancelled_caught
+                else:
+                    silent = False
+                    clock = quiet = anyio.current_time()  # `quiet`: the last frame sent, or the wait's start
+                    while True:  # deltas until the next durable write (which is sent first) or a heartbeat
+                        with anyio.CancelScope(deadline=quiet + heartbeat) as waited:
+                            while True:
+                                # A moved cursor may let entries through that `wait` does not wake for: ask now.
+                                if cursor != asked or clock >= next_deltas:
+                                    if clock < next_deltas:
+                                        await anyio.sleep(next_deltas - clock)  # coalescing: one frame per 20 ms
+                                        clock = anyio.current_time()
+                                    asked = cursor
+                                    next_deltas = clock + DELTA_INTERVAL_S
+                                    if await self._send_deltas(send, subscription, cursor):
+                                        quiet = clock
+                                # One waiter: the subscription's wait returns on new text and on a durable write.
+                                if signal.is_set():
+                                    break
+                                await subscription.wait()
+                                if signal.is_set():
+                                    break
+                                clock = anyio.current_time()
+                                if clock < next_deltas:  # coalescing: at most one frame per entry per 20 ms
+                                    with anyio.move_on_after(next_deltas - clock):
+                                        await signal.wait()  # a durable write ends the pause: it is sent first
+                                    if signal.is_set():
+                                        break
+                                    clock = anyio.current_time()
+                        if not waited.cancelled_caught:
+                            break
+                        # The deadline is not moved on each frame (that costs a timer per delta): when it comes,
+                        # the stream was silent only if no frame went since.
+                        clock = anyio.current_time()
+                        if clock >= quiet + heartbeat:
+                            silent = True
+                            break
+                if silent:
                     await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
             resolved_before = rt.stopping_frame is not None
             signal = rt.event_signal()  # before the read: a write confirmed during it still wakes the next wait
-            page = await rt.read_stream(cursor, PAGE, worker_id=self._worker_id, run_id=self._run_id)
+            page = await self._streams.read(rt, cursor, self._worker_id, self._run_id)
 
     async def _send_stopping(self, send: Send) -> None:
         rt = self._runtime
@@ -256,26 +311,3 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
-
-
-async def _durable_or_deltas(signal: anyio.Event, subscription: DeltaSubscription, not_before: float) -> bool:
-    """Wait for the next durable write (True) or for new deltas, no sooner than `not_before` (False). The deltas
-    are waited for here, the write in one child task."""
-    if signal.is_set():
-        return True
-    durable = False
-    async with anyio.create_task_group() as tg:
-
-        async def on_write() -> None:
-            nonlocal durable
-            await signal.wait()
-            durable = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(on_write)
-        await subscription.wait()
-        delay = not_before - anyio.current_time()
-        if delay > 0:
-            await anyio.sleep(delay)  # coalescing: at most one frame per entry per 20 ms
-        tg.cancel_scope.cancel()
-    return durable
