@@ -634,3 +634,41 @@ async def test_a_silent_delta_stream_gets_keep_alives_and_then_its_deltas(gate: 
             await _text_upto(stream, text, 2)
         stream.disconnect()
     assert list(text.values()) == ["hi"]
+
+
+class _CommittedBeforeReadable:
+    """A Runtime whose store reports an event committed before a read can see it (the FS store's committed id
+    moves in its writer thread; the journal confirms, and wakes readers, after)."""
+
+    def __init__(self) -> None:
+        self.visible = False
+        self.signal = anyio.Event()
+        self.newest_event_id = 4
+        self.reads = 0
+
+    def event_signal(self) -> anyio.Event:
+        return self.signal
+
+    async def read_stream(self, cursor: int, limit: int, *, worker_id: Any, run_id: Any) -> StreamPage:
+        self.reads += 1
+        if not self.visible:
+            return StreamPage(events=[], next_after=cursor, has_more=False)
+        return StreamPage(events=[], next_after=cursor + 1, has_more=False)
+
+    def confirm(self) -> None:
+        self.visible = True
+        self.signal.set()
+        self.signal = anyio.Event()
+
+
+async def test_a_shared_page_read_before_a_write_was_confirmed_is_not_served_after_it() -> None:
+    from worker_runtime_http.stream import Streams
+
+    streams = Streams()
+    rt = _CommittedBeforeReadable()
+    first = await streams.read(rt, 3, None, None)  # type: ignore[arg-type]
+    assert first.next_after == 3
+    assert (await streams.read(rt, 3, None, None)).next_after == 3  # type: ignore[arg-type]
+    assert rt.reads == 1  # shared until the next confirmed write
+    rt.confirm()  # the committed id did not move, but the write is confirmed now: the page is stale
+    assert (await streams.read(rt, 3, None, None)).next_after == 4  # type: ignore[arg-type]

@@ -59,26 +59,31 @@ class Streams:
     Every live stream is woken by each write and reads the page above its cursor: those at one cursor with one
     filter read the same page, so it is read once per write (kept until the newest id moves, a few at most)."""
 
-    __slots__ = ("_newest", "_pages", "open")
+    __slots__ = ("_pages", "_signal", "open")
 
     def __init__(self) -> None:
         self.open = 0
-        self._newest = -1  # the newest event id the pages were read at
+        #: The signal the pages were read under: they stand until it is set (the next confirmed write).
+        self._signal: anyio.Event | None = None
         self._pages: dict[tuple[int, str | None, str | None], StreamPage] = {}
 
     async def read(self, runtime: Runtime, cursor: int, worker_id: str | None, run_id: str | None) -> StreamPage:
-        """`runtime.read_stream(cursor, PAGE, ...)`, shared by the streams that ask for it before the next write."""
-        newest = runtime.newest_event_id
+        """`runtime.read_stream(cursor, PAGE, ...)`, shared by the streams that ask for it before the next write.
+
+        A page is kept only when no write was confirmed while it was read (the signal armed before the read is
+        still unset), and only until the next one: the store's committed id may move before what it committed
+        is readable, so it cannot date a page; the journal's confirmation can."""
+        signal = runtime.event_signal()  # armed before the read
         pages = self._pages
-        if newest != self._newest:
+        if signal is not self._signal:
             pages.clear()
-            self._newest = newest
+            self._signal = signal
         key = (cursor, worker_id, run_id)
         page = pages.get(key)
         if page is None:
             page = await runtime.read_stream(cursor, PAGE, worker_id=worker_id, run_id=run_id)
             # Only the live tail is shared (a replay's pages are its own): kept while no write has come since.
-            if not page.has_more and runtime.newest_event_id == newest == self._newest and len(pages) < _SHARED_PAGES:
+            if not page.has_more and not signal.is_set() and self._signal is signal and len(pages) < _SHARED_PAGES:
                 pages[key] = page
         return page
 
