@@ -775,23 +775,13 @@ class Runtime:
             CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
         """
         self._require_started()
-        if not is_int(after) or after < 0:
-            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
-        size = page_limit(limit, self.limits)
-        if worker_id is not None and not is_valid_id(worker_id):
-            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
+        size = self._event_page_size(after, limit, worker_id)
         max_wait = self.limits.max_wait_s
         if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= max_wait:
             raise InvalidRequestError(
                 f"wait must be 0 to {max_wait:g} seconds, not {wait!r}", details={"field": "wait"}
             )
-        newest = self._journal.newest_id  # what the store holds: a reader may see one before its writer resumes
-        if after > newest:
-            raise InvalidRequestError(
-                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
-                "(was the store reset?); read again from a cursor of at most newest_id",
-                details={"field": "after", "newest_id": newest},
-            )
+        self._check_cursor_known(after)
         journal = self._journal
         try:
             # A long-poll arms its signal before each read: an event confirmed while the store reads (in a thread,
@@ -838,11 +828,7 @@ class Runtime:
             CursorExpiredError: `after` is older than the events kept (`details["oldest_id"]`).
         """
         self._require_started()
-        if not is_int(after) or after < 0:
-            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
-        size = page_limit(limit, self.limits)
-        if worker_id is not None and not is_valid_id(worker_id):
-            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
+        size = self._event_page_size(after, limit, worker_id)
         if run_id is not None:
             if not is_valid_id(run_id):
                 raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
@@ -850,13 +836,7 @@ class Runtime:
                 raise InvalidRequestError(
                     "run_id needs worker_id: a run's events are read among its Worker's", details={"field": "run_id"}
                 )
-        newest = self._journal.newest_id
-        if after > newest:
-            raise InvalidRequestError(
-                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
-                "(was the store reset?); read again from a cursor of at most newest_id",
-                details={"field": "after", "newest_id": newest},
-            )
+        self._check_cursor_known(after)
         try:
             events, last, has_more = await read_frames(
                 self._store, after, size, worker_id, run_id, self.runtime_id, self._diagnostics.mark_corrupt
@@ -952,6 +932,26 @@ class Runtime:
         finally:
             ready.set()
             self._runner_done.set()
+
+    def _event_page_size(self, after: int, limit: int | None, worker_id: str | None) -> int:
+        """Check an event read's cursor, page size and Worker filter; returns the page size."""
+        if not is_int(after) or after < 0:
+            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
+        size = page_limit(limit, self.limits)
+        if worker_id is not None and not is_valid_id(worker_id):
+            raise InvalidRequestError(invalid_id_message("worker_id"), details={"field": "worker_id"})
+        return size
+
+    def _check_cursor_known(self, after: int) -> None:
+        """Refuse a cursor above the newest event id: what the store holds (a reader may see one before its writer
+        resumes)."""
+        newest = self._journal.newest_id
+        if after > newest:
+            raise InvalidRequestError(
+                f"after ({after}) is above the newest event id ({newest}): the cursor is not from this event log "
+                "(was the store reset?); read again from a cursor of at most newest_id",
+                details={"field": "after", "newest_id": newest},
+            )
 
     async def _settled_worker(self, worker_id: str) -> WorkerRecord:
         """`_worker`, decided on committed state: a change of it in flight is waited for first."""
