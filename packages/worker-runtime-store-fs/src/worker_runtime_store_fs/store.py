@@ -124,7 +124,7 @@ class _Pending:
                 self.run = (number, frame(encode(batch.ended_run)))
         self.finished = False
         self.error: WorkerRuntimeError | None = None
-        self.wake = anyio.Event()
+        self.wake: anyio.Event | None = anyio.Event()  # None once finished
 
 
 class _Checkpoint:
@@ -444,9 +444,13 @@ class FsRuntimeStore:
             if not self._leading:
                 await self._lead(pending)
             else:
+                assert pending.wake is not None  # only a finished pending has none
                 await pending.wake.wait()
                 if not pending.finished:
                     pending.wake = anyio.Event()
+        # A pending the catch-up thread keeps (its projection deferred) needs no event once it is finished: three
+        # objects fewer per batch for the collector to scan (2,000 run ends at start-up)
+        pending.wake = None
         if pending.error is not None:
             raise pending.error
 
@@ -469,11 +473,12 @@ class FsRuntimeStore:
                     pending.finished = True
                     if error is not None:  # else it stays what the commit set (a create taken back, and after)
                         pending.error = error
-                    pending.wake.set()
+                    if pending.wake is not None:  # always, until its writer has seen it finished
+                        pending.wake.set()
         finally:
             self._leading = False
-            if self._queue:
-                self._queue[0].wake.set()
+            if self._queue and (wake := self._queue[0].wake) is not None:
+                wake.set()
 
     def _commit(self, group: list[_Pending]) -> None:
         written = self._commit_locked(group)
