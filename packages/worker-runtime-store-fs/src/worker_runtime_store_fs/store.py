@@ -12,7 +12,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -453,6 +453,35 @@ class FsRuntimeStore:
         pending.wake = None
         if pending.error is not None:
             raise pending.error
+
+    async def write_many(self, batches: Sequence[Batch]) -> list[WorkerRuntimeError | None]:
+        """Write `batches` in order as one group commit: for each, None once it is durable, or the error that
+        refused it (the run ends of a start-up: one thread hop, one fsync, no task per batch)."""
+        if self._state != "open":
+            raise RuntimeUnavailableError(f"the store at {self.layout.root} is {self._state}")
+        if self._unknown is not None:
+            raise _outcome_unknown(self._unknown)
+        pendings = [_Pending(batch) for batch in batches]  # encoded now, as `write` does
+        if not pendings:
+            return []
+        wake = anyio.Event()  # one for all: a commit takes the whole queue, so they finish together
+        for pending in pendings:
+            pending.wake = wake
+        self._queue.extend(pendings)
+        last = pendings[-1]
+        while not last.finished:
+            if not self._leading:
+                await self._lead(last)
+            else:
+                await wake.wait()
+                if not last.finished:
+                    wake = anyio.Event()
+                    for pending in pendings:
+                        if not pending.finished:
+                            pending.wake = wake
+        for pending in pendings:
+            pending.wake = None
+        return [pending.error for pending in pendings]
 
     async def _lead(self, me: _Pending) -> None:
         """Commit everything queued (one thread hop, one fsync), then hand the lead to whoever queued since."""
