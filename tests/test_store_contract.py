@@ -24,7 +24,10 @@ from worker_runtime_core import (
     RuntimeStore,
     RuntimeUnavailableError,
 )
+from worker_runtime_core.records import EventRecord, RuntimeStartedData
 from worker_runtime_core.stores import store_health
+from worker_runtime_core.stores.base import Batch
+from worker_runtime_core.times import now
 from worker_runtime_store_fs import FsRuntimeStore
 
 StoreFactory = Callable[[Limits], RuntimeStore]
@@ -308,3 +311,23 @@ async def test_an_unknown_outcome_keeps_its_ids_taken_and_refuses_every_write_un
         assert ack.event_id > confirmed
         await rt.wait_for_run("w", ack.run_id)
         assert (await rt.send_input("w", "next")).event_id > max(ids)
+
+
+async def test_write_many_when_offered_writes_the_batches_in_order_and_answers_each(make_store: StoreFactory) -> None:
+    store = make_store(Limits())
+    write_many = getattr(store, "write_many", None)
+    if write_many is None:
+        pytest.skip("this store offers no write_many (optional)")
+    await store.open("rt-c", None, limits=Limits())
+    try:
+        first = store.committed_id + 1
+        batches = [
+            Batch(event=EventRecord(first + n, "runtime_started", None, None, now(), RuntimeStartedData("x")))
+            for n in range(3)
+        ]
+        assert await write_many(batches) == [None, None, None]
+        assert store.committed_id == first + 2
+        assert [e.id for e in await store.read_events(first - 1, 10)] == [first, first + 1, first + 2]
+        assert await write_many([]) == []
+    finally:
+        await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections import OrderedDict
@@ -47,3 +48,13 @@ def test_lru_of_worker_files_survives_concurrent_lookups_and_evictions(tmp_path:
         thread.join()
     assert errors == []
     assert len(projections._files) <= 2
+
+
+def test_a_workers_files_are_not_tracked_by_the_garbage_collector(tmp_path: Path) -> None:
+    # A store keeps one set of file names per Worker (2,000 made at a start-up with 2,000 Workers): they hold
+    # strings only, so a full collection need not scan them.
+    projections = Projections(Layout(tmp_path), FdCache(), default_write)
+    transcript, runs, index = projections.transcript("w1"), projections.runs("w1"), projections.event_index("w1")
+    assert transcript.data_name == str(tmp_path.absolute() / "workers" / "w1" / "transcript.jsonl")
+    assert [gc.is_tracked(o) for o in (projections._of("w1"), transcript, runs, index)] == [False] * 4
+    assert not gc.is_tracked(projections._of("w1").directory)

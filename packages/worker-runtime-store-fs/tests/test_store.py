@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from worker_runtime_core import (
     WorkerNotFoundError,
     times,
 )
+from worker_runtime_core.errors import WorkerRuntimeError
 from worker_runtime_core.records import RunRecord
+from worker_runtime_core.stores.base import Batch
 from worker_runtime_store_fs import FsRuntimeStore, StoreFormatError, StoreLockedError, StoreUnwritableError
 from worker_runtime_store_fs import _fileops as fileops
 from worker_runtime_store_fs import store as store_module
@@ -126,6 +129,59 @@ async def test_start_up_logs_runtime_started_then_the_interrupted_runs_committed
     assert [e.kind for e in events] == ["runtime_started"] + ["run_interrupted"] * 5
     assert sorted(e.worker_ref.worker_id for e in events[1:] if e.worker_ref) == [f"w{n}" for n in range(5)]
     assert started[0] == 1 and sum(started[1:]) == 5 and len(started) <= 3  # not one awaited write per run
+
+
+class _CountingStore(FsRuntimeStore):
+    """Counts the batches of each `write` and `write_many`; `refuse_many` makes `write_many` refuse them all."""
+
+    def __init__(self, root: Path, refuse_many: bool = False) -> None:
+        super().__init__(root)
+        self.calls: list[tuple[str, int]] = []
+        self.refuse_many = refuse_many
+
+    async def write(self, batch: Batch) -> None:
+        self.calls.append(("write", 1))
+        await super().write(batch)
+
+    async def write_many(self, batches: Sequence[Batch]) -> list[WorkerRuntimeError | None]:
+        self.calls.append(("write_many", len(batches)))
+        if self.refuse_many:
+            raise RuntimeUnavailableError("refused on purpose")
+        return await super().write_many(batches)
+
+
+async def test_start_up_writes_the_interrupted_runs_with_one_write_many(tmp_path: Path) -> None:
+    copy, runs = await _interrupted_runs(tmp_path, 5)
+    store = _CountingStore(copy)
+    async with Runtime(store=store, profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        assert store.calls == [("write", 1), ("write_many", 5)]  # runtime_started, then every run end at once
+        for wid, run_id in runs.items():
+            assert (await rt.get_run(wid, run_id)).status == "interrupted"
+            assert (await rt.get_worker(wid)).status == "idle"
+        await rt.create_worker(worker_id="next", profile={"kind": "named", "name": "hold"})
+    async with Runtime(store=FsRuntimeStore(copy), profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        events = (await rt.read_events(after=0, limit=1000)).events
+        kinds = [e.kind for e in events]
+        assert kinds.count("run_interrupted") == 5 and "worker_created" in kinds
+        assert [e.id for e in events] == list(range(events[0].id, events[0].id + len(events)))  # no gap
+
+
+async def test_start_up_whose_run_ends_are_refused_reports_them_and_the_next_start_interrupts_them(
+    tmp_path: Path,
+) -> None:
+    copy, runs = await _interrupted_runs(tmp_path, 3)
+    store = _CountingStore(copy, refuse_many=True)
+    async with Runtime(store=store, profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        assert store.calls == [("write", 1), ("write_many", 3)]
+        unrecorded = [d for d in await rt.diagnostics() if d.code == "run_end_not_recorded"]
+        assert sorted(d.worker_ref.worker_id for d in unrecorded if d.worker_ref) == sorted(runs)
+        await rt.create_worker(worker_id="next", profile={"kind": "named", "name": "hold"})  # ids resynchronised
+    async with Runtime(store=FsRuntimeStore(copy), profiles=_HOLD, engines={"hold": Hold().engine()}) as rt:
+        for wid, run_id in runs.items():
+            assert (await rt.get_run(wid, run_id)).status == "interrupted"
+        events = (await rt.read_events(after=0, limit=1000)).events
+        assert [e.kind for e in events].count("run_interrupted") == 3
+        assert [e.id for e in events] == list(range(events[0].id, events[0].id + len(events)))
 
 
 async def _interrupted_runs(tmp_path: Path, workers: int) -> tuple[Path, dict[str, str]]:

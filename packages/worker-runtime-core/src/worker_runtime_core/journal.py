@@ -11,7 +11,7 @@ refused can wait for the store to write again (`wait_writable`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -41,6 +41,7 @@ class Journal:
     __slots__ = (
         "_append",
         "_failed",
+        "_write_many",
         "_in_flight",
         "_next_id",
         "_signal",
@@ -55,6 +56,10 @@ class Journal:
         self._append: Callable[[Batch], None] | None = _sync_append(store)
         #: Whether a write may suspend; when False, staging and submitting is one synchronous step.
         self.suspends = self._append is None
+        #: The store's optional ``write_many`` (one group commit of many batches), None when it has none.
+        self._write_many: Callable[[list[Batch]], Awaitable[list[Exception | None]]] | None = (
+            _optional(store, "write_many") if self.suspends else None
+        )
         self._next_id = 1
         self._in_flight = 0
         self._failed = False  # until the writes in flight settle after a failed one
@@ -113,6 +118,46 @@ class Journal:
             raise _refused(batch, exc) from exc
         else:
             self._confirmed()
+        finally:
+            self._in_flight -= 1
+            if self._failed and not self._in_flight:
+                self._next_id = self._store.committed_id + 1
+                self._failed = False
+
+    @property
+    def writes_many(self) -> bool:
+        """Whether `submit_many` writes its batches together (else the caller submits them one by one)."""
+        return self._write_many is not None
+
+    async def submit_many(self, batches: list[Batch]) -> list[RuntimeUnavailableError | None]:
+        """Hand `batches` to the store's ``write_many`` as one write (see `writes_many`); for each, None once it is
+        durable or the error that refused it (nothing of a refused one became visible).
+
+        Raises:
+            RuntimeUnavailableError: a failed write has not settled yet (nothing was submitted).
+        """
+        self.check()
+        write_many = self._write_many
+        assert write_many is not None
+        self._in_flight += 1
+        try:
+            try:
+                with anyio.CancelScope(shield=True):
+                    errors = await write_many(batches)
+            except Exception as exc:
+                self._failed = True
+                refused = _refused(batches[0], exc)
+                return [refused] * len(batches)
+            results: list[RuntimeUnavailableError | None] = []
+            for batch, error in zip(batches, errors, strict=True):
+                if error is None:
+                    results.append(None)
+                else:
+                    self._failed = True
+                    results.append(_refused(batch, error))
+            if any(result is None for result in results):
+                self._confirmed()
+            return results
         finally:
             self._in_flight -= 1
             if self._failed and not self._in_flight:
@@ -198,6 +243,17 @@ def _refused(batch: Batch, exc: Exception) -> RuntimeUnavailableError:
     else:
         logger.exception("the store failed to write event %d", batch.event.id, exc_info=exc)
     return RuntimeUnavailableError(STORE_CANNOT_WRITE, details=details)
+
+
+def _optional(store: RuntimeStore, name: str) -> Any:
+    """The store's optional method `name`, if the class that defines it also defines its `write` (a subclass that
+    overrides only `write`, to inject faults say, is written through `write`); else None."""
+    method = getattr(store, name, None)
+    if not callable(method):
+        return None
+    mro = type(store).__mro__
+    owner = {n: next((c for c in mro if n in vars(c)), None) for n in (name, "write")}
+    return method if owner[name] is owner["write"] else None
 
 
 def _sync_append(store: RuntimeStore) -> Callable[[Batch], None] | None:

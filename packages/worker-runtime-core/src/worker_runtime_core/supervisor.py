@@ -160,10 +160,7 @@ class Supervisor:
         (as soon as the store writes again) until it is: meanwhile the run stays visibly ``running``. Only at
         shutdown, or with `retry` False (start-up), is it given up: the run stays ``running`` on disk and recovery
         marks it ``interrupted``."""
-        record = active.worker
-        wid = record.worker_id
-        run = active.record
-        usage = run.usage
+        wid = active.worker.worker_id
         reason = active.reason if status == "cancelled" else None
         journal = self.journal
         backoff = _RETRY_FIRST_S
@@ -176,23 +173,8 @@ class Supervisor:
                     return
                 backoff = min(backoff * 2, _RETRY_MAX_S)
                 continue
-            clock = now()
-            final = _replace(run, status=status, ended_at=clock, error=error)
-            final.entries = record.transcript_len - run.input_sequence  # a set costs less than one more keyword
-            event = journal.event("run_" + status, wid, run.run_id, RunEndedData(final, reason))
-            staged = _replace(
-                record,
-                status=_ENDED_STATUS,
-                active_run=None,
-                last_run=final,
-                runs=record.runs + 1,
-                input_tokens=record.input_tokens + (usage.input_tokens if usage is not None else 0),
-                output_tokens=record.output_tokens + (usage.output_tokens if usage is not None else 0),
-                last_event_id=event.id,
-                updated_at=clock,
-            )
+            batch = self._stage_end(active, status, error, reason)
             try:
-                batch = Batch(event=event, worker=staged, ended_run=final)
                 if journal.suspends:
                     await self.registry.commit(wid, batch)
                 else:
@@ -202,6 +184,41 @@ class Supervisor:
                 if await self._end_refused(active, status, exc, backoff, retry):
                     return
                 backoff = min(backoff * 2, _RETRY_MAX_S)
+        self._end_committed(active, batch, error)
+
+    def _stage_end(self, active: ActiveRun, status: str, error: RunError | None, reason: str | None) -> Batch:
+        """The run's terminal event and its Worker's record once ended, staged (nothing is shown yet)."""
+        record = active.worker
+        run = active.record
+        usage = run.usage
+        clock = now()
+        final = _replace(run, status=status, ended_at=clock, error=error)
+        final.entries = record.transcript_len - run.input_sequence  # a set costs less than one more keyword
+        event = self.journal.event("run_" + status, record.worker_id, run.run_id, RunEndedData(final, reason))
+        staged = _replace(
+            record,
+            status=_ENDED_STATUS,
+            active_run=None,
+            last_run=final,
+            runs=record.runs + 1,
+            input_tokens=record.input_tokens + (usage.input_tokens if usage is not None else 0),
+            output_tokens=record.output_tokens + (usage.output_tokens if usage is not None else 0),
+            last_event_id=event.id,
+            updated_at=clock,
+        )
+        return Batch(event=event, worker=staged, ended_run=final)
+
+    def _end_committed(self, active: ActiveRun, batch: Batch, error: RunError | None) -> None:
+        """Show the run's end, once the store has its batch (from `_stage_end`)."""
+        record = active.worker
+        wid = record.worker_id
+        run = active.record
+        usage = run.usage
+        event = batch.event
+        staged = batch.worker
+        final = batch.ended_run
+        assert staged is not None and final is not None
+        clock = staged.updated_at
         self.registry.transition(record, "run_ended")
         record.active_run = None
         record.last_run = final
@@ -253,9 +270,44 @@ class Supervisor:
             for record in records:
                 await self._interrupt(record)
             return
+        if self.journal.writes_many:  # one write of them all: no task, no wait per run
+            await self._interrupt_together(records)
+            return
         async with anyio.create_task_group() as tg:
             for record in records:
                 tg.start_soon(self._interrupt, record)
+
+    async def _interrupt_together(self, records: list[WorkerRecord]) -> None:
+        """`interrupt_on_start` through the journal's `submit_many`: every run end staged, written as one batch
+        list, then shown (or, refused, given up as `end_run` does without retry: recovery marks it again)."""
+        if not records:
+            return
+        staged: list[tuple[ActiveRun, Batch]] = []
+        changing = anyio.Event()  # while they are written, other changes to these Workers wait (one event for all)
+        for record in records:
+            run = record.active_run
+            assert run is not None
+            active = ActiveRun(record, run, None, "user", "")
+            wid = record.worker_id
+            self.active[wid] = active
+            self.registry.changing[wid] = changing
+            active.move("end")
+            staged.append((active, self._stage_end(active, "interrupted", None, None)))
+        results: list[RuntimeUnavailableError | None] | list[WorkerRuntimeError]
+        try:
+            results = await self.journal.submit_many([batch for _, batch in staged])
+        except WorkerRuntimeError as exc:
+            results = [exc] * len(staged)
+        finally:
+            for active, _ in staged:
+                del self.registry.changing[active.worker.worker_id]
+            changing.set()
+        for (active, batch), refused in zip(staged, results, strict=True):
+            if refused is None:
+                self._end_committed(active, batch, None)
+            else:
+                await self._end_refused(active, "interrupted", refused, _RETRY_FIRST_S, False)
+                self.active.pop(active.worker.worker_id, None)
 
     async def _interrupt(self, record: WorkerRecord) -> None:
         run = record.active_run

@@ -98,9 +98,9 @@ def unlink(path: StrPath) -> None:
         pass
 
 
-def mkdir(path: Path, *, parents: bool = False) -> None:
+def mkdir(path: StrPath, *, parents: bool = False) -> None:
     """Create a directory (and with `parents` its missing parents); an existing one is fine."""
-    path.mkdir(parents=parents, exist_ok=True)
+    Path(path).mkdir(parents=parents, exist_ok=True)
 
 
 def rmtree(path: StrPath) -> None:

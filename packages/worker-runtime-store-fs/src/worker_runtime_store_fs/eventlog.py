@@ -73,7 +73,7 @@ class EventLog:
         fileops.mkdir(self.layout.events, parents=True)
         repairs = []
         self.firsts = self.layout.segments()
-        self.logs = {first: IndexedLog(*self.layout.segment(first)) for first in self.firsts}
+        self.logs = {first: IndexedLog(*map(str, self.layout.segment(first))) for first in self.firsts}
         for first in self.firsts:
             log = self.logs[first]
             if first == self.firsts[-1] or not log.sealed():
@@ -126,7 +126,7 @@ class EventLog:
                 # killed process left unsynced)
                 fileops.fsync(fds.get(self.logs[self.firsts[-1]].index_name))
             self.firsts.append(first_id)
-            log = self.logs[first_id] = IndexedLog(*self.layout.segment(first_id))
+            log = self.logs[first_id] = IndexedLog(*map(str, self.layout.segment(first_id)))
             started = True
             if self.durable:  # the new segment's directory entries, before its first line can be acknowledged
                 fds.get(log.data_name)

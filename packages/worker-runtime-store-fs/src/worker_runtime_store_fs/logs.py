@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from . import _fileops as fileops
 from .records import RecordCorrupt
 
@@ -86,8 +88,8 @@ class Repair:
 
     __slots__ = ("count", "indexed", "path", "rebuilt", "sealed", "torn_at", "torn_bytes")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str) -> None:
+        self.path = path  # a str from `IndexedLog.repair`: no `Path` made per log at start-up
         self.count = 0  # lines in the log once repaired
         self.indexed = 0
         self.rebuilt = False
@@ -115,18 +117,20 @@ def _read_records(path: str | Path, size: int, first: int, n: int) -> bytes:
     return raw[: len(raw) - len(raw) % size]
 
 
-class IndexedLog:
+class IndexedLog(msgspec.Struct, gc=False):
     """One data file plus its index. Readers may run in any thread; appends come from one writer thread.
 
-    It keeps its paths as strings (a store holds thousands of these: no `Path` objects for the collector to scan);
-    `data` and `index` give them as `Path`.
+    It keeps its paths as strings (a store holds thousands of these: no `Path` objects for the collector to scan),
+    and is untracked by the garbage collector (``gc=False``: it holds two strings, never a cycle); `data` and
+    `index` give the paths as `Path`. Given a `Path`, it keeps its string.
     """
 
-    __slots__ = ("data_name", "index_name")
+    data_name: str
+    index_name: str
 
-    def __init__(self, data: Path | str, index: Path | str) -> None:
-        self.data_name = str(data)
-        self.index_name = str(index)
+    def __post_init__(self) -> None:
+        if type(self.data_name) is not str or type(self.index_name) is not str:
+            self.data_name, self.index_name = str(self.data_name), str(self.index_name)
 
     @property
     def data(self) -> Path:
@@ -327,7 +331,7 @@ class IndexedLog:
         not whole, fails its checksum or is not `valid` (given the payload), and everything after it.
         A missing index is rebuilt from the data.
         """
-        report = Repair(self.data)
+        report = Repair(self.data_name)
         try:
             data_size = os.stat(self.data_name).st_size
         except FileNotFoundError:
@@ -390,13 +394,15 @@ def _damage(line: bytes) -> str:
 _ID = struct.Struct("<q")
 
 
-class IdIndex:
-    """A file of increasing 8-byte event ids: the events that name one Worker, so a filtered page is O(page)."""
+class IdIndex(msgspec.Struct, gc=False):
+    """A file of increasing 8-byte event ids: the events that name one Worker, so a filtered page is O(page).
+    Untracked by the garbage collector, like `IndexedLog` (it holds one string)."""
 
-    __slots__ = ("name",)
+    name: str
 
-    def __init__(self, path: Path | str) -> None:
-        self.name = str(path)
+    def __post_init__(self) -> None:
+        if type(self.name) is not str:
+            self.name = str(self.name)
 
     @property
     def path(self) -> Path:

@@ -12,6 +12,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
@@ -70,7 +71,7 @@ class Projections:
         with self._files_lock:
             files = self._files.get(worker_id)
             if files is None:
-                files = self._files[worker_id] = _WorkerFiles(self.layout, worker_id)
+                files = self._files[worker_id] = _worker_files_of(self.layout, worker_id)
                 if len(self._files) > self.capacity:
                     self._files.popitem(last=False)
             else:
@@ -109,7 +110,7 @@ class Projections:
                 fileops.close(fd)
             files.events.append(self.fds, event_id, self.write)
         except OSError:
-            self.fds.drop_under(str(directory))
+            self.fds.drop_under(directory)
             fileops.rmtree(directory)
             raise
 
@@ -155,7 +156,7 @@ class Projections:
             index.append(self.fds, event_id, self.write)
         directory = files.directory
         if delete:
-            self.fds.drop_under(str(directory))
+            self.fds.drop_under(directory)
             fileops.rmtree(directory)
             if known is not None:
                 known.made, known.worker_json, known.count, known.runs_last = False, False, 0, None
@@ -168,15 +169,15 @@ class Projections:
             fileops.mkdir(directory, parents=True)
         if created is not None and known is not None:
             if known.worker_json is None:
-                known.worker_json = (directory / "worker.json").exists()
+                known.worker_json = os.path.exists(f"{directory}{os.sep}worker.json")
             if not known.worker_json:
-                write_atomic(directory / "worker.json", created, durable=False)
+                write_atomic(Path(directory, "worker.json"), created, durable=False)
                 known.worker_json = True
-        elif created is not None and not (directory / "worker.json").exists():
+        elif created is not None and not os.path.exists(f"{directory}{os.sep}worker.json"):
             # Replayed (`check`): a worker.json already there is this create's (written once, by rename; a delete
             # before it in the log removed the directory). The replayed state goes to state.json at the next
             # checkpoint anyway, which recovery reads first.
-            write_atomic(directory / "worker.json", created, durable=False)
+            write_atomic(Path(directory, "worker.json"), created, durable=False)
         if entry is not None:
             sequence, line = entry
             log = files.transcript
@@ -207,15 +208,25 @@ class Projections:
             known.runs_last = number
 
 
-class _WorkerFiles:
-    __slots__ = ("directory", "events", "runs", "transcript")
+class _WorkerFiles(msgspec.Struct, gc=False):
+    """One Worker's files: strings and structs of strings only, so untracked by the garbage collector (a store
+    keeps thousands of these; start-up makes one per Worker)."""
 
-    def __init__(self, layout: Layout, worker_id: str) -> None:
-        self.directory = layout.worker_dir(worker_id)  # validates the id
-        d = f"{self.directory}{os.sep}"
-        self.transcript = IndexedLog(f"{d}transcript.jsonl", f"{d}transcript.idx")
-        self.runs = IndexedLog(f"{d}runs.jsonl", f"{d}runs.idx")
-        self.events = IdIndex(f"{layout.index}{os.sep}{worker_id}.idx")
+    directory: str
+    transcript: IndexedLog
+    runs: IndexedLog
+    events: IdIndex
+
+
+def _worker_files_of(layout: Layout, worker_id: str) -> _WorkerFiles:
+    directory = str(layout.worker_dir(worker_id))  # validates the id
+    d = f"{directory}{os.sep}"
+    return _WorkerFiles(
+        directory,
+        IndexedLog(f"{d}transcript.jsonl", f"{d}transcript.idx"),
+        IndexedLog(f"{d}runs.jsonl", f"{d}runs.idx"),
+        IdIndex(f"{layout.index}{os.sep}{worker_id}.idx"),
+    )
 
 
 def worker_files(layout: Layout, worker_id: str) -> list[str]:

@@ -289,11 +289,12 @@ class _Recovery:
                         ),
                     )
                     continue
-            runs = self.projections.runs(wid)
-            if runs.data.exists() and not runs.index.exists():
-                self.repaired(runs.repair(_run_key, _any_line), wid)
+            if known is None:  # a Worker the replay touched had its runs log repaired at its first line
+                runs = self.projections.runs(wid)
+                if os.path.exists(runs.data_name) and not os.path.exists(runs.index_name):
+                    self.repaired(runs.repair(_run_key, _any_line), wid)
             index = self.projections.event_index(wid)
-            if record.last_event_id and (known is None or not known.index_last) and not index.path.exists():
+            if record.last_event_id and (known is None or not known.index_last) and not os.path.exists(index.name):
                 self.rebuild_event_index(wid, index)
 
     def rebuild_event_index(self, wid: str, index: IdIndex) -> None:

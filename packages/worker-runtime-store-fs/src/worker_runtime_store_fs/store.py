@@ -12,7 +12,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -124,7 +124,7 @@ class _Pending:
                 self.run = (number, frame(encode(batch.ended_run)))
         self.finished = False
         self.error: WorkerRuntimeError | None = None
-        self.wake = anyio.Event()
+        self.wake: anyio.Event | None = anyio.Event()  # None once finished
 
 
 class _Checkpoint:
@@ -444,11 +444,44 @@ class FsRuntimeStore:
             if not self._leading:
                 await self._lead(pending)
             else:
+                assert pending.wake is not None  # only a finished pending has none
                 await pending.wake.wait()
                 if not pending.finished:
                     pending.wake = anyio.Event()
+        # A pending the catch-up thread keeps (its projection deferred) needs no event once it is finished: three
+        # objects fewer per batch for the collector to scan (2,000 run ends at start-up)
+        pending.wake = None
         if pending.error is not None:
             raise pending.error
+
+    async def write_many(self, batches: Sequence[Batch]) -> list[WorkerRuntimeError | None]:
+        """Write `batches` in order as one group commit: for each, None once it is durable, or the error that
+        refused it (the run ends of a start-up: one thread hop, one fsync, no task per batch)."""
+        if self._state != "open":
+            raise RuntimeUnavailableError(f"the store at {self.layout.root} is {self._state}")
+        if self._unknown is not None:
+            raise _outcome_unknown(self._unknown)
+        pendings = [_Pending(batch) for batch in batches]  # encoded now, as `write` does
+        if not pendings:
+            return []
+        wake = anyio.Event()  # one for all: a commit takes the whole queue, so they finish together
+        for pending in pendings:
+            pending.wake = wake
+        self._queue.extend(pendings)
+        last = pendings[-1]
+        while not last.finished:
+            if not self._leading:
+                await self._lead(last)
+            else:
+                await wake.wait()
+                if not last.finished:
+                    wake = anyio.Event()
+                    for pending in pendings:
+                        if not pending.finished:
+                            pending.wake = wake
+        for pending in pendings:
+            pending.wake = None
+        return [pending.error for pending in pendings]
 
     async def _lead(self, me: _Pending) -> None:
         """Commit everything queued (one thread hop, one fsync), then hand the lead to whoever queued since."""
@@ -469,11 +502,12 @@ class FsRuntimeStore:
                     pending.finished = True
                     if error is not None:  # else it stays what the commit set (a create taken back, and after)
                         pending.error = error
-                    pending.wake.set()
+                    if pending.wake is not None:  # always, until its writer has seen it finished
+                        pending.wake.set()
         finally:
             self._leading = False
-            if self._queue:
-                self._queue[0].wake.set()
+            if self._queue and (wake := self._queue[0].wake) is not None:
+                wake.set()
 
     def _commit(self, group: list[_Pending]) -> None:
         written = self._commit_locked(group)

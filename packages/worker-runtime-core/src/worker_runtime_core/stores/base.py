@@ -17,6 +17,12 @@ read it through `store_health`):
   never reports a `committed_id` below an id that may be on disk, and writes again only once it has been
   reopened (a restart) and has re-verified what it holds.
 
+A store that writes several batches together (a group commit) may also offer ``async write_many(batches)``
+(optional, found by name like the memory store's synchronous ``append``): it takes the batches in order as
+one write and returns, for each, None once it is durable or the `RuntimeUnavailableError` that refused it
+(raising refuses them all). The Runtime hands it the run ends of a start-up, one batch per interrupted run,
+instead of a task each.
+
 The Runtime shows it as `Runtime.store_health`, and the HTTP server's ``/readyz`` answers 503
 ``{"status": "store_unavailable"}`` while it is not ``"ok"``.
 """
