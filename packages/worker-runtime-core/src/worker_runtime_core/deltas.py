@@ -186,12 +186,8 @@ class DeltaSubscription:
         self._upto = upto
         self._seen = hub.version
         found: list[OutputDelta] = []
-        filtered = self._worker_id is not None
         for entry in self._candidates():
-            if (entry.worker_after if filtered else entry.begun_after) > upto:
-                continue
-            commit_id = entry.commit_id
-            if commit_id is not None and commit_id <= upto:
+            if not self._open_to(entry, upto):
                 continue
             length = entry.length
             sent = entry.sent.get(self, 0)
@@ -209,20 +205,23 @@ class DeltaSubscription:
                 entry.sent[self] = length
         return found
 
+    def _open_to(self, entry: OpenEntry, upto: int) -> bool:
+        """Whether a stream whose cursor is `upto` may be sent deltas of `entry`: it has read the log up to where the
+        entry began (for a Worker filter, that Worker's newest event then), and not yet its ``transcript_appended``."""
+        if (entry.worker_after if self._worker_id is not None else entry.begun_after) > upto:
+            return False
+        commit_id = entry.commit_id
+        return commit_id is None or commit_id > upto
+
     def _ready(self) -> bool:
         """Whether `pending` with the last `upto` would find something (any text at all before the first call)."""
         hub = self._hub
         if hub.version == self._seen:
             return False
         upto = self._upto
-        filtered = self._worker_id is not None
         for entry in self._candidates():
-            if upto is not None:
-                if (entry.worker_after if filtered else entry.begun_after) > upto:
-                    continue
-                commit_id = entry.commit_id
-                if commit_id is not None and commit_id <= upto:
-                    continue
+            if upto is not None and not self._open_to(entry, upto):
+                continue
             if entry.length > entry.sent.get(self, 0):
                 return True
         if upto is not None:
