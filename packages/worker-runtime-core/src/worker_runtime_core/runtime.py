@@ -686,6 +686,8 @@ class Runtime:
                     raise OperationTimeoutError(
                         f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id}
                     )
+            if self._registry.changing and record.worker_id in self._registry.changing:
+                await self._registry.settle(record.worker_id)  # a queued run starting in its place: it has, then
             if active.record.status == "running":  # closing: its end could not be recorded
                 raise RuntimeUnavailableError(f"the Runtime stopped before the end of run {run_id} was recorded")
             if active.record.status == "queued":  # closing: it stays queued, and starts after the restart

@@ -447,6 +447,8 @@ class Supervisor:
             if active.done is None:
                 active.done = anyio.Event()
             await bounded_wait(active.done, self.limits.operation_timeout_s, f"cancelling run {active.record.run_id}")
+        if self.registry.changing:  # a queued run starting in its place: answer once it has
+            await self.registry.settle(record.worker_id)
         return active if active.record.status == "cancelled" else None
 
     # --- stop ------------------------------------------------------------------------------------------------
