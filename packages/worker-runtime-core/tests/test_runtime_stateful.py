@@ -2,11 +2,12 @@
 
 It starts with two Workers; rules create, feed (with and without `input_id`), cancel, stop and delete them, one
 write failing when the rule says so, and run an input concurrently with a second command while its write is held
-(then failed or let through: a second input may queue behind it, ``on_busy="enqueue"``, or interrupt its run). After every step the Runtime must agree with its own event log replayed by a plain
-model: ids 1..n with no gap and none served twice, exactly one terminal event per accepted run, queued runs started
-in acceptance order (or ended without starting), never two active runs, the listed Workers
-and their statuses, the counts (never negative), each Worker's transcript length and last event id. Every call has
-a bound: a call that does not answer within it is a hang, and fails the example.
+(then failed or let through: a second input may queue behind it, ``on_busy="enqueue"``, or interrupt its run). After
+every step the Runtime must agree with its own event log replayed by a plain model: ids 1..n with no gap and none
+served twice, exactly one terminal event per accepted run, queued runs started in acceptance order (or ended without
+starting), never two active runs, the listed Workers and their statuses, the counts (never negative), each Worker's
+transcript length and last event id. Every call has a bound: a call that does not answer within it is a hang, and
+fails the example.
 
 ``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
 steps per example (``tools/stateful_long.py`` runs many more).
