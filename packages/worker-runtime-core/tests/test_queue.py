@@ -271,3 +271,15 @@ async def test_a_run_s_write_in_flight_never_drops_an_input_queued_meanwhile(gat
             store.hold = False
         staged = later[0].batch.worker
         assert staged is not None and [q.content for q in staged.queued] == ["queued"]
+
+
+async def test_max_queue_defaults_to_100_in_the_summary_and_zero_refuses_every_queued_input(gate: Gate) -> None:
+    assert Limits().max_queue == 100
+    async with Runtime(
+        limits=Limits(max_queue=0), profiles={"gate": ProfileConfig("gate")}, engines={"gate": gate.engine()}
+    ) as rt:
+        assert (await rt.summary()).limits.max_queue == 0
+        wid, _ = await _busy(rt, gate)
+        with pytest.raises(QueueFullError):
+            await rt.send_input(wid, "no room", on_busy="enqueue")
+        gate.release.set()
