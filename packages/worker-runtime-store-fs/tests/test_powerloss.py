@@ -134,10 +134,10 @@ class _Answer(Engine):
         await ctx.emit(f"did {ctx.content}")
 
 
-def _queue_runtime(root: Path, engine: str) -> Runtime:
+def _queue_runtime(root: Path, engine: str, **options: object) -> Runtime:
     return Runtime(
         runtime_id="rt-p",
-        store=FsRuntimeStore(root, **_SMALL),  # type: ignore[arg-type]
+        store=FsRuntimeStore(root, **(options or _SMALL)),  # type: ignore[arg-type]
         profiles={"work": ProfileConfig(engine)},
         engines={"held": _Held, "answer": _Answer},
     )
@@ -180,6 +180,24 @@ async def test_a_power_cut_at_any_write_keeps_every_acknowledged_queued_input(tm
             for i, run_id in enumerate(acked):  # the keys survive too: a retry queues nothing
                 again = await rt.send_input("w", f"q{i}", input_id=f"k{i}", on_busy="enqueue")
                 assert (again.duplicate, again.run_id, again.queued) == (True, run_id, True)
+
+
+async def test_runs_that_ended_out_of_acceptance_order_are_all_found_after_a_power_cut(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with PowerLoss(root) as disk:
+        async with _queue_runtime(root, "held", checkpoint_every=10_000) as rt:  # no checkpoint before the cut
+            await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "work"})
+            first = (await rt.send_input("w", "first")).run_id
+            queued = (await rt.send_input("w", "later", on_busy="enqueue")).run_id
+            await rt.cancel_worker("w", run_id=queued)  # the later run ends first
+            await rt.cancel_worker("w", run_id=first)
+            await rt.send_input("w", "last")  # the Worker's last run: the two above are read from its runs log
+            await rt.cancel_worker("w")
+            disk.cut()  # the runs log (a projection, fsynced at checkpoints only) is lost; the event log is not
+    disk.power_cut()
+    async with _queue_runtime(root, "answer") as rt:
+        for run_id in (first, queued):
+            assert (await rt.get_run("w", run_id)).status == "cancelled"
 
 
 async def test_a_checkpoint_made_durable_by_one_sync_keeps_every_acknowledged_input(

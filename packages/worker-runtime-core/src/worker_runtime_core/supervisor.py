@@ -154,12 +154,14 @@ class Supervisor:
             if self.journal.suspends:
                 with anyio.CancelScope(shield=True):
                     await self.end_run(active, status, error)
-                    if self.queue is not None and self.queue.next_is_queued(active.worker):
-                        await self.queue.start_next(active.worker)  # in this step: the Worker stays busy
+                    queue = self.queue
+                    if active.worker.queued and queue is not None and queue.next_is_queued(active.worker):
+                        await queue.start_next(active.worker)  # in this step: the Worker stays busy
             else:
                 await self.end_run(active, status, error)  # a memory write never suspends: nothing to shield
-                if self.queue is not None and self.queue.next_is_queued(active.worker):
-                    await self.queue.start_next(active.worker)
+                queue = self.queue
+                if active.worker.queued and queue is not None and queue.next_is_queued(active.worker):
+                    await queue.start_next(active.worker)
         finally:
             if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
                 logger.error("run %s ended without its terminal state", active.record.run_id)
