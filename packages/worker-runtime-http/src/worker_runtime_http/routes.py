@@ -411,8 +411,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=("invalid_request", "cursor_expired", "runtime_unavailable"),
         description=(
             "Each durable event is one frame: `id:` the event id, `event:` its kind, `data:` the event as JSON "
-            "with `entry`, the transcript entry of `input_accepted` and `transcript_appended` (null on other "
-            "kinds). `x-sse-events` names the payload schema of each event name. A comment `: keep-alive` "
+            "with `entry`, the transcript entry of `input_accepted`, `run_started` and `transcript_appended` (null "
+            "on other kinds, and on a queued input's `input_accepted`). `x-sse-events` names the payload schema of "
+            "each event name. A comment `: keep-alive` "
             "comes after `stream_heartbeat_s` ({stream_heartbeat_s} s) of silence. At shutdown every stream "
             "sends the `runtime_stopping` frame and ends (without an `id:` line if it could not be logged). "
             "Every error comes as JSON before the first frame: 410 `cursor_expired` for a cursor older than "
