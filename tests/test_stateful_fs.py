@@ -12,6 +12,11 @@ the runs active at a restart, every acknowledged input once in its Worker's tran
 status, the listed Workers and the counts (never negative). Every call has a bound: one that does not answer within
 it is a hang, and fails the example.
 
+Busy strategies too: inputs queued behind the active run (``on_busy="enqueue"``, up to a small ``max_queue``),
+interrupting ones, cancels of a queued run; the model keeps each Worker's queue: queued runs start in acceptance
+order (each input once in the transcript, in that order), nothing acknowledged is lost across a restart (queued
+runs stay queued and start after it), and a stop ends them all.
+
 ``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
 steps per example (``tools/stateful_long.py`` runs many more).
 """
@@ -48,6 +53,7 @@ from worker_runtime_core import (
     Engine,
     Limits,
     ProfileConfig,
+    QueueFullError,
     RunContext,
     Runtime,
     RuntimeUnavailableError,
@@ -64,7 +70,13 @@ EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
 WIDS = st.sampled_from(["a", "b", "c"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
-TERMINAL = {"run_completed": "completed", "run_cancelled": "cancelled", "run_interrupted": "interrupted"}
+TERMINAL = {
+    "run_completed": "completed",
+    "run_cancelled": "cancelled",
+    "run_interrupted": "interrupted",
+    "run_failed": "failed",
+}
+MAX_QUEUE = 2
 # Small segments and frequent checkpoints, so that a few steps rotate the log and checkpoint (store-fs's own
 # options; the Runtime's settings go through Limits).
 STORE_OPTIONS: dict[str, Any] = {"segment_bytes": 4096, "checkpoint_every": 8}
@@ -85,7 +97,8 @@ class FsMachine(RuleBasedStateMachine):
         self.status: dict[str, str] = {}  # worker -> idle | busy | stopped
         self.active: dict[str, str] = {}  # worker -> its running run
         self.inputs: dict[str, list[tuple[str, str]]] = {}  # worker -> acknowledged (content, run id), in order
-        self.runs: dict[str, dict[str, str]] = {}  # worker -> run id -> running | completed | cancelled | interrupted
+        self.runs: dict[str, dict[str, str]] = {}  # worker -> run id -> queued | running | completed | cancelled | ...
+        self.queue: dict[str, list[tuple[str, str]]] = {}  # worker -> its queued (content, run id), in order
         self.keys: dict[tuple[str, str], str] = {}  # (worker, input_id) -> run id
         self.served: dict[int, tuple[str, str | None, str | None]] = {}  # event id -> (kind, worker, run)
         self.n = 0  # inputs sent, for distinct contents
@@ -112,7 +125,7 @@ class FsMachine(RuleBasedStateMachine):
         rt = Runtime(
             runtime_id="rt-s",
             store=FsRuntimeStore(self.root, **STORE_OPTIONS),
-            limits=Limits(operation_timeout_s=BOUND / 2),
+            limits=Limits(operation_timeout_s=BOUND / 2, max_queue=MAX_QUEUE),
             profiles={"default": ProfileConfig("held")},
             engines={"held": self.engine()},
         )
@@ -164,10 +177,16 @@ class FsMachine(RuleBasedStateMachine):
         if input_id is not None:
             self.keys[(wid, input_id)] = ack.run_id
 
-    def ended(self, wid: str, status: str) -> None:
+    def ended(self, wid: str, status: str, *, hand_over: bool = True) -> None:
+        """The active run ended; the next queued one starts in its place (unless an interrupting input takes it)."""
         run_id = self.active.pop(wid)
         self.runs[wid][run_id] = status
-        if self.status[wid] == "busy":
+        if self.status[wid] == "busy" and hand_over and self.queue[wid]:
+            content, next_id = self.queue[wid].pop(0)
+            self.inputs[wid].append((content, next_id))
+            self.runs[wid][next_id] = "running"
+            self.active[wid] = next_id
+        elif self.status[wid] == "busy" and (hand_over or not self.queue[wid]):
             self.status[wid] = "idle"
 
     def content(self) -> str:
@@ -190,7 +209,7 @@ class FsMachine(RuleBasedStateMachine):
         else:
             assert wid not in self.status
             assert detail.status == "idle" and detail.transcript_len == 0
-            self.status[wid], self.inputs[wid], self.runs[wid] = "idle", [], {}
+            self.status[wid], self.inputs[wid], self.runs[wid], self.queue[wid] = "idle", [], {}, []
 
     @rule(wid=WIDS, input_id=INPUT_IDS)
     def send(self, wid: str, input_id: str | None) -> None:
@@ -310,10 +329,16 @@ class FsMachine(RuleBasedStateMachine):
             assert status is None
             return
         assert ack.status == "stopped" and (ack.event_id is None) == (status == "stopped")
-        assert ack.cancelled_run_id == run_id
+        queued = [q for _, q in self.queue.get(wid, [])]
+        expected = [run_id] if run_id is not None else []
+        assert ack.cancelled_run_id == ([*expected, *queued] or [None])[0]
+        assert ack.cancelled_run_ids == ([*expected, *queued] if status != "stopped" else [])
         self.status[wid] = "stopped"
         if run_id is not None:
             self.ended(wid, "cancelled")
+        for q in queued:
+            self.runs[wid][q] = "cancelled"
+        self.queue[wid] = []
 
     @rule(wid=WIDS)
     def delete(self, wid: str) -> None:
@@ -327,7 +352,7 @@ class FsMachine(RuleBasedStateMachine):
             assert status in ("idle", "busy")
         else:
             assert status == "stopped"
-            del self.status[wid], self.inputs[wid], self.runs[wid]
+            del self.status[wid], self.inputs[wid], self.runs[wid], self.queue[wid]
             self.keys = {k: v for k, v in self.keys.items() if k[0] != wid}
 
     @rule(wid=WIDS, head_start=st.integers(0, 3))
@@ -360,6 +385,69 @@ class FsMachine(RuleBasedStateMachine):
         assert page.events and page.events[0].id == newest + 1
         assert ack.event_id in [e.id for e in page.events]
         self.accepted(wid, content, None, ack)
+
+    @rule(wid=WIDS, input_id=INPUT_IDS)
+    def enqueue(self, wid: str, input_id: str | None) -> None:
+        """Input with ``on_busy="enqueue"``: queued behind a busy Worker's run (or ``queue_full``), started at once by
+        an idle one; a repeated `input_id` answers the first ack, queued or not."""
+        assert self.rt is not None
+        status = self.status.get(wid)
+        first = self.keys.get((wid, input_id)) if input_id is not None else None
+        content = self.content() if input_id is None else f"keyed {input_id}"
+        try:
+            ack = self.call(self.rt.send_input, wid, content, input_id=input_id, on_busy="enqueue")
+        except WorkerNotFoundError:
+            assert status is None
+        except WorkerStoppedError:
+            assert status == "stopped" and first is None
+        except QueueFullError:
+            assert status == "busy" and first is None and len(self.queue[wid]) == MAX_QUEUE
+        else:
+            if first is not None:
+                assert ack.duplicate and ack.run_id == first
+            elif status == "idle":
+                assert not ack.queued and ack.input_sequence is not None
+                self.accepted(wid, content, input_id, ack)
+            else:
+                assert status == "busy" and len(self.queue[wid]) < MAX_QUEUE
+                assert ack.queued and ack.input_sequence is None and not ack.duplicate
+                assert ack.event_id not in self.served
+                self.queue[wid].append((content, ack.run_id))
+                self.runs[wid][ack.run_id] = "queued"
+                if input_id is not None:
+                    self.keys[(wid, input_id)] = ack.run_id
+
+    @rule(wid=WIDS)
+    def interrupt(self, wid: str) -> None:
+        """Input with ``on_busy="interrupt"``: the active run ends cancelled and this one takes its place, ahead of
+        the queue."""
+        assert self.rt is not None
+        status, run_id = self.status.get(wid), self.active.get(wid)
+        content = self.content()
+        try:
+            ack = self.call(self.rt.send_input, wid, content, on_busy="interrupt")
+        except WorkerNotFoundError:
+            assert status is None
+        except WorkerStoppedError:
+            assert status == "stopped"
+        else:
+            assert not ack.queued and ack.input_sequence is not None and status in ("idle", "busy")
+            if run_id is not None:
+                self.ended(wid, "cancelled", hand_over=False)
+            self.accepted(wid, content, None, ack)
+
+    @rule(wid=WIDS, last=st.booleans())
+    def cancel_queued(self, wid: str, last: bool) -> None:
+        """Cancel of a queued run by its id: only it ends, never started."""
+        queue = self.queue.get(wid)
+        if not queue:
+            return
+        assert self.rt is not None
+        content, run_id = queue[-1] if last else queue[0]
+        ack = self.call(self.rt.cancel_worker, wid, run_id=run_id)
+        assert (ack.cancelled_run_id, ack.status) == (run_id, "busy")
+        queue.remove((content, run_id))
+        self.runs[wid][run_id] = "cancelled"
 
     @precondition(lambda self: self.rt is not None)
     @rule(how=st.sampled_from(["close", "kill", "power_cut"]))
@@ -432,7 +520,10 @@ class FsMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in ended.values()), f"a run with two terminal events: {ended}"
         for wid, runs in self.runs.items():
             for run_id, status in runs.items():
-                assert status_of.get(run_id, "running") == status, (wid, run_id)
+                assert status_of.get(run_id, status if status in ("running", "queued") else None) == status, (
+                    wid,
+                    run_id,
+                )
         listed = self.call(rt.list_workers, limit=1000).workers
         assert {s.worker_ref.worker_id: s.status for s in listed} == self.status
         counts = self.call(rt.summary).workers
@@ -451,6 +542,9 @@ class FsMachine(RuleBasedStateMachine):
             assert users == inputs, f"worker {wid}: acknowledged inputs {inputs}, transcript {users}"
             for run_id, status in self.runs[wid].items():
                 assert self.call(rt.get_run, wid, run_id).status == status, (wid, run_id)
+            detail = self.call(rt.get_worker, wid)
+            assert detail.queued_runs == [run_id for _, run_id in self.queue[wid]], wid
+            assert (detail.active_run.run_id if detail.active_run else None) == self.active.get(wid), wid
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -17,8 +17,11 @@ from store_fs_helpers import DiskFaults
 
 from worker_runtime_core import (
     CursorExpiredError,
+    Engine,
     Limits,
     MemoryStore,
+    ProfileConfig,
+    RunContext,
     RunNotFoundError,
     Runtime,
     RuntimeStore,
@@ -156,6 +159,48 @@ async def test_every_run_is_found_and_deleted_workers_lose_their_runs(rt: Runtim
         await rt.get_run("w", run_ids[0])
     kinds = [e.kind for e in (await rt.read_events(worker_id="w", limit=1000)).events]
     assert kinds.count("worker_created") == 2 and kinds.count("worker_deleted") == 1  # events stay
+
+
+async def test_queued_inputs_read_back_with_their_events_runs_and_entries(make_store: StoreFactory) -> None:
+    release = anyio.Event()
+
+    class Held(Engine):
+        name = "held"
+
+        async def run(self, ctx: RunContext) -> None:
+            if ctx.content == "first":
+                await release.wait()
+            await ctx.emit(f"did {ctx.content}")
+
+    profiles = {"default": ProfileConfig("held")}
+    async with Runtime(runtime_id="rt-c", store=make_store(Limits()), profiles=profiles, engines={"held": Held}) as rt:
+        await rt.create_worker(worker_id="w")
+        await rt.send_input("w", "first")
+        gone = await rt.send_input("w", "secret one", input_id="k1", on_busy="enqueue")
+        kept = await rt.send_input("w", "secret two", on_busy="enqueue")
+        await rt.cancel_worker("w", run_id=gone.run_id)
+        release.set()
+        await rt.wait_for_run("w", kept.run_id)
+        events = (await rt.read_events(worker_id="w", limit=1000)).events
+        accepted = [e.data for e in events if e.kind == "input_accepted"]
+        assert accepted[1:] == [
+            {"input_sequence": None, "input_id": "k1", "kind": "user", "queued": True},
+            {"input_sequence": None, "input_id": None, "kind": "user", "queued": True},
+        ]
+        assert "secret" not in str([e.data for e in events])  # the content is never in served event data
+        (started,) = [e for e in events if e.kind == "run_started"]
+        assert (started.run_id, started.data) == (kept.run_id, {"input_sequence": 2, "input_id": None, "kind": "user"})
+        frames = {f.id: f for f in (await rt.read_stream(0, 1000, worker_id="w")).events}
+        assert frames[gone.event_id].entry is None
+        entry = frames[started.id].entry
+        assert entry is not None and (entry.sequence, entry.content, entry.event_id) == (2, "secret two", started.id)
+        cancelled = await rt.get_run("w", gone.run_id)
+        assert (cancelled.status, cancelled.input_sequence) == ("cancelled", None)
+        assert (await rt.transcript("w", run_id=gone.run_id)).items == []
+        assert [e.content for e in (await rt.transcript("w", run_id=kept.run_id)).items] == [
+            "secret two",
+            "did secret two",
+        ]
 
 
 async def test_long_poll_wakes_on_a_write(rt: Runtime) -> None:

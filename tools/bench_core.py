@@ -4,6 +4,7 @@
     hatch run bench-core --quick                       # smaller counts, for a smoke run
     hatch run bench-core --baseline /tmp/base          # and another checkout, interleaved, with this / baseline
     hatch run bench-core --instructions --baseline /tmp/base   # instructions per send_input (callgrind)
+    hatch run bench-core --busy                        # busy strategies, in instructions (callgrind)
 
 Memory: RSS per idle Worker with 100,000 Workers in one memory Runtime (each with its `worker_created` event).
 Latency: `send_input` until `wait_for_run` returns, echo engine, 10,000 runs one after another.
@@ -12,6 +13,9 @@ Each measurement runs in a fresh child process so one does not skew the next; wi
 alternate between the two checkouts (tools/_sidebyside.py) and the table shows the medians over the rounds.
 Instructions: callgrind's count of one `send_input` until `wait_for_run` returns (asyncio, memory store), where
 timing is too noisy to separate 10%.
+Busy strategies (``--busy``, callgrind, asyncio, memory store): one `send_input` with ``on_busy="enqueue"`` to an
+idle Worker against one with ``reject`` (target: at most 1.10x); and a queue of 100 inputs behind a held run,
+drained, against 101 inputs one after another, per run (the drain's runs/s is the inverse: target at least 0.9x).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import anyio
 
-from worker_runtime_core import Limits, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sidebyside as side
@@ -103,8 +107,59 @@ async def count(runs: int) -> dict[str, float]:
     return {"runs": runs}
 
 
+async def count_on_busy(runs: int, on_busy: str) -> dict[str, float]:
+    """`count` with an `on_busy`: to an idle Worker every strategy starts the run at once."""
+    async with Runtime() as rt:
+        wid = (await rt.create_worker(worker_id="w")).worker_ref.worker_id
+        for _ in range(200 + runs):
+            ack = await rt.send_input(wid, "hi", on_busy=on_busy)
+            await rt.wait_for_run(wid, ack.run_id)
+    return {"runs": runs}
+
+
+_QUEUE = 100  # inputs per drained queue
+
+
+class _Held(Engine):
+    """Echo, except that an input ``hold`` waits for the benchmark to let it go (the queue fills behind it)."""
+
+    name = "held"
+    gate: anyio.Event
+
+    async def run(self, ctx: RunContext) -> None:
+        if ctx.content == "hold":
+            await _Held.gate.wait()
+        await ctx.emit(ctx.content)
+
+
+async def queue_drain(rounds: int, queued: bool) -> dict[str, float]:
+    """`rounds` rounds of a held run and `_QUEUE` inputs: queued behind it and drained (`queued`), or sent one
+    after another once it has ended, each awaited (the same runs, the same engine)."""
+    async with Runtime(profiles={"default": ProfileConfig("held")}, engines={"held": _Held}) as rt:
+        wid = (await rt.create_worker(worker_id="w")).worker_ref.worker_id
+        for _ in range(rounds + 2):  # + the warm-up
+            _Held.gate = anyio.Event()
+            held = await rt.send_input(wid, "hold")
+            if queued:
+                acks = [await rt.send_input(wid, "hi", on_busy="enqueue") for _ in range(_QUEUE)]
+                _Held.gate.set()
+                assert (await rt.wait_for_run(wid, acks[-1].run_id)).status == "completed"
+            else:
+                _Held.gate.set()
+                await rt.wait_for_run(wid, held.run_id)
+                for _ in range(_QUEUE):
+                    ack = await rt.send_input(wid, "hi")
+                    await rt.wait_for_run(wid, ack.run_id)
+        assert (await rt.summary()).usage.runs == (rounds + 2) * (_QUEUE + 1)
+    return {"runs": rounds * (_QUEUE + 1)}
+
+
 def _child(kind: str, backend: str, quick: bool, n: int) -> dict[str, float]:
     match kind:
+        case "count_reject" | "count_enqueue":
+            return anyio.run(count_on_busy, n, kind.removeprefix("count_"), backend=backend)
+        case "drain_queued" | "drain_sequential":
+            return anyio.run(queue_drain, n, kind == "drain_queued", backend=backend)
         case "memory":
             return anyio.run(memory, 10_000 if quick else 100_000, backend=backend)
         case "latency":
@@ -130,6 +185,9 @@ def main() -> None:
         "--instructions", action="store_true", help="count instructions per send_input (valgrind) instead of timing"
     )
     side.add_arguments(parser, rounds=1)
+    parser.add_argument(
+        "--busy", action="store_true", help="busy strategies: enqueue vs reject, a drained queue vs sequential input"
+    )
     parser.add_argument("--child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -138,6 +196,9 @@ def main() -> None:
         return
     forest = side.trees(args.baseline)
     print(side.machine(" (quick)" if args.quick else ""))
+    if args.busy:
+        busy(forest)
+        return
     if args.instructions:
         print("instructions per send_input -> completed (callgrind, asyncio, memory store, echo engine)")
         counts = {t.label: side.instructions(t, __file__, ["count", "asyncio"], 500, 2_500) for t in forest}
@@ -161,6 +222,29 @@ def main() -> None:
     side.print_table(rows, results, forest)
     errors = sum(r["errors"] for b in ("asyncio", "trio") for runs in results[f"throughput {b}"].values() for r in runs)
     print(f"throughput errors: {errors:g}")
+
+
+def busy(forest: list[side.Tree]) -> None:
+    """The busy strategies' two ratios, in callgrind instructions (asyncio, memory store)."""
+    print("busy strategies, instructions (callgrind, asyncio, memory store)")
+    for tree in forest:
+        per = {
+            kind: side.instructions(tree, __file__, [kind, "asyncio"], small, large)
+            for kind, small, large in (
+                ("count_reject", 500, 2_500),
+                ("count_enqueue", 500, 2_500),
+                ("drain_sequential", 5, 25),
+                ("drain_queued", 5, 25),
+            )
+        }
+        enqueue = per["count_enqueue"] / per["count_reject"]
+        drain = per["drain_sequential"] / per["drain_queued"]  # runs/s of the drain over runs/s of sequential input
+        print(
+            f"{tree.label}: send_input to an idle worker: reject {per['count_reject']:,.0f}, enqueue "
+            f"{per['count_enqueue']:,.0f} ({enqueue:.3f}x, target at most 1.10x); per round of {_QUEUE + 1} runs: "
+            f"sequential {per['drain_sequential']:,.0f}, queued {per['drain_queued']:,.0f} (drain runs/s "
+            f"{drain:.3f}x of sequential, target at least 0.9x)"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from worker_runtime_client import (
     InvalidWorkerIdError,
     OperationTimeoutError,
     ProtocolError,
+    QueueFullError,
     RetryPolicy,
     RuntimeClient,
     RuntimeConnectionError,
@@ -112,6 +113,31 @@ async def test_worker_busy_is_never_retried_and_carries_retry_after(
         await client.send_input("w1", "hello")
     assert route.call_count == 1
     assert (info.value.status, info.value.run_id, info.value.retry_after) == (409, "run-1", 1.0)
+
+
+async def test_queue_full_is_never_retried_and_carries_retry_after(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.post("/v1/workers/w1/input").respond(
+        409,
+        json=error("queue_full", details={"max_queue": 100, "run_id": "run-1"}, retryable=True),
+        headers={"Retry-After": "1"},
+    )
+    with pytest.raises(QueueFullError) as info:
+        await client.send_input("w1", "hello", on_busy="enqueue")
+    assert route.call_count == 1
+    assert (info.value.status, info.value.retry_after, info.value.retryable) == (409, 1.0, True)
+    assert json.loads(route.calls[0].request.content)["on_busy"] == "enqueue"
+
+
+async def test_send_input_leaves_out_the_default_on_busy_and_sends_the_others(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    route = mock.post("/v1/workers/w1/input").respond(202, json=body(ack=input_ack("run-4")))
+    await client.send_input("w1", "a")
+    await client.send_input("w1", "b", on_busy="interrupt")
+    sent = [json.loads(call.request.content) for call in route.calls]
+    assert "on_busy" not in sent[0] and sent[1]["on_busy"] == "interrupt"
 
 
 async def test_errors_become_core_classes_with_status(mock: respx.MockRouter, client: RuntimeClient) -> None:
@@ -493,13 +519,13 @@ async def test_a_new_error_code_raises_the_base_class_with_its_code_and_is_not_r
 ) -> None:
     route = mock.post("/v1/workers/w1/input").respond(
         409,
-        json=error("queue_full", "the queue is full", {"max_queue": 100}, retryable=True),
+        json=error("queue_paused", "the queue is paused", {"max_queue": 100}, retryable=True),
         headers={"Retry-After": "1"},
     )
     with pytest.raises(WorkerRuntimeError) as info:
         await client.send_input("w1", "one more")
     assert type(info.value).__mro__[1] is WorkerRuntimeError
-    assert (info.value.code, info.value.status, info.value.retryable) == ("queue_full", 409, True)
+    assert (info.value.code, info.value.status, info.value.retryable) == ("queue_paused", 409, True)
     assert info.value.details == {"max_queue": 100}
     assert route.call_count == 1
 

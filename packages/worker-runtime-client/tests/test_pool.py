@@ -57,6 +57,17 @@ async def test_worker_refs_go_to_their_runtime(mock: respx.MockRouter, monkeypat
     assert pool.runtime_ids == ["rt-eu", "rt-us"] and "secret" not in repr(pool)
 
 
+async def test_the_pool_passes_on_busy_to_the_worker_s_runtime(mock: respx.MockRouter) -> None:
+    mock.get("http://eu.test/v1/runtime").respond(200, json=runtime_body("rt-eu"))
+    queued = body(ack=input_ack())
+    queued["ack"].update(input_sequence=None, queued=True)  # type: ignore[union-attr]
+    route = mock.post("http://eu.test/v1/workers/w1/input").respond(202, json=queued)
+    async with RuntimePool({"rt-eu": {"base_url": "http://eu.test"}}) as pool:
+        ack = await pool.send_input(WorkerRef(runtime_id="rt-eu", worker_id="w1"), "later", on_busy="enqueue")
+    assert ack.queued and ack.input_sequence is None
+    assert json.loads(route.calls.last.request.content)["on_busy"] == "enqueue"
+
+
 async def test_a_runtime_answering_under_another_id_is_refused(mock: respx.MockRouter) -> None:
     mock.get("http://eu.test/v1/runtime").respond(200, json=runtime_body("rt-impostor"))
     command = mock.post("http://eu.test/v1/workers/w1/stop").respond(200)

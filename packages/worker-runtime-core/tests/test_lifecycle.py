@@ -34,12 +34,23 @@ WORKER_EXPECTED = {
     ("stopped", "delete"): "deleting",
     ("deleting", "delete_committed"): "deleted",
     ("deleting", "delete_refused"): "stopped",
+    ("running", "enqueue"): "enqueuing",
+    ("running", "enqueued"): "running",
+    ("running", "run_handed_over"): "running",
+    ("running", "start"): "starting",
+    ("enqueuing", "enqueue_committed"): "running",
+    ("enqueuing", "enqueue_refused"): "running",
+    ("starting", "start_committed"): "running",
+    ("starting", "start_refused"): "running",
 }
 RUN_EXPECTED = {
     ("running", "end"): "ending",
     ("ending", "end_committed"): "ended",
     ("ending", "end_refused"): "ending",
     ("ending", "abandon"): "abandoned",
+    ("running", "queue"): "queued",
+    ("queued", "start"): "running",
+    ("queued", "end"): "ending",
 }
 WORKER_PAIRS = [(s, e) for s in WORKER_STATES for e in WORKER_EVENTS]
 RUN_PAIRS = [(s, e) for s in RUN_STATES for e in RUN_EVENTS]

@@ -2,10 +2,12 @@
 
 It starts with two Workers; rules create, feed (with and without `input_id`), cancel, stop and delete them, one
 write failing when the rule says so, and run an input concurrently with a second command while its write is held
-(then failed or let through). After every step the Runtime must agree with its own event log replayed by a plain
-model: ids 1..n with no gap and none served twice, exactly one terminal event per accepted run, the listed Workers
-and their statuses, the counts (never negative), each Worker's transcript length and last event id. Every call has
-a bound: a call that does not answer within it is a hang, and fails the example.
+(then failed or let through: a second input may queue behind it, ``on_busy="enqueue"``, or interrupt its run). After
+every step the Runtime must agree with its own event log replayed by a plain model: ids 1..n with no gap and none
+served twice, exactly one terminal event per accepted run, queued runs started in acceptance order (or ended without
+starting), never two active runs, the listed Workers and their statuses, the counts (never negative), each Worker's
+transcript length and last event id. Every call has a bound: a call that does not answer within it is a hang, and
+fails the example.
 
 ``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
 steps per example (``tools/stateful_long.py`` runs many more).
@@ -41,7 +43,7 @@ from worker_runtime_core import (
 BOUND = 5.0  # seconds; nothing here waits that long unless it hangs
 WIDS = st.sampled_from(["a", "b"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
-SECOND = st.sampled_from(["duplicate", "input", "stop", "cancel", "wait"])
+SECOND = st.sampled_from(["duplicate", "input", "stop", "cancel", "wait", "enqueue", "interrupt"])
 EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
 
@@ -207,6 +209,8 @@ class RuntimeMachine(RuleBasedStateMachine):
                         tg.start_soon(attempt, "second", lambda: rt.stop_worker(wid))
                     elif second == "cancel":
                         tg.start_soon(attempt, "second", lambda: rt.cancel_worker(wid))
+                    elif second in ("enqueue", "interrupt"):
+                        tg.start_soon(attempt, "second", lambda: rt.send_input(wid, "other", on_busy=second))
                     else:
                         tg.start_soon(attempt, "second", lambda: rt.wait_for_run(wid, run_id))
                     await anyio.wait_all_tasks_blocked()
@@ -243,6 +247,13 @@ class RuntimeMachine(RuleBasedStateMachine):
             self.serve(other.event_id)
         elif second == "cancel":
             assert other.status == "idle" and (not fail or other.cancelled_run_id is None)
+        elif second == "enqueue":  # queued behind the first run, or started once it had ended (or never was)
+            assert not isinstance(other, Exception) and not other.duplicate
+            assert other.queued == (other.input_sequence is None) and not (fail and other.queued)
+            self.accepted(wid, None, other)
+        elif second == "interrupt":  # it never queues: it starts, the first run cancelled if it was still on
+            assert not isinstance(other, Exception) and not other.queued and other.input_sequence is not None
+            self.accepted(wid, None, other)
         elif fail:
             assert isinstance(other, RunNotFoundError)
         else:
@@ -261,6 +272,8 @@ class RuntimeMachine(RuleBasedStateMachine):
         last: dict[str, int] = {}
         accepted: set[str] = set()
         ended: Counter[str] = Counter()
+        active: dict[str, str] = {}  # worker -> its active run, as the log tells
+        queued: dict[str, list[str]] = {}  # worker -> its queued runs, in order
         for e in events:
             wid = e.worker_ref.worker_id if e.worker_ref is not None else None
             if wid is None:
@@ -269,17 +282,29 @@ class RuntimeMachine(RuleBasedStateMachine):
             if e.kind == "worker_created":
                 workers[wid], transcript[wid] = "idle", 0
             elif e.kind == "input_accepted":
-                assert workers[wid] == "idle"
-                workers[wid] = "busy"
-                transcript[wid] += 1
                 assert e.run_id is not None
                 accepted.add(e.run_id)
+                if e.data.get("queued"):
+                    assert active.get(wid) is not None and e.data["input_sequence"] is None
+                    queued.setdefault(wid, []).append(e.run_id)
+                else:
+                    assert active.get(wid) is None, "two active runs"
+                    workers[wid], active[wid] = "busy", e.run_id
+                    transcript[wid] += 1
+            elif e.kind == "run_started":
+                assert active.get(wid) is None and queued[wid][0] == e.run_id, "queued runs start in order"
+                active[wid] = queued[wid].pop(0)
+                transcript[wid] += 1
             elif e.kind == "transcript_appended":
                 transcript[wid] += 1
             elif e.kind.startswith("run_"):
                 assert e.run_id is not None
                 ended[e.run_id] += 1
-                workers[wid] = "idle"
+                if active.get(wid) == e.run_id:
+                    del active[wid]
+                else:  # a queued run that ended without starting
+                    queued[wid].remove(e.run_id)
+                workers[wid] = "busy" if active.get(wid) or queued.get(wid) else "idle"
             elif e.kind == "worker_stopped":
                 workers[wid] = "stopped"
             elif e.kind == "worker_deleted":

@@ -116,7 +116,7 @@ def test_an_event_of_a_kind_this_version_does_not_know_decodes_with_kind_and_dat
         ("run_started", {"input_sequence": 4, "input_id": "in-1", "kind": "user"}),
         ("input_requested", {"request": PENDING}),
     ]
-    assert "run_started" not in core.KNOWN_EVENT_KINDS and "run_completed" in core.KNOWN_EVENT_KINDS
+    assert "input_requested" not in core.KNOWN_EVENT_KINDS and "run_started" in core.KNOWN_EVENT_KINDS
 
 
 def test_a_queued_input_ack_with_a_null_sequence_and_new_fields_decodes() -> None:
@@ -192,13 +192,13 @@ def test_a_worker_and_a_transcript_with_new_fields_decode() -> None:
 
 
 def test_a_new_error_code_decodes_and_keeps_its_code_and_retryable() -> None:
-    body = {"error": {"code": "queue_full", "message": "full", "details": {"max_queue": 100}, "retryable": True}}
+    body = {"error": {"code": "queue_paused", "message": "full", "details": {"max_queue": 100}, "retryable": True}}
     error = msgspec.json.decode(msgspec.json.encode(body), type=core.ErrorEnvelope).error
     exc = core.error_from_wire(error.code, error.message, error.details, status=409, retryable=error.retryable)
     assert isinstance(exc, core.WorkerRuntimeError) and type(exc).__mro__[1] is core.WorkerRuntimeError
-    assert (exc.code, exc.retryable, exc.status, exc.details) == ("queue_full", True, 409, {"max_queue": 100})
+    assert (exc.code, exc.retryable, exc.status, exc.details) == ("queue_paused", True, 409, {"max_queue": 100})
 
 
 def test_request_bodies_still_refuse_unknown_fields() -> None:
-    with pytest.raises(msgspec.ValidationError, match="unknown field `on_busy`"):
-        msgspec.json.decode(b'{"content": "hi", "on_busy": "enqueue"}', type=wire.InputRequest)
+    with pytest.raises(msgspec.ValidationError, match="unknown field `priority`"):
+        msgspec.json.decode(b'{"content": "hi", "priority": "high"}', type=wire.InputRequest)

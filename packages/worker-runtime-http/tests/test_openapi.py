@@ -152,7 +152,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
         "worker_exists", "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped",
         "idempotency_conflict", "cursor_expired", "unauthorized", "forbidden_origin", "forbidden_host",
         "method_not_allowed", "payload_too_large", "unsupported_media_type", "runtime_unavailable",
-        "operation_timeout", "store_corrupt", "internal_error",
+        "operation_timeout", "store_corrupt", "internal_error", "queue_full",
     }  # fmt: skip
     assert codes == contract_codes
 
@@ -283,6 +283,7 @@ def test_event_data_is_described_by_kind_and_error_details_by_code() -> None:
     assert details[-1] == {"type": "object", "title": "OtherErrorDetails"}
     assert body["x-details-by-code"] == {
         "worker_busy": "#/components/schemas/WorkerBusyDetails",
+        "queue_full": "#/components/schemas/QueueFullDetails",
         "cursor_expired": "#/components/schemas/CursorExpiredDetails",
         "invalid_request": "#/components/schemas/CursorAheadDetails",
         "store_corrupt": "#/components/schemas/StoreCorruptDetails",

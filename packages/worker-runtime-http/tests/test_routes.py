@@ -264,6 +264,45 @@ async def test_input_to_a_busy_worker_is_409_naming_the_run_with_retry_after(
     gate.release.set()
 
 
+async def test_enqueue_is_202_queued_and_one_more_than_max_queue_is_409_queue_full_with_retry_after(
+    gate: Gate,
+) -> None:
+    async with serving(gate, limits=Limits(max_queue=1)) as (_, client):
+        run_id = await busy_worker(client, gate)
+        queued = await client.post("/v1/workers/w1/input", json={"content": "later", "on_busy": "enqueue"})
+        assert queued.status_code == 202
+        ack = queued.json()["ack"]
+        assert (ack["queued"], ack["input_sequence"], ack["duplicate"]) == (True, None, False)
+        worker = (await client.get("/v1/workers/w1")).json()["worker"]
+        assert worker["queued_runs"] == [ack["run_id"]]
+        run = (await client.get(f"/v1/workers/w1/runs/{ack['run_id']}")).json()["run"]
+        assert (run["status"], run["input_sequence"]) == ("queued", None)
+        full = await client.post("/v1/workers/w1/input", json={"content": "more", "on_busy": "enqueue"})
+        assert full.status_code == 409 and full.headers["retry-after"] == "1"
+        error = error_of(full)
+        assert (error["code"], error["retryable"], error["details"]) == (
+            "queue_full",
+            True,
+            {"max_queue": 1, "run_id": run_id},
+        )
+        gate.release.set()
+
+
+async def test_interrupt_answers_once_the_new_run_has_started_and_a_bad_on_busy_is_422(
+    client: httpx.AsyncClient, gate: Gate
+) -> None:
+    run_id = await busy_worker(client, gate)
+    bad = await client.post("/v1/workers/w1/input", json={"content": "x", "on_busy": "later"})
+    assert bad.status_code == 422 and error_of(bad)["code"] == "invalid_input"
+    gate.reset()
+    response = await client.post("/v1/workers/w1/input", json={"content": "now", "on_busy": "interrupt"})
+    assert response.status_code == 202
+    ack = response.json()["ack"]
+    assert (ack["queued"], ack["input_sequence"]) == (False, 1)
+    assert (await client.get(f"/v1/workers/w1/runs/{run_id}")).json()["run"]["status"] == "cancelled"
+    gate.release.set()
+
+
 async def test_input_to_a_stopped_worker_is_409_worker_stopped(client: httpx.AsyncClient) -> None:
     await create(client)
     await client.post("/v1/workers/w1/stop")
@@ -367,6 +406,7 @@ async def test_cancel_with_an_empty_body_and_no_run_is_a_no_op(client: httpx.Asy
         "status": "idle",
         "cancelled_run_id": None,
         "event_id": None,
+        "cancelled_run_ids": [],
     }
 
 

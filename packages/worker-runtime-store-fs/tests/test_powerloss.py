@@ -13,8 +13,10 @@ from store_fs_helpers import DiskFaults, Hold, crash_copy
 
 from worker_runtime_core import (
     ConfigError,
+    Engine,
     Limits,
     ProfileConfig,
+    RunContext,
     Runtime,
     RuntimeUnavailableError,
     WorkerNotFoundError,
@@ -114,6 +116,88 @@ async def test_a_power_cut_at_any_write_keeps_every_acknowledged_input(tmp_path:
         root = tmp_path / f"cut-{cut}"
         _, acked = await _write_until_cut(root, cut, **_SMALL)
         await _check_recovered(root, acked, **_SMALL)
+
+
+class _Held(Engine):
+    """Runs until cancelled (before the cut), so that inputs queue behind it."""
+
+    name = "held"
+
+    async def run(self, ctx: RunContext) -> None:
+        await anyio.sleep_forever()
+
+
+class _Answer(Engine):
+    name = "answer"
+
+    async def run(self, ctx: RunContext) -> None:
+        await ctx.emit(f"did {ctx.content}")
+
+
+def _queue_runtime(root: Path, engine: str, **options: object) -> Runtime:
+    return Runtime(
+        runtime_id="rt-p",
+        store=FsRuntimeStore(root, **(options or _SMALL)),  # type: ignore[arg-type]
+        profiles={"work": ProfileConfig(engine)},
+        engines={"held": _Held, "answer": _Answer},
+    )
+
+
+async def _enqueue_until_cut(root: Path, cut: int | None) -> tuple[PowerLoss, list[str]]:
+    acked: list[str] = []
+    with PowerLoss(root) as disk:
+        async with _queue_runtime(root, "held") as rt:
+            await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "work"})
+            await rt.send_input("w", "first")
+            if cut is not None:
+                disk.arm(cut)
+            try:
+                for i in range(4):
+                    acked.append((await rt.send_input("w", f"q{i}", input_id=f"k{i}", on_busy="enqueue")).run_id)
+            except WorkerRuntimeError:
+                pass
+    disk.power_cut()
+    return disk, acked
+
+
+async def test_a_power_cut_at_any_write_keeps_every_acknowledged_queued_input(tmp_path: Path) -> None:
+    disk, acked = await _enqueue_until_cut(tmp_path / "full", None)
+    assert len(acked) == 4
+    for cut in [None, *range(disk.writes)]:
+        root = tmp_path / f"cut-{cut}"
+        _, acked = await _enqueue_until_cut(root, cut)
+        async with _queue_runtime(root, "answer") as rt:
+            worker = await rt.get_worker("w")
+            runs = [r for r in (worker.active_run.run_id if worker.active_run else None, *worker.queued_runs) if r]
+            for run_id in runs:
+                await rt.wait_for_run("w", run_id)
+            started = [e.run_id for e in (await rt.read_events(limit=1000)).events if e.kind == "run_started"]
+            assert started[: len(acked)] == acked and len(started) <= len(acked) + 1  # at most the one in flight
+            for run_id in started:
+                assert (await rt.get_run("w", run_id)).status == "completed"
+            users = [e.content for e in (await rt.transcript("w")).items if e.role == "user"]
+            assert users[: len(acked) + 1] == ["first", *[f"q{i}" for i in range(len(acked))]]
+            for i, run_id in enumerate(acked):  # the keys survive too: a retry queues nothing
+                again = await rt.send_input("w", f"q{i}", input_id=f"k{i}", on_busy="enqueue")
+                assert (again.duplicate, again.run_id, again.queued) == (True, run_id, True)
+
+
+async def test_runs_that_ended_out_of_acceptance_order_are_all_found_after_a_power_cut(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with PowerLoss(root) as disk:
+        async with _queue_runtime(root, "held", checkpoint_every=10_000) as rt:  # no checkpoint before the cut
+            await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "work"})
+            first = (await rt.send_input("w", "first")).run_id
+            queued = (await rt.send_input("w", "later", on_busy="enqueue")).run_id
+            await rt.cancel_worker("w", run_id=queued)  # the later run ends first
+            await rt.cancel_worker("w", run_id=first)
+            await rt.send_input("w", "last")  # the Worker's last run: the two above are read from its runs log
+            await rt.cancel_worker("w")
+            disk.cut()  # the runs log (a projection, fsynced at checkpoints only) is lost; the event log is not
+    disk.power_cut()
+    async with _queue_runtime(root, "answer") as rt:
+        for run_id in (first, queued):
+            assert (await rt.get_run("w", run_id)).status == "cancelled"
 
 
 async def test_a_checkpoint_made_durable_by_one_sync_keeps_every_acknowledged_input(

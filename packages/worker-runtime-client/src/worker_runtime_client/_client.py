@@ -26,7 +26,9 @@ from worker_runtime_core import (
     InputRequest,
     InvalidRequestError,
     InvalidWorkerIdError,
+    OnBusy,
     OperationTimeoutError,
+    QueueFullError,
     RunEnvelope,
     RunInfo,
     RuntimeEnvelope,
@@ -231,18 +233,38 @@ class RuntimeClient:
     # --- input and runs --------------------------------------------------------------------------------------
 
     async def send_input(
-        self, worker_id: str, content: str, *, kind: str = "user", input_id: str | None = None
+        self,
+        worker_id: str,
+        content: str,
+        *,
+        kind: str = "user",
+        input_id: str | None = None,
+        on_busy: OnBusy = "reject",
     ) -> InputAck:
         """``POST /v1/workers/{worker_id}/input``. Always carries an `input_id` (generated when not given), and
-        every retry repeats it, so a retry can never start a second run.
+        every retry repeats it, so a retry can never start a second run (nor queue one twice).
+
+        `on_busy` says what happens while a run is active: ``reject`` (`WorkerBusyError`), ``enqueue`` (the ack
+        has ``queued=True`` and ``input_sequence=None``; the run starts after those queued before it) or
+        ``interrupt`` (the active run is cancelled, and the ack comes once this input's run has started).
 
         Raises:
             WorkerBusyError: a run is active (never retried; `.retry_after` holds the server's hint).
+            QueueFullError: ``enqueue`` to a Worker whose queue is full (never retried; `.retry_after` likewise).
         """
         path = _worker_path(worker_id) + "/input"
         if input_id is not None and not is_valid_id(input_id):
             raise InvalidRequestError(f"invalid input_id {input_id!r}")
-        body = InputRequest(content=content, kind=kind, input_id=input_id or generate_id("in"))  # type: ignore[arg-type]
+        body: msgspec.Struct
+        if on_busy == "reject":  # the default is not sent: a server that predates `on_busy` takes the body too
+            body = _RejectingInput(content=content, kind=kind, input_id=input_id or generate_id("in"))
+        else:
+            body = InputRequest(
+                content=content,
+                kind=kind,  # type: ignore[arg-type]
+                input_id=input_id or generate_id("in"),
+                on_busy=on_busy,
+            )
         return (await self._call("POST", path, InputAckEnvelope, body=body)).ack
 
     async def get_run(self, worker_id: str, run_id: str) -> RunInfo:
@@ -517,6 +539,14 @@ def _decode_success(response: httpx.Response, type_: type[T], method: str, path:
         ) from None
 
 
+class _RejectingInput(msgspec.Struct, frozen=True, kw_only=True):
+    """An input body with the default `on_busy` (``reject``), which is left out."""
+
+    content: str
+    kind: str
+    input_id: str
+
+
 def _decode_error(response: httpx.Response, method: str, path: str) -> WorkerRuntimeError:
     try:
         body = _ERROR_DECODER.decode(response.content).error
@@ -528,7 +558,7 @@ def _decode_error(response: httpx.Response, method: str, path: str) -> WorkerRun
     error = error_from_wire(
         body.code, body.message, body.details, status=response.status_code, retryable=body.retryable
     )
-    if isinstance(error, WorkerBusyError):
+    if isinstance(error, WorkerBusyError | QueueFullError):
         error.retry_after = retry_after_seconds(response)
     return error
 

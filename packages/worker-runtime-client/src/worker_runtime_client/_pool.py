@@ -19,6 +19,7 @@ from worker_runtime_core import (
     Event,
     EventPage,
     InputAck,
+    OnBusy,
     RunInfo,
     RuntimeSummary,
     TranscriptEntry,
@@ -210,9 +211,17 @@ class RuntimePool:
         return await self.client(ref.runtime_id).get_worker(ref.worker_id)
 
     async def send_input(
-        self, ref: WorkerRef, content: str, *, kind: str = "user", input_id: str | None = None
+        self,
+        ref: WorkerRef,
+        content: str,
+        *,
+        kind: str = "user",
+        input_id: str | None = None,
+        on_busy: OnBusy = "reject",
     ) -> InputAck:
-        return await self.client(ref.runtime_id).send_input(ref.worker_id, content, kind=kind, input_id=input_id)
+        return await self.client(ref.runtime_id).send_input(
+            ref.worker_id, content, kind=kind, input_id=input_id, on_busy=on_busy
+        )
 
     async def get_run(self, ref: WorkerRef, run_id: str) -> RunInfo:
         return await self.client(ref.runtime_id).get_run(ref.worker_id, run_id)

@@ -6,7 +6,7 @@
   envelope leave the outcome unknown: retried only for calls that are safe to repeat (`Safety.REPEATABLE`):
   reads, `send_input` (it always carries an `input_id`), `create_worker` (it always names the worker id), `stop`
   and a `cancel` that names its run.
-* 409 ``worker_busy`` is never retried; it is raised with `.retry_after`.
+* 409 ``worker_busy`` and 409 ``queue_full`` are never retried; they are raised with `.retry_after`.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
         event_retention: newest events kept at least (0 keeps all).
         stream_heartbeat_s: seconds of silence after which an event stream sends a ``: keep-alive`` comment.
         max_streams: most event streams open at once (the HTTP package enforces it).
+        max_queue: most runs queued behind a Worker's active run (``on_busy="enqueue"``; the active run is not
+            counted); one more is `queue_full`.
     """
 
     default_page: _Positive = 100
@@ -51,6 +53,7 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     event_retention: _NonNegative = 0
     stream_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     max_streams: _Positive = 1000
+    max_queue: _NonNegative = 100
 
 
 class Limits(LimitsInfo, frozen=True, kw_only=True, forbid_unknown_fields=True):

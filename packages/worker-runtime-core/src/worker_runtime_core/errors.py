@@ -18,6 +18,7 @@ whether the same call can succeed later. Only the HTTP package knows status code
     │   ├── WorkerExistsError         worker_exists
     │   ├── CapacityExceededError     capacity_exceeded
     │   ├── WorkerBusyError           worker_busy (retryable)
+    │   ├── QueueFullError            queue_full (retryable)
     │   ├── WorkerStoppedError        worker_stopped
     │   ├── WorkerNotStoppedError     worker_not_stopped
     │   └── IdempotencyConflictError  idempotency_conflict
@@ -58,6 +59,7 @@ __all__ = [
     "InternalError",
     "InvalidInputError",
     "InvalidJsonError",
+    "QueueFullError",
     "InvalidRequestError",
     "InvalidWorkerIdError",
     "LimitTooLargeError",
@@ -215,6 +217,16 @@ class WorkerBusyError(ConflictError):
         """The active run that made the Worker busy."""
         value = self.details.get("run_id")
         return value if isinstance(value, str) else None
+
+
+class QueueFullError(ConflictError):
+    """Input with ``on_busy="enqueue"`` reached a Worker that already has `max_queue` runs queued behind its active
+    run; `details` has ``max_queue``. Nothing changed; a retry can succeed once a queued run has started."""
+
+    code = "queue_full"
+    retryable = True
+    #: Seconds the server asked to wait (its ``Retry-After`` header), set by the client.
+    retry_after: float | None = None
 
 
 class WorkerStoppedError(ConflictError):

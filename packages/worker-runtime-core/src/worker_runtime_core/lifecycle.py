@@ -28,9 +28,21 @@ Run::
                        ├──end_refused──▶ ending   (retried until written)
                        └──abandon──▶ abandoned    (shutdown: recovery marks it interrupted)
 
-Growing: queued runs add a run state ``queued`` (``queue`` / ``start``) and a Worker event that accepts input
-while ``running``; runs waiting for an answer add ``waiting`` (``ask`` / ``answer``) to the run table only. Each
-adds rows and events without changing the existing ones; `tests/test_lifecycle.py` checks every pair.
+Queued runs (``on_busy="enqueue"``): a busy Worker accepts input behind its active run, and when that run ends
+the next queued one starts in its place (the Worker stays busy)::
+
+    running ──enqueue──▶ enqueuing ──enqueue_committed / enqueue_refused──▶ running
+    running ──enqueued──▶ running          (a store whose writes never suspend)
+    running ──run_handed_over──▶ running   (the run ended with runs queued behind it: the Worker stays busy)
+    running ──start──▶ starting ──start_committed──▶ running   (the next queued run starts: ``run_started``)
+                         └──start_refused──▶ running   (retried; at shutdown it stays queued)
+
+A queued run waits in ``queued``; it ``start``s (running) or ends without starting (cancel, stop, a vanished
+profile: ``end``). ``queue`` makes a new run queued instead of running: its input was accepted behind the active
+run, so it is born ``queued``.
+
+Growing: runs waiting for an answer add ``waiting`` (``ask`` / ``answer``) to the run table only. Each adds rows and
+events without changing the existing ones; `tests/test_lifecycle.py` checks every pair.
 """
 
 from __future__ import annotations
@@ -59,7 +71,9 @@ __all__ = [
     "next_worker_state",
 ]
 
-WorkerState = Literal["idle", "accepting", "running", "stopping", "stopped", "deleting", "deleted"]
+WorkerState = Literal[
+    "idle", "accepting", "running", "stopping", "stopped", "deleting", "deleted", "enqueuing", "starting"
+]
 WorkerEvent = Literal[
     "accept",  # an input passed every check; its write is in flight
     "accept_committed",  # the store has the input: its run starts
@@ -73,9 +87,19 @@ WorkerEvent = Literal[
     "delete",  # a delete passed its checks; its write is in flight
     "delete_committed",
     "delete_refused",
+    "enqueue",  # an input to queue behind the active run passed every check; its write is in flight
+    "enqueue_committed",  # the store has it: its run is queued
+    "enqueue_refused",  # the store refused it: nothing happened
+    "enqueued",  # an input queued at once (a store whose writes never suspend)
+    "run_handed_over",  # the run's terminal event is committed and a queued run is next: the Worker stays busy
+    "start",  # the next queued run starts; its run_started is in flight
+    "start_committed",  # the store has it: the run is active
+    "start_refused",  # the store refused it: the run stays queued (retried)
 ]
-RunState = Literal["running", "ending", "ended", "abandoned"]
+RunState = Literal["running", "ending", "ended", "abandoned", "queued"]
 RunEvent = Literal[
+    "queue",  # a new run whose input was accepted behind the active run: it waits (born queued, not running)
+    "start",  # a queued run starts: its input's entry is appended
     "end",  # the terminal status is decided and its event staged
     "end_committed",  # the store has the terminal event
     "end_refused",  # the store refused it: it is retried
@@ -92,7 +116,16 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
     {
         "idle": {"accept": "accepting", "accepted": "running", "stop": "stopping"},
         "accepting": {"accept_committed": "running", "accept_refused": "idle"},
-        "running": {"run_ended": "idle", "stop": "stopping"},
+        "running": {
+            "run_ended": "idle",
+            "stop": "stopping",
+            "enqueue": "enqueuing",
+            "enqueued": "running",
+            "run_handed_over": "running",
+            "start": "starting",
+        },
+        "enqueuing": {"enqueue_committed": "running", "enqueue_refused": "running"},
+        "starting": {"start_committed": "running", "start_refused": "running"},
         "stopping": {
             "run_ended": "stopping",
             "stop_committed": "stopped",
@@ -108,10 +141,11 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
 #: ``RUN_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
 RUN_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
     {
-        "running": {"end": "ending"},
+        "running": {"end": "ending", "queue": "queued"},
         "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned"},
         "ended": {},
         "abandoned": {},
+        "queued": {"start": "running", "end": "ending"},
     }
 )
 
@@ -120,10 +154,16 @@ RESTING_STATES: Final[Mapping[str, WorkerState]] = MappingProxyType(
     {"idle": "idle", "busy": "running", "stopped": "stopped"}
 )
 #: States in which a change of the Worker is in flight: readers still see its committed status.
-IN_FLIGHT_STATES: Final[frozenset[str]] = frozenset({"accepting", "stopping", "deleting"})
+IN_FLIGHT_STATES: Final[frozenset[str]] = frozenset({"accepting", "stopping", "deleting", "enqueuing", "starting"})
 #: The committed status an event sets, for the events that change it (the others leave it as it is).
 STATUS_AFTER: Final[Mapping[str, str]] = MappingProxyType(
-    {"accept_committed": "busy", "accepted": "busy", "run_ended": "idle", "stop_committed": "stopped"}
+    {
+        "accept_committed": "busy",
+        "accepted": "busy",
+        "run_ended": "idle",
+        "stop_committed": "stopped",
+        "run_handed_over": "busy",
+    }
 )
 
 WORKER_STATES: Final[tuple[str, ...]] = tuple(WORKER_TRANSITIONS)

@@ -46,6 +46,7 @@ __all__ = [
     "RunEventData",
     "RunInfo",
     "RunStatus",
+    "RunStartedEventData",
     "RunStatusStr",
     "RuntimeDefaultProfile",
     "RuntimeStartedEventData",
@@ -73,7 +74,7 @@ __all__ = [
 
 WorkerStatus = Literal["idle", "busy", "stopped"]
 #: The run statuses this version knows; `RunInfo.status` is a ``str``, since a newer server may send others.
-RunStatus = Literal["running", "completed", "cancelled", "failed", "timed_out", "interrupted"]
+RunStatus = Literal["queued", "running", "completed", "cancelled", "failed", "timed_out", "interrupted"]
 KNOWN_RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "timed_out", "interrupted"})
 TranscriptRole = Literal["user", "system", "assistant", "tool"]
@@ -84,6 +85,7 @@ EventKind = Literal[
     "runtime_started",
     "worker_created",
     "input_accepted",
+    "run_started",
     "transcript_appended",
     "run_completed",
     "run_cancelled",
@@ -247,7 +249,8 @@ class WorkerSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WorkerDetail(WorkerSummary, frozen=True, kw_only=True):
-    """A Worker in full: the summary fields plus what it was created with and its counters."""
+    """A Worker in full: the summary fields plus what it was created with and its counters; `queued_runs` are the
+    ids of its queued runs in the order they start."""
 
     intent: Intent
     profile_selector: ProfileSelector
@@ -259,6 +262,7 @@ class WorkerDetail(WorkerSummary, frozen=True, kw_only=True):
     transcript_len: int
     last_event_id: int
     usage: UsageTotals
+    queued_runs: list[RunId] = msgspec.field(default_factory=list)
 
 
 # --- transcript, events, diagnostics -------------------------------------------------------------------------
@@ -302,8 +306,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamEvent(Event, frozen=True, kw_only=True):
-    """A durable event as an event-stream frame carries it: the `Event` and, on `input_accepted` and
-    `transcript_appended`, the transcript entry itself (null on other kinds, and when the entry cannot be read any
+    """A durable event as an event-stream frame carries it: the `Event` and, on `input_accepted`, `run_started` and
+    `transcript_appended`, the transcript entry itself (null on a queued input's `input_accepted`: its entry comes
+    with its `run_started`) (null on other kinds, and when the entry cannot be read any
     more: a deleted Worker's)."""
 
     entry: TranscriptEntry | None = None
@@ -326,9 +331,20 @@ class WorkerCreatedEventData(msgspec.Struct, frozen=True, kw_only=True):
 
 class InputAcceptedEventData(msgspec.Struct, frozen=True, kw_only=True):
     """Data of `input_accepted`: the transcript sequence of the input's own entry (this event is that entry's
-    `event_id`), its `input_id` and its kind (`user` or `system`)."""
+    `event_id`), its `input_id` and its kind (`user` or `system`). An input queued behind the active run
+    (``on_busy="enqueue"``) has `input_sequence` null and `queued` true: its entry comes with its `run_started`."""
 
     input_sequence: int | None
+    input_id: str | None
+    kind: str
+    queued: bool = False
+
+
+class RunStartedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `run_started`: a queued run started, and its input's transcript entry was appended at
+    `input_sequence` (this event is that entry's `event_id`)."""
+
+    input_sequence: int
     input_id: str | None
     kind: str
 
@@ -361,6 +377,7 @@ EVENT_DATA_BY_KIND: dict[str, type[msgspec.Struct]] = {
     "runtime_started": RuntimeStartedEventData,
     "worker_created": WorkerCreatedEventData,
     "input_accepted": InputAcceptedEventData,
+    "run_started": RunStartedEventData,
     "transcript_appended": TranscriptAppendedEventData,
     "run_completed": RunEventData,
     "run_cancelled": RunEventData,

@@ -33,6 +33,8 @@ __all__ = [
     "EventRecord",
     "InputKeyRecord",
     "InputAcceptedData",
+    "QueuedInput",
+    "RunStartedData",
     "RunEndedData",
     "RunRecord",
     "RuntimeStartedData",
@@ -58,7 +60,7 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     """
 
     run_id: str
-    input_sequence: int
+    input_sequence: int | None  # None for a run that ended queued (it never started, so it has no entries)
     started_at: float
     status: str = "running"
     ended_at: float | None = None
@@ -87,6 +89,26 @@ class WorkerExtra(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     mount_refs: tuple[ResourceRef, ...] = ()
 
 
+class QueuedInput(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An input accepted with ``on_busy="enqueue"`` while its Worker was busy: its run is ``queued`` until it starts.
+
+    The content is kept here (in the Worker's state, so in the log record of every change of it while queued,
+    and in its checkpoint), never in served event data; its transcript entry is appended when its run starts.
+    `accepted_at` is the run's `started_at` while it is queued; `event_id` is its ``input_accepted``.
+    """
+
+    run_id: str
+    input_id: str | None
+    kind: str
+    content: str
+    accepted_at: float
+    event_id: int
+
+    def to_run(self) -> RunRecord:
+        """The run as it is while queued."""
+        return RunRecord(run_id=self.run_id, input_sequence=None, started_at=self.accepted_at, status="queued")
+
+
 class WorkerRecord(msgspec.Struct, kw_only=True, gc=False):
     """One Worker's state; the store persists it, the Runtime keeps it in memory."""
 
@@ -106,6 +128,8 @@ class WorkerRecord(msgspec.Struct, kw_only=True, gc=False):
     runs: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Runs waiting behind the active one, in acceptance order (they start first to last).
+    queued: tuple[QueuedInput, ...] = ()
 
 
 class TranscriptRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -147,7 +171,19 @@ class WorkerCreatedData(msgspec.Struct, frozen=True, gc=False):
     profile: str
 
 
-class InputAcceptedData(msgspec.Struct, frozen=True, gc=False):
+class InputAcceptedData(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """``{input_sequence, input_id, kind}``; a queued input's is ``{input_sequence: null, input_id, kind,
+    queued: true}`` (its content is never in the event's data)."""
+
+    input_sequence: int | None
+    input_id: str | None
+    kind: str
+    queued: bool = False
+
+
+class RunStartedData(msgspec.Struct, frozen=True, gc=False):
+    """Data of ``run_started`` (a queued run starts): its input's transcript entry is appended with this event."""
+
     input_sequence: int
     input_id: str | None
     kind: str
@@ -202,16 +238,17 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-class InputKeyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class InputKeyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """An accepted `input_id`: enough to answer a repeat with the first ack, and to spot other content."""
 
     worker_id: str
     input_id: str
     digest: bytes
     run_id: str
-    input_sequence: int
+    input_sequence: int | None  # None when the input was queued (its first ack said so)
     event_id: int
     created_at: float
+    queued: bool = False
 
 
 #: The data struct of each event kind, for stores that decode events they read back.
@@ -219,6 +256,7 @@ EVENT_DATA_TYPES: dict[str, type[msgspec.Struct]] = {
     "runtime_started": RuntimeStartedData,
     "worker_created": WorkerCreatedData,
     "input_accepted": InputAcceptedData,
+    "run_started": RunStartedData,
     "transcript_appended": TranscriptAppendedData,
     "run_completed": RunEndedData,
     "run_cancelled": RunEndedData,

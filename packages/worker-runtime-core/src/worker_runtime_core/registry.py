@@ -148,6 +148,15 @@ class Registry:
             await bounded_wait(changing, self.operation_timeout_s, f"a change to worker {wid!r}")
             changing = self.changing.get(wid)
 
+    async def settle_quietly(self, wid: str) -> None:
+        """Wait, unbounded, until no change to Worker `wid` is in flight: a run's own writes (and a queue's) stage
+        their change after this, in the same step as they submit it, so a change committed meanwhile (an input
+        queued behind the run) is never overwritten by a copy staged before it."""
+        changing = self.changing.get(wid)
+        while changing is not None:
+            await changing.wait()
+            changing = self.changing.get(wid)
+
     async def commit(self, wid: str, batch: Batch) -> None:
         """Write one change of Worker `wid` through the journal, for a store that suspends (else the callers use
         `Journal.append_now`). While it is in flight, other commands on that Worker wait for it; the caller applies

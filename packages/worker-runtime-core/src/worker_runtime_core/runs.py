@@ -102,7 +102,7 @@ class Context(RunContext):
         self.intent = active.worker.intent
         self.kind = active.kind
         self.content = active.content
-        self.input_sequence = active.record.input_sequence
+        self.input_sequence = active.record.input_sequence or 0  # set: a run with an engine has started
 
     @property
     def worker_ref(self) -> WorkerRef:

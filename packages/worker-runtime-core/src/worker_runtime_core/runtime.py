@@ -57,6 +57,7 @@ from .models import (
     WorkerSummary,
 )
 from .profiles import ProfileTable
+from .queue import RunQueue
 from .records import (
     EMPTY_DATA,
     EventRecord,
@@ -84,6 +85,7 @@ __all__ = ["Runtime"]
 logger = logging.getLogger("worker_runtime_core")
 
 _INPUT_KINDS = frozenset({"user", "system"})
+_ON_BUSY = frozenset({"reject", "enqueue", "interrupt"})
 _ACCEPTED_STATUS = STATUS_AFTER["accept_committed"]  # what an accepted input's staged record says
 
 
@@ -149,6 +151,7 @@ class Runtime:
         self._supervisor = Supervisor(
             self._journal, self._registry, self._diagnostics, self._store, self.limits, self._ref
         )
+        self._queue = RunQueue(self._supervisor, self._profiles, self._keys)
         self._created_data: dict[str, WorkerCreatedData] = {}
         self._stopping: anyio.Event | None = None  # set once `close` has logged runtime_stopping (or failed to)
         self._stopping_record: EventRecord | None = None
@@ -198,6 +201,7 @@ class Runtime:
         self._journal.opened(state.last_event_id)
         self._diagnostics.restore(state.diagnostics, state.corrupt)
         self._registry.restore(state.workers)
+        self._queue.restore(state.workers)
         clock = now()
         self._keys.restore(state.input_keys, self._registry.workers)
         ready = anyio.Event()
@@ -213,6 +217,7 @@ class Runtime:
             await self._supervisor.interrupt_on_start(
                 [record for record in state.workers if record.active_run is not None]
             )
+            await self._queue.start_all([record for record in state.workers if record.queued])
         except BaseException:  # the store cannot write: release the task group and the store, then raise
             self._state = "closed"
             with anyio.CancelScope(shield=True):
@@ -239,6 +244,7 @@ class Runtime:
                 await self._closed_event.wait()
             return
         self._state = "stopping"
+        self._queue.frozen = True  # queued runs stay queued: they start after the restart
         self._journal.notify()
         with anyio.CancelScope(shield=True):
             while self._registry.changing:  # an input in flight may still start its run: wait until it has
@@ -269,6 +275,7 @@ class Runtime:
             self._supervisor.closing()
             self._release.set()
             await self._runner_done.wait()
+            self._queue.release()  # a wait for a queued run answers: the Runtime stopped before it started
             await self._profiles.aclose()
             await self._store.close()
         self._state = "closed"
@@ -425,17 +432,33 @@ class Runtime:
     # --- input and runs --------------------------------------------------------------------------------------
 
     async def send_input(
-        self, worker_id: str, content: str, *, kind: str = "user", input_id: str | None = None
+        self,
+        worker_id: str,
+        content: str,
+        *,
+        kind: str = "user",
+        input_id: str | None = None,
+        on_busy: str = "reject",
     ) -> InputAck:
-        """Accept input for an idle Worker and start one run; returns once the input is durable.
+        """Accept input and start one run; returns once the input is durable.
 
-        A repeated `input_id` returns the first ack with ``duplicate=True`` (before any busy or stopped check)
-        and starts nothing; a repeat whose first call is still in flight waits for its answer.
+        `on_busy` says what input to a busy Worker does: ``reject`` (`WorkerBusyError`), ``enqueue`` (queued behind
+        the active run: the ack has ``queued=True`` and ``input_sequence=None``; queued runs start in acceptance
+        order, each logging ``run_started``) or ``interrupt`` (the active run is cancelled with reason
+        ``interrupted_by_input``, and the ack waits until it has ended and this input's run has started; queued runs
+        stay queued behind it).
+
+        A repeated `input_id` returns the first ack with ``duplicate=True`` (before any busy or stopped check, and
+        whatever its `on_busy`) and starts nothing; a repeat whose first call is still in flight waits for its
+        answer.
 
         Raises:
-            InvalidInputError: bad kind, empty or oversized content, or a bad `input_id`.
+            InvalidInputError: bad kind, empty or oversized content, a bad `input_id` or `on_busy`.
             IdempotencyConflictError: `input_id` was used with other content or kind.
-            WorkerBusyError: a run is active (`details["run_id"]`); nothing changed.
+            WorkerBusyError: a run is active (`details["run_id"]`) and `on_busy` is ``reject``; nothing changed.
+            QueueFullError: `max_queue` runs are queued already (``enqueue``); nothing changed.
+            OperationTimeoutError: (``interrupt``) the active run has not ended within `operation_timeout_s` (it
+                still ends cancelled; this input is not accepted).
             WorkerStoppedError: the Worker is stopped.
             UnknownProfileError: the Worker's profile no longer exists.
             InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
@@ -455,6 +478,10 @@ class Runtime:
             )
         if input_id is not None and not is_valid_id(input_id):
             raise InvalidInputError(invalid_id_message("input_id"), details={"field": "input_id"})
+        if on_busy != "reject" and on_busy not in _ON_BUSY:
+            raise InvalidInputError(
+                f"on_busy must be 'reject', 'enqueue' or 'interrupt', not {on_busy!r}", details={"field": "on_busy"}
+            )
         if self._state != "running":  # the check, inline: this is every input's path
             self._require_running()
         record = self._worker(wid)
@@ -470,6 +497,7 @@ class Runtime:
                         input_sequence=key.input_sequence,
                         event_id=key.event_id,
                         duplicate=True,
+                        queued=key.queued,
                     )
             changing = self._registry.changing.get(wid) if self._registry.changing else None
             if changing is None:
@@ -482,12 +510,62 @@ class Runtime:
         states = self._registry.states
         if record.status == "stopped" or (states and states.get(wid) == "stopping"):
             raise WorkerStoppedError(f"worker {wid!r} is stopped", details={"worker_id": wid})
-        active = self._supervisor.active.get(wid)
-        if active is not None:
-            raise WorkerBusyError(
-                f"worker {wid!r} is running {active.record.run_id}",
-                details={"run_id": active.record.run_id},
-            )
+        if record.status == "busy":  # a run is active (or, between two runs, the next queued one is starting)
+            if on_busy == "enqueue":
+                run_id, event_id = await self._queue.enqueue(
+                    record, content, kind, input_id, digest, self.limits.max_queue
+                )
+                return InputAck(
+                    worker_ref=self._ref(wid),
+                    run_id=run_id,
+                    input_sequence=None,
+                    event_id=event_id,
+                    duplicate=False,
+                    queued=True,
+                )
+            if on_busy == "interrupt":
+                return await self._interrupting_input(record, content, kind, input_id, digest)
+            busy_run = self._queue.busy_run_id(record)
+            raise WorkerBusyError(f"worker {wid!r} is running {busy_run}", details={"run_id": busy_run})
+        return await self._accept(record, content, kind, input_id, digest)
+
+    async def _interrupting_input(
+        self, record: WorkerRecord, content: str, kind: str, input_id: str | None, digest: bytes
+    ) -> InputAck:
+        """``on_busy="interrupt"`` to a busy Worker: hold the slot, cancel the active run and wait for its end, then
+        accept this input in its place (queued runs stay queued behind it)."""
+        wid = record.worker_id
+        queue = self._queue
+        queue.hold(wid)
+        try:
+            while True:
+                await queue.interrupt(record, self.limits.operation_timeout_s)
+                await self._registry.settle(wid)
+                record = self._worker(wid)
+                self._require_running()
+                states = self._registry.states
+                if record.status == "stopped" or (states and states.get(wid) == "stopping"):
+                    raise WorkerStoppedError(f"worker {wid!r} is stopped", details={"worker_id": wid})
+                if wid not in self._supervisor.active:
+                    break
+            # Idle (nothing queued), or busy between two runs with the slot held for this input.
+            return await self._accept(record, content, kind, input_id, digest, slot=record.status == "busy")
+        finally:
+            queue.interrupted(record)
+
+    async def _accept(
+        self,
+        record: WorkerRecord,
+        content: str,
+        kind: str,
+        input_id: str | None,
+        digest: bytes,
+        *,
+        slot: bool = False,
+    ) -> InputAck:
+        """Accept an input and start its run: to an idle Worker, or (`slot`) to a busy one between two runs, in the
+        slot an interrupting input holds."""
+        wid = record.worker_id
         profile = self._profiles.get(record.profile)
         if profile is None:
             raise _unknown_profile(record.profile)
@@ -534,15 +612,15 @@ class Runtime:
         )
         registry = self._registry
         if journal.suspends:
-            registry.transition(record, "accept")
+            registry.transition(record, "start" if slot else "accept")
             try:
                 await registry.commit(wid, batch)
             except BaseException:
-                registry.transition(record, "accept_refused")
+                registry.transition(record, "start_refused" if slot else "accept_refused")
                 if key is not None:
                     self._keys.forget(wid, key.input_id)  # a repeat waiting for this call decides again
                 raise
-            registry.transition(record, "accept_committed")
+            registry.transition(record, "start_committed" if slot else "accept_committed")
         else:  # a write that never suspends: written and shown in one step, with nothing in flight between
             try:
                 journal.append_now(batch)
@@ -550,7 +628,11 @@ class Runtime:
                 if key is not None:
                     self._keys.forget(wid, key.input_id)
                 raise
-            registry.transition(record, "accepted")
+            if slot:
+                registry.transition(record, "start")
+                registry.transition(record, "start_committed")
+            else:
+                registry.transition(record, "accepted")
         record.active_run = run
         record.transcript_len = sequence + 1
         record.last_event_id = event_id
@@ -592,7 +674,9 @@ class Runtime:
         if self._registry.changing:
             record = await self._settled_worker(worker_id)
         active = self._supervisor.active.get(record.worker_id)
-        if active is not None and active.record.run_id == run_id:
+        if active is None or active.record.run_id != run_id:
+            active = self._queue.handle(record.worker_id, run_id) if record.queued else None  # it may start first
+        if active is not None:
             if timeout is None:
                 await self._supervisor.wait_run(active)
             else:
@@ -602,14 +686,20 @@ class Runtime:
                     raise OperationTimeoutError(
                         f"run {run_id} did not finish within {timeout}s", details={"run_id": run_id}
                     )
+            if self._registry.changing and record.worker_id in self._registry.changing:
+                await self._registry.settle(record.worker_id)  # a queued run starting in its place: it has, then
             if active.record.status == "running":  # closing: its end could not be recorded
                 raise RuntimeUnavailableError(f"the Runtime stopped before the end of run {run_id} was recorded")
+            if active.record.status == "queued":  # closing: it stays queued, and starts after the restart
+                raise RuntimeUnavailableError(f"the Runtime stopped before run {run_id} started; it stays queued")
             return active.record.to_wire()
         run = await self._find_run(record, run_id)
         return run.to_wire()
 
     async def cancel_worker(self, worker_id: str, run_id: str | None = None, reason: str | None = None) -> WorkerAck:
-        """Abort the active run (only if it is `run_id`, when given) and answer once it has ended.
+        """Abort the active run (only if it is `run_id`, when given) and answer once it has ended. A `run_id` that
+        names a queued run ends only that run (``cancelled``, never started). The ack's `status` is the Worker's
+        after the call: ``busy`` when a queued run started in place of the cancelled one.
 
         With no active run, another run named, or a stopped Worker, nothing changes and the ack's
         `cancelled_run_id` and `event_id` are null.
@@ -625,7 +715,10 @@ class Runtime:
             raise InvalidRequestError(invalid_id_message("run_id"), details={"field": "run_id"})
         record = await self._settled_worker(worker_id)
         self._require_started()
-        cancelled = await self._supervisor.cancel(record, run_id, reason)
+        if run_id is not None and record.queued and self._queue.handle(record.worker_id, run_id) is not None:
+            cancelled = await self._queue.cancel(record, run_id, reason)  # a queued run: only it ends
+        else:
+            cancelled = await self._supervisor.cancel(record, run_id, reason)
         return WorkerAck(
             worker_ref=self._ref(record.worker_id),
             status=record.status,  # type: ignore[arg-type]
@@ -634,8 +727,9 @@ class Runtime:
         )
 
     async def stop_worker(self, worker_id: str, reason: str | None = None) -> WorkerAck:
-        """Abort the active run, if any, and make the Worker ``stopped`` for good. Idempotent: a repeated stop
-        answers with null `event_id`.
+        """Abort the active run, if any, cancel every queued run, and make the Worker ``stopped`` for good.
+        Idempotent: a repeated stop answers with null `event_id`. The ack's `cancelled_run_id` is the active run it
+        ended, else the first queued one; `cancelled_run_ids` lists every run it ended.
 
         The stop belongs to the Runtime once asked for: if the run takes longer than `operation_timeout_s` to end,
         the call raises `OperationTimeoutError` and the stop completes when the run has ended.
@@ -715,13 +809,15 @@ class Runtime:
         run's go up to the Worker's `transcript_len`. A run recorded before runs counted their entries is bounded by
         the next run when that is the Worker's, else counted by reading its entries (once, O(its entries))."""
         first = run.input_sequence
+        if first is None:  # queued, or ended without starting: no entries
+            return 0, 0
         if run.entries is not None:
             return first, run.entries
         active = record.active_run
         if active is run or (active is None and record.last_run is run):
             return first, record.transcript_len - first
         if active is not None and record.last_run is run:
-            return first, active.input_sequence - first
+            return first, (active.input_sequence or first) - first
         count = 0
         page = self.limits.max_page
         wid = record.worker_id
@@ -968,6 +1064,10 @@ class Runtime:
             return record.active_run
         if record.last_run is not None and record.last_run.run_id == run_id:
             return record.last_run
+        if record.queued:
+            queued = self._queue.find(record, run_id)
+            if queued is not None:
+                return queued
         try:
             run = await self._store.read_run(record.worker_id, run_id) if is_valid_id(run_id) else None
         except StoreCorruptError as exc:

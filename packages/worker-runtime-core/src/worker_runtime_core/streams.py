@@ -16,7 +16,11 @@ from .stores.base import RuntimeStore
 __all__ = ["ENTRY_KINDS", "entry_sequence", "frame", "read_frames"]
 
 #: The kinds whose frame carries a transcript entry, and the field of their data that names its sequence.
-ENTRY_KINDS: dict[str, str] = {"input_accepted": "input_sequence", "transcript_appended": "sequence"}
+ENTRY_KINDS: dict[str, str] = {
+    "input_accepted": "input_sequence",  # null for a queued input: its entry comes with its run_started
+    "run_started": "input_sequence",
+    "transcript_appended": "sequence",
+}
 #: Widest range of sequences one transcript read covers: events further apart are read apart.
 _RANGE_SPAN = 256
 #: How many of a Worker's events one filtered read looks at, at most, before it answers (maybe with no match).

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -26,6 +27,9 @@ from .stores.base import Batch, RuntimeStore
 from .times import now
 from .wire import WorkerAck
 
+if TYPE_CHECKING:
+    from .queue import RunQueue
+
 __all__ = ["Supervisor"]
 
 logger = logging.getLogger("worker_runtime_core")
@@ -36,6 +40,7 @@ _ENGINE_FAILED = "the engine failed; see the Runtime's log"
 _RETRY_FIRST_S = 0.05  # a terminal event the store refused is retried after this (doubling) or once it writes again
 _RETRY_MAX_S = 1.0
 _ENDED_STATUS = STATUS_AFTER["run_ended"]  # what a staged record says once its run has ended
+_HANDED_OVER_STATUS = STATUS_AFTER["run_handed_over"]  # ... when a queued run is next
 
 
 class Supervisor:
@@ -61,6 +66,7 @@ class Supervisor:
         "hub",
         "journal",
         "limits",
+        "queue",
         "registry",
         "stopping",
         "store",
@@ -89,6 +95,7 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self._spawner: RunSpawner | None = None
         self._scope_type: type[anyio.CancelScope] = anyio.CancelScope  # the event loop's own, once started
+        self.queue: RunQueue | None = None  # the Workers' queued runs (`RunQueue` sets itself here)
 
     def started(self, tg: TaskGroup) -> None:
         """Serve from now on, spawning in `tg` (on the Runtime's event loop)."""
@@ -109,6 +116,11 @@ class Supervisor:
         spawner = self._spawner
         assert spawner is not None
         spawner.spawn(self.run, active)
+
+    def spawn_task(self, func: Callable[[WorkerRecord], Coroutine[object, object, None]], record: WorkerRecord) -> None:
+        """Run `func(record)` in the Runtime's task group (a queued run's start that no run's task does)."""
+        if self._tg is not None:
+            self._tg.start_soon(func, record)
 
     async def run(self, active: ActiveRun) -> None:
         """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
@@ -142,8 +154,14 @@ class Supervisor:
             if self.journal.suspends:
                 with anyio.CancelScope(shield=True):
                     await self.end_run(active, status, error)
+                    queue = self.queue
+                    if active.worker.queued and queue is not None and queue.next_is_queued(active.worker):
+                        await queue.start_next(active.worker)  # in this step: the Worker stays busy
             else:
                 await self.end_run(active, status, error)  # a memory write never suspends: nothing to shield
+                queue = self.queue
+                if active.worker.queued and queue is not None and queue.next_is_queued(active.worker):
+                    await queue.start_next(active.worker)
         finally:
             if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
                 logger.error("run %s ended without its terminal state", active.record.run_id)
@@ -173,6 +191,8 @@ class Supervisor:
                     return
                 backoff = min(backoff * 2, _RETRY_MAX_S)
                 continue
+            if journal.suspends and self.registry.changing:  # staged after any change in flight (a queued input)
+                await self.registry.settle_quietly(wid)
             batch = self._stage_end(active, status, error, reason)
             try:
                 if journal.suspends:
@@ -193,11 +213,14 @@ class Supervisor:
         usage = run.usage
         clock = now()
         final = _replace(run, status=status, ended_at=clock, error=error)
-        final.entries = record.transcript_len - run.input_sequence  # a set costs less than one more keyword
+        final.entries = record.transcript_len - (run.input_sequence or 0)  # a set costs less than one more keyword
         event = self.journal.event("run_" + status, record.worker_id, run.run_id, RunEndedData(final, reason))
+        queue = self.queue
         staged = _replace(
             record,
-            status=_ENDED_STATUS,
+            status=_HANDED_OVER_STATUS
+            if queue is not None and record.queued and queue.hands_over(record)
+            else _ENDED_STATUS,
             active_run=None,
             last_run=final,
             runs=record.runs + 1,
@@ -219,7 +242,7 @@ class Supervisor:
         final = batch.ended_run
         assert staged is not None and final is not None
         clock = staged.updated_at
-        self.registry.transition(record, "run_ended")
+        self.registry.transition(record, "run_ended" if staged.status == _ENDED_STATUS else "run_handed_over")
         record.active_run = None
         record.last_run = final
         record.runs = staged.runs
@@ -329,6 +352,8 @@ class Supervisor:
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, not {type(content).__name__}")
         record = active.worker
+        if self.registry.changing and self.journal.suspends:  # staged after any change in flight (a queued input)
+            await self.registry.settle_quietly(record.worker_id)
         sequence = record.transcript_len
         event = self.journal.event(
             "transcript_appended", record.worker_id, active.record.run_id, TranscriptAppendedData(sequence, role)
@@ -424,6 +449,8 @@ class Supervisor:
             if active.done is None:
                 active.done = anyio.Event()
             await bounded_wait(active.done, self.limits.operation_timeout_s, f"cancelling run {active.record.run_id}")
+        if self.registry.changing:  # a queued run starting in its place: answer once it has
+            await self.registry.settle(record.worker_id)
         return active if active.record.status == "cancelled" else None
 
     # --- stop ------------------------------------------------------------------------------------------------
@@ -462,6 +489,11 @@ class Supervisor:
                 await self.registry.settle(wid)
                 if wid in self.active:  # closing: the run's end could not be recorded
                     raise RuntimeUnavailableError(f"the Runtime stopped before worker {wid!r} could stop")
+                ended = [cancelled] if cancelled is not None else []
+                if record.queued and self.queue is not None:  # every queued run ends too, never started
+                    ended += await self.queue.cancel_all(record, reason or "worker stopped")
+                    await self.registry.settle(wid)
+                    cancelled = ended[0] if ended else None
                 event = self.journal.event("worker_stopped", wid, None, WorkerStoppedData(reason, cancelled))
                 staged = _replace(
                     record, status=STATUS_AFTER["stop_committed"], updated_at=event.created_at, last_event_id=event.id
@@ -476,7 +508,11 @@ class Supervisor:
                 record.updated_at = event.created_at
                 record.last_event_id = event.id
             stop.ack = WorkerAck(
-                worker_ref=self._ref(wid), status="stopped", cancelled_run_id=cancelled, event_id=event.id
+                worker_ref=self._ref(wid),
+                status="stopped",
+                cancelled_run_id=cancelled,
+                event_id=event.id,
+                cancelled_run_ids=ended,
             )
         except WorkerRuntimeError as exc:
             stop.error = exc

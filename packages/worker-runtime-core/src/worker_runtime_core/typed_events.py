@@ -33,6 +33,7 @@ from .models import (
     InputAcceptedEventData,
     OutputDelta,
     RunEventData,
+    RunStartedEventData,
     RuntimeStartedEventData,
     Timestamp,
     TranscriptAppendedEventData,
@@ -45,6 +46,7 @@ from .models import (
 __all__ = [
     "TYPED_EVENT_BY_KIND",
     "InputAcceptedEvent",
+    "RunStartedEvent",
     "RunCancelledEvent",
     "RunCompletedEvent",
     "RunEndedEvent",
@@ -102,6 +104,12 @@ class InputAcceptedEvent(_DurableEvent, frozen=True, kw_only=True, tag="input_ac
     """An input was accepted; on the stream `entry` is the input's own transcript entry."""
 
     data: InputAcceptedEventData
+
+
+class RunStartedEvent(_DurableEvent, frozen=True, kw_only=True, tag="run_started"):
+    """A queued run started; on the stream `entry` is its input's transcript entry (appended with this event)."""
+
+    data: RunStartedEventData
 
 
 class TranscriptAppendedEvent(_DurableEvent, frozen=True, kw_only=True, tag="transcript_appended"):
@@ -172,6 +180,7 @@ _KnownEvent: TypeAlias = (
     RuntimeStartedEvent
     | WorkerCreatedEvent
     | InputAcceptedEvent
+    | RunStartedEvent
     | TranscriptAppendedEvent
     | RunCompletedEvent
     | RunCancelledEvent
@@ -194,6 +203,7 @@ TYPED_EVENT_BY_KIND: Final[dict[str, type[_TypedEvent]]] = {
         RuntimeStartedEvent,
         WorkerCreatedEvent,
         InputAcceptedEvent,
+        RunStartedEvent,
         TranscriptAppendedEvent,
         RunCompletedEvent,
         RunCancelledEvent,

@@ -47,4 +47,5 @@ def worker_detail(record: WorkerRecord, ref: WorkerRef, runtime_name: str) -> Wo
         transcript_len=record.transcript_len,
         last_event_id=record.last_event_id,
         usage=UsageTotals(runs=record.runs, input_tokens=record.input_tokens, output_tokens=record.output_tokens),
+        queued_runs=[queued.run_id for queued in record.queued],
     )

@@ -48,6 +48,8 @@ __all__ = [
     "InputAck",
     "InputAckEnvelope",
     "InputKind",
+    "OnBusy",
+    "QueueFullDetails",
     "InputRequest",
     "RunEnvelope",
     "RuntimeEnvelope",
@@ -64,6 +66,8 @@ __all__ = [
 ]
 
 InputKind = Literal["user", "system"]
+#: What input to a busy Worker does: refused (`worker_busy`), queued behind the active run, or interrupting it.
+OnBusy = Literal["reject", "enqueue", "interrupt"]
 
 
 class CreateWorkerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +96,15 @@ class InputRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ]
     kind: InputKind = "user"
     input_id: InputId | None = None
+    on_busy: Annotated[
+        OnBusy,
+        msgspec.Meta(
+            description="What happens when a run is active: `reject` (409 `worker_busy`), `enqueue` (queued behind "
+            "it: `queued: true`, `input_sequence: null` until it starts) or `interrupt` (the active run is "
+            "cancelled with reason `interrupted_by_input`, then this one starts). Not compared on a repeated "
+            "`input_id`."
+        ),
+    ] = "reject"
 
 
 class StopRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -114,8 +127,8 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class InputAck(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to an accepted input, sent once its transcript entry and event are durable.
 
-    `input_sequence` is the transcript sequence of the input's own entry; this server always sends one, a newer
-    one sends null for an input it queued behind the active run.
+    `input_sequence` is the transcript sequence of the input's own entry, null while the input is `queued` behind
+    the active run (``on_busy="enqueue"``): its entry is appended when its run starts (`run_started`).
     """
 
     worker_ref: WorkerRef
@@ -123,15 +136,20 @@ class InputAck(msgspec.Struct, frozen=True, kw_only=True):
     input_sequence: int | None
     event_id: int
     duplicate: bool
+    queued: bool = False
 
 
 class WorkerAck(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to stop, cancel and delete; `event_id` is null when the call changed nothing."""
+    """The answer to stop, cancel and delete; `event_id` is null when the call changed nothing. `status` is the
+    Worker's status after the call (`busy` when a queued run started in place of a cancelled one);
+    `cancelled_run_id` the run it ended (for a stop, the active run, else the first queued one), and
+    `cancelled_run_ids` every run a stop ended (the active one and every queued one)."""
 
     worker_ref: WorkerRef
     status: Literal["idle", "busy", "stopped", "deleted"]
     cancelled_run_id: RunId | None
     event_id: int | None
+    cancelled_run_ids: list[RunId] = msgspec.field(default_factory=list)
 
 
 class TranscriptPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,6 +206,13 @@ class WorkerBusyDetails(msgspec.Struct, frozen=True, kw_only=True):
     run_id: RunId
 
 
+class QueueFullDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Details of `queue_full`: the limit of runs queued behind the active run, and that run."""
+
+    max_queue: int
+    run_id: RunId | None
+
+
 class CursorExpiredDetails(msgspec.Struct, frozen=True, kw_only=True):
     """Details of `cursor_expired`: the oldest event id still kept (read again from just below it)."""
 
@@ -213,6 +238,7 @@ class StoreCorruptDetails(msgspec.Struct, frozen=True, kw_only=True):
 #: that was wrong). The details of other codes are an object of their own.
 ERROR_DETAILS_BY_CODE: dict[str, type[msgspec.Struct]] = {
     "worker_busy": WorkerBusyDetails,
+    "queue_full": QueueFullDetails,
     "cursor_expired": CursorExpiredDetails,
     "invalid_request": CursorAheadDetails,
     "store_corrupt": StoreCorruptDetails,

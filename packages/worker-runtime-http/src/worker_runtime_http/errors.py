@@ -36,6 +36,7 @@ from worker_runtime_core import (
     NotFoundError,
     OperationTimeoutError,
     PayloadTooLargeError,
+    QueueFullError,
     RunNotFoundError,
     RuntimeUnavailableError,
     StoreCorruptError,
@@ -73,6 +74,7 @@ STATUS_BY_ERROR: Mapping[type[WorkerRuntimeError], int] = {
     WorkerExistsError: 409,
     CapacityExceededError: 409,
     WorkerBusyError: 409,
+    QueueFullError: 409,
     WorkerStoppedError: 409,
     WorkerNotStoppedError: 409,
     IdempotencyConflictError: 409,
@@ -112,8 +114,9 @@ def status_for(error: type[WorkerRuntimeError]) -> int:
 def error_reply(exc: WorkerRuntimeError) -> tuple[int, bytes, Headers]:
     """Status, envelope body and extra headers for a typed error.
 
-    `worker_busy` carries ``Retry-After: 1``, `unauthorized` a ``WWW-Authenticate: Bearer`` challenge, and a
-    `method_not_allowed` error whose ``details["allow"]`` lists the methods an ``Allow`` header. A `ConfigError`
+    `worker_busy` and `queue_full` carry ``Retry-After: 1``, `unauthorized` a ``WWW-Authenticate: Bearer``
+    challenge, and a `method_not_allowed` error whose ``details["allow"]`` lists the methods an ``Allow`` header. A
+    `ConfigError`
     (a setting the server got wrong, never the caller's fault) is logged and answered as `internal_error`.
     """
     if isinstance(exc, ConfigError):
@@ -121,7 +124,7 @@ def error_reply(exc: WorkerRuntimeError) -> tuple[int, bytes, Headers]:
         exc = InternalError("the server hit a configuration error; see its log")
     status = status_for(type(exc))
     headers: Headers = [_JSON]
-    if isinstance(exc, WorkerBusyError):
+    if isinstance(exc, WorkerBusyError | QueueFullError):
         headers.append(_RETRY_AFTER)
     elif isinstance(exc, UnauthorizedError):
         headers.append(_WWW_AUTHENTICATE)

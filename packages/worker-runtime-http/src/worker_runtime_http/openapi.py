@@ -373,7 +373,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
                         "examples": {code: {"$ref": f"#/components/examples/{code}"} for code in codes},
                     }
                 }
-                if "worker_busy" in codes:
+                if "worker_busy" in codes or "queue_full" in codes:
                     headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
                 if "unauthorized" in codes:
                     headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWWAuthenticate"}
@@ -430,7 +430,7 @@ def build_openapi(limits: LimitsInfo | None = None) -> dict[str, Any]:
                     "schema": {"type": "string"},
                 },
                 "RetryAfter": {
-                    "description": "Seconds after which a retry may succeed (on `worker_busy`).",
+                    "description": "Seconds after which a retry may succeed (on `worker_busy` and `queue_full`).",
                     "schema": {"type": "integer"},
                 },
                 "WWWAuthenticate": {"description": "The bearer challenge.", "schema": {"type": "string"}},

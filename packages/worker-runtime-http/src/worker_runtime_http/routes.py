@@ -217,7 +217,9 @@ async def send_input(ctx: Context, scope: Scope, receive: Receive, params: dict[
     wid = worker_id(params)
     parse_query(scope, _NO_QUERY)
     request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _INPUT, InvalidInputError)
-    ack = await ctx.runtime.send_input(wid, request.content, kind=request.kind, input_id=request.input_id)
+    ack = await ctx.runtime.send_input(
+        wid, request.content, kind=request.kind, input_id=request.input_id, on_busy=request.on_busy
+    )
     return 202, ctx.encoder.encode(InputAckEnvelope(ack))
 
 
@@ -323,15 +325,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "unknown_profile",
             "worker_not_found",
             "worker_busy",
+            "queue_full",
             "worker_stopped",
             "idempotency_conflict",
             "store_corrupt",
             "runtime_unavailable",
+            "operation_timeout",
         ),
         description=(
             "Answers once the input is durable, before the run does anything. A repeated `input_id` returns the "
-            "first ack with `duplicate: true`. A busy Worker answers 409 `worker_busy` naming the active run in "
-            "`details.run_id`, with `Retry-After: 1`."
+            "first ack with `duplicate: true` (whatever its `on_busy`). A busy Worker answers 409 `worker_busy` "
+            'naming the active run in `details.run_id`, with `Retry-After: 1` (`on_busy: "reject"`, the '
+            'default). With `on_busy: "enqueue"` the input is queued behind the active run (`queued: true`, '
+            "`input_sequence: null`; queued runs start in order, each logging `run_started`), at most `max_queue` "
+            "({max_queue}) of them: one more is 409 `queue_full` with `Retry-After: 1`. With `on_busy: "
+            '"interrupt"` the active run is cancelled (reason `interrupted_by_input`) and the answer comes once '
+            "this input's run has started in its place (504 `operation_timeout` when the run has not ended within "
+            "`operation_timeout_s`)."
         ),
     ),
     Endpoint(
@@ -401,8 +411,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=("invalid_request", "cursor_expired", "runtime_unavailable"),
         description=(
             "Each durable event is one frame: `id:` the event id, `event:` its kind, `data:` the event as JSON "
-            "with `entry`, the transcript entry of `input_accepted` and `transcript_appended` (null on other "
-            "kinds). `x-sse-events` names the payload schema of each event name. A comment `: keep-alive` "
+            "with `entry`, the transcript entry of `input_accepted`, `run_started` and `transcript_appended` (null "
+            "on other kinds, and on a queued input's `input_accepted`). `x-sse-events` names the payload schema of "
+            "each event name. A comment `: keep-alive` "
             "comes after `stream_heartbeat_s` ({stream_heartbeat_s} s) of silence. At shutdown every stream "
             "sends the `runtime_stopping` frame and ends (without an `id:` line if it could not be logged). "
             "Every error comes as JSON before the first frame: 410 `cursor_expired` for a cursor older than "
@@ -455,7 +466,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/v1/workers/{worker_id}/cancel",
         cancel_worker,
         "cancelWorker",
-        "Cancel the active run (only `run_id`, when given); answers once it has ended",
+        "Cancel the active run (only `run_id`, when given, which may name a queued run); answers once it has ended",
         200,
         WorkerAckEnvelope,
         request=CancelRequest,
@@ -468,14 +479,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "operation_timeout",
         ),
         description="With no active run (or another one named) nothing changes: `cancelled_run_id` and `event_id` "
-        "are null.",
+        "are null. A `run_id` naming a queued run ends only that run (`cancelled`, never started). `status` is the "
+        "Worker's after the call (`busy` when a queued run started in place of the cancelled one).",
     ),
     Endpoint(
         "POST",
         "/v1/workers/{worker_id}/stop",
         stop_worker,
         "stopWorker",
-        "Stop a Worker for good, cancelling its active run; idempotent",
+        "Stop a Worker for good, cancelling its active run and every queued one; idempotent",
         200,
         WorkerAckEnvelope,
         request=StopRequest,

@@ -32,6 +32,7 @@ __all__ = ["FdCache", "IdIndex", "IndexedLog", "Repair", "frame", "unframe"]
 
 _REC = struct.Struct("<qq")
 _SIZE = _REC.size
+_SCAN = 4096  # index records read per step of `IndexedLog.find_unordered`'s pass
 _TAIL = 10  # b"\t", 8 hex digits, b"\n"
 
 
@@ -254,6 +255,19 @@ class IndexedLog(msgspec.Struct, gc=False):
                 lo = mid + 1
             else:
                 hi = mid
+        return -1
+
+    def find_unordered(self, key: int) -> int:
+        """`find`, for a log whose keys are in order but for a few lines appended out of it (a Worker's runs log:
+        a run that ended before the run ahead of it, such as a queued run cancelled while the active one went on):
+        when the binary search misses, a pass over the index."""
+        position = self.find(key)
+        if position >= 0:
+            return position
+        for first in range(0, self.count(), _SCAN):
+            for i, (found, _) in enumerate(self.entries(first, _SCAN)):
+                if found == key:
+                    return first + i
         return -1
 
     def bisect(self, key: int) -> int:

@@ -201,7 +201,9 @@ class Projections:
         log = files.runs
         if check or known is not None:
             last = log.last_key() if known is None else known.runs_last
-            if last is not None and last >= number:
+            # Keys are run numbers, in order but for runs that ended out of their acceptance order (a queued run
+            # cancelled while the run ahead of it went on): below the last key, look the line up.
+            if last is not None and last >= number and (last == number or log.find_unordered(number) >= 0):
                 return
         log.append(self.fds, [(number, line)], self.write)
         if known is not None:

@@ -1033,7 +1033,7 @@ class FsRuntimeStore:
                             return _RUN_DECODER.decode(unframe(pending.run[1]) or b"")
         log = self._projections.runs(worker_id)
         try:
-            position = log.find(number)
+            position = log.find_unordered(number)  # runs may end out of acceptance order (queued ones)
             if position < 0:
                 return None
             [(_, offset, line)] = log.read(position, 1)
