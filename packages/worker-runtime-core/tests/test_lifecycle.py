@@ -40,6 +40,10 @@ RUN_EXPECTED = {
     ("ending", "end_committed"): "ended",
     ("ending", "end_refused"): "ending",
     ("ending", "abandon"): "abandoned",
+    ("running", "ask"): "waiting",
+    ("waiting", "answer"): "running",
+    ("waiting", "end"): "ending",
+    ("ending", "answer"): "ending",
 }
 WORKER_PAIRS = [(s, e) for s in WORKER_STATES for e in WORKER_EVENTS]
 RUN_PAIRS = [(s, e) for s in RUN_STATES for e in RUN_EVENTS]

@@ -24,10 +24,12 @@ RESPONSES = (
     core.RunEnvelope,
     core.TranscriptEnvelope,
     core.EventPage,
+    core.RespondAckEnvelope,
+    core.RequestsPage,
     core.DiagnosticsEnvelope,
     core.ErrorEnvelope,
 )
-REQUESTS = (core.CreateWorkerRequest, core.InputRequest, core.StopRequest, core.CancelRequest)
+REQUESTS = (core.CreateWorkerRequest, core.InputRequest, core.StopRequest, core.CancelRequest, core.RespondRequest)
 
 
 def run_body(status: str, input_sequence: int | None = 0, **more: Any) -> dict[str, Any]:
@@ -79,12 +81,20 @@ def test_no_response_struct_forbids_unknown_fields_and_every_request_body_does()
 
 
 def test_a_run_with_a_status_this_version_does_not_know_decodes_with_its_status() -> None:
-    data = {"run": run_body("waiting", pending_request=PENDING)}
+    data = {"run": run_body("paused", pending_request=None)}
     run = msgspec.json.decode(msgspec.json.encode(data), type=core.RunEnvelope).run
-    assert run.status == "waiting" and run.status not in core.TERMINAL_RUN_STATUSES
-    assert "waiting" not in core.KNOWN_RUN_STATUSES
+    assert run.status == "paused" and run.status not in core.TERMINAL_RUN_STATUSES
+    assert "paused" not in core.KNOWN_RUN_STATUSES
     queued = msgspec.convert({"run": run_body("queued", input_sequence=None)}, core.RunEnvelope).run
     assert (queued.status, queued.input_sequence) == ("queued", None)
+
+
+def test_a_waiting_run_decodes_its_pending_request_typed() -> None:
+    data = {"run": run_body("waiting", pending_request=PENDING)}
+    run = msgspec.json.decode(msgspec.json.encode(data), type=core.RunEnvelope).run
+    assert run.status == "waiting" and "waiting" in core.KNOWN_RUN_STATUSES
+    assert run.pending_request == core.PendingRequest(**PENDING)
+    assert msgspec.convert({"run": run_body("running")}, core.RunEnvelope).run.pending_request is None
 
 
 def test_an_event_of_a_kind_this_version_does_not_know_decodes_with_kind_and_data() -> None:

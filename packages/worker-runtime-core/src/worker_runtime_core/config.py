@@ -38,6 +38,7 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
         event_retention: newest events kept at least (0 keeps all).
         stream_heartbeat_s: seconds of silence after which an event stream sends a ``: keep-alive`` comment.
         max_streams: most event streams open at once (the HTTP package enforces it).
+        request_timeout_s: how long a run's request for input stays open when its engine gives no timeout.
     """
 
     default_page: _Positive = 100
@@ -51,6 +52,7 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     event_retention: _NonNegative = 0
     stream_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     max_streams: _Positive = 1000
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
 
 
 class Limits(LimitsInfo, frozen=True, kw_only=True, forbid_unknown_fields=True):

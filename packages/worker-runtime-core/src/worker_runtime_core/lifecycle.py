@@ -27,6 +27,9 @@ Run::
     running ──end──▶ ending ──end_committed──▶ ended
                        ├──end_refused──▶ ending   (retried until written)
                        └──abandon──▶ abandoned    (shutdown: recovery marks it interrupted)
+    running ──ask──▶ waiting ──answer──▶ running   (input_requested committed; answered or timed out)
+    waiting ──end──▶ ending                        (cancel, stop, shutdown: its end closes the request first)
+    ending ──answer──▶ ending                      (an answer committed while the run was already ending)
 
 Growing: queued runs add a run state ``queued`` (``queue`` / ``start``) and a Worker event that accepts input
 while ``running``; runs waiting for an answer add ``waiting`` (``ask`` / ``answer``) to the run table only. Each
@@ -74,8 +77,10 @@ WorkerEvent = Literal[
     "delete_committed",
     "delete_refused",
 ]
-RunState = Literal["running", "ending", "ended", "abandoned"]
+RunState = Literal["running", "waiting", "ending", "ended", "abandoned"]
 RunEvent = Literal[
+    "ask",  # the run's request for input (input_requested) is committed: it waits for the answer
+    "answer",  # its input_responded is committed (answered or timed out): it runs on
     "end",  # the terminal status is decided and its event staged
     "end_committed",  # the store has the terminal event
     "end_refused",  # the store refused it: it is retried
@@ -108,8 +113,9 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
 #: ``RUN_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
 RUN_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
     {
-        "running": {"end": "ending"},
-        "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned"},
+        "running": {"end": "ending", "ask": "waiting"},
+        "waiting": {"answer": "running", "end": "ending"},
+        "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned", "answer": "ending"},
         "ended": {},
         "abandoned": {},
     }

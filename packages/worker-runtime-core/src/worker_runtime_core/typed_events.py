@@ -31,6 +31,8 @@ from .ids import RunId
 from .models import (
     Event,
     InputAcceptedEventData,
+    InputRequestedEventData,
+    InputRespondedEventData,
     OutputDelta,
     RunEventData,
     RuntimeStartedEventData,
@@ -45,6 +47,8 @@ from .models import (
 __all__ = [
     "TYPED_EVENT_BY_KIND",
     "InputAcceptedEvent",
+    "InputRequestedEvent",
+    "InputRespondedEvent",
     "RunCancelledEvent",
     "RunCompletedEvent",
     "RunEndedEvent",
@@ -156,6 +160,18 @@ class RuntimeStoppingEvent(_TypedEvent, frozen=True, kw_only=True, tag="runtime_
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class InputRequestedEvent(_DurableEvent, frozen=True, kw_only=True, tag="input_requested"):
+    """A run asked for input (`data.request`) and is waiting for the answer."""
+
+    data: InputRequestedEventData
+
+
+class InputRespondedEvent(_DurableEvent, frozen=True, kw_only=True, tag="input_responded"):
+    """A run's request for input closed: answered, timed out, or closed with its run (`data.outcome`)."""
+
+    data: InputRespondedEventData
+
+
 class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An event of a kind this version does not know (a newer server's): its `kind` and `data` kept as sent."""
 
@@ -181,6 +197,8 @@ _KnownEvent: TypeAlias = (
     | WorkerStoppedEvent
     | WorkerDeletedEvent
     | RuntimeStoppingEvent
+    | InputRequestedEvent
+    | InputRespondedEvent
 )
 #: Any event: the struct of its kind, or `UnknownEvent`.
 TypedEvent: TypeAlias = _KnownEvent | UnknownEvent
@@ -203,6 +221,8 @@ TYPED_EVENT_BY_KIND: Final[dict[str, type[_TypedEvent]]] = {
         WorkerStoppedEvent,
         WorkerDeletedEvent,
         RuntimeStoppingEvent,
+        InputRequestedEvent,
+        InputRespondedEvent,
     )
 }
 
