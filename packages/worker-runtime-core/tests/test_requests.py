@@ -133,12 +133,13 @@ async def test_answers_that_do_not_fit_the_request_are_422_and_change_nothing(ar
     assert question.value.details["field"] == "approved"
     with pytest.raises(InvalidRequestError) as empty:
         await art.respond(qid, qrun, qreq)
-    assert empty.value.details["field"] == "approved"
+    assert empty.value.details["field"] == "content"
     with pytest.raises(InvalidRequestError) as not_bool:
         await art.respond(wid, run_id, request_id, approved="yes")  # type: ignore[arg-type]
     assert not_bool.value.details["field"] == "approved"
+    with pytest.raises(RunNotFoundError):  # a run id that is not an id names no run, as everywhere
+        await art.respond(wid, "bad id", request_id, approved=True)
     for field, args in (
-        ("run_id", (wid, "bad id", request_id)),
         ("request_id", (wid, run_id, "bad\nid")),
         ("request_id", (wid, run_id, 7)),
     ):

@@ -65,10 +65,9 @@ class OpenRequest:
         self.busy = False  # a write that closes it is in flight: its outcome decides
 
 
-def check_answer(kind: str | None, approved: object, content: object) -> None:
+def check_answer(kind: str, approved: object, content: object) -> None:
     """An answer fits the request's kind: an ``approval`` needs `approved` (a bool; `content` is a comment), a
-    ``question`` needs `content` and takes no `approved`. With `kind` None (not known yet), only the types are
-    checked, and that the answer has one of the two.
+    ``question`` needs `content` and takes no `approved`.
 
     Raises:
         InvalidRequestError: it does not (``details["field"]`` names what is wrong).
@@ -77,12 +76,7 @@ def check_answer(kind: str | None, approved: object, content: object) -> None:
         raise InvalidRequestError("approved must be true, false or null", details={"field": "approved"})
     if content is not None and not isinstance(content, str):
         raise InvalidRequestError("content must be a string or null", details={"field": "content"})
-    if kind is None:
-        if approved is None and content is None:
-            raise InvalidRequestError(
-                "an answer needs `approved` (an approval) or `content` (a question)", details={"field": "approved"}
-            )
-    elif kind == "approval":
+    if kind == "approval":
         if approved is None:
             raise InvalidRequestError("an approval needs `approved` (true or false)", details={"field": "approved"})
     elif approved is not None:

@@ -70,7 +70,6 @@ from .records import (
     WorkerRecord,
 )
 from .registry import Registry, bounded_wait
-from .requests import check_answer
 from .runs import ActiveRun
 from .stores.base import Batch, RuntimeStore, StoreHealth, store_health
 from .stores.memory import MemoryStore
@@ -694,14 +693,15 @@ class Runtime:
         the `response_id` of the answer that closed the request gets that first ack with ``duplicate=True``.
 
         Raises:
-            InvalidRequestError: a bad `run_id`, `request_id` or `response_id`, an answer that does not fit the
-                request's kind, or `content` above `max_input_bytes`.
+            InvalidRequestError: a bad `request_id` or `response_id`, an answer that does not fit the request's
+                kind, or `content` above `max_input_bytes`.
             RequestNotFoundError: the run never issued `request_id`.
             RequestClosedError: the request is closed (answered, timed out, or ended with its run).
             IdempotencyConflictError: `response_id` answered it with another answer.
-            RunNotFoundError, InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+            RunNotFoundError: the Worker has no run `run_id` (one that is not an id at all names none).
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
         """
-        for field, value in (("run_id", run_id), ("request_id", request_id), ("response_id", response_id)):
+        for field, value in (("request_id", request_id), ("response_id", response_id)):
             if (value is not None or field != "response_id") and not is_valid_id(value):
                 if not (type(worker_id) is str and worker_id in self._registry.workers):
                     check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
@@ -712,7 +712,6 @@ class Runtime:
                 f"content is larger than max_input_bytes ({max_bytes})",
                 details={"field": "content", "max_input_bytes": max_bytes},
             )
-        check_answer(None, approved, content)  # the types; the request's kind is checked once it is found
         record = await self._settled_worker(worker_id)
         self._require_running()
         active = self._supervisor.active.get(record.worker_id)
