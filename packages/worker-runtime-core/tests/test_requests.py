@@ -409,3 +409,18 @@ async def test_shutdown_interrupts_a_waiting_run_at_once_and_closes_its_request(
         found = await interrupted()
     assert [e.kind for e in found[-2:]] == ["input_responded", "run_interrupted"]
     assert found[-2].data.outcome == "closed"
+
+
+async def test_a_sooner_timeout_fires_while_a_later_one_still_waits() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        for wid in ("late", "soon"):
+            await rt.create_worker(worker_id=wid, profile={"kind": "named", "name": "asker"})
+        late = await rt.send_input("late", "approval:3600")
+        late_request = await waiting(rt, "late", late.run_id)
+        soon = await rt.send_input("soon", "approval:0.01")  # opens after, expires first
+        assert (await rt.wait_for_run("soon", soon.run_id, timeout=10)).status == "completed"
+        assert await last_entry(rt, "soon") == "timed_out False None"
+        assert (await rt.get_run("late", late.run_id)).status == "waiting"
+        await rt.respond("late", late.run_id, late_request.request_id, approved=True)
+        await rt.wait_for_run("late", late.run_id, timeout=10)
+        assert await last_entry(rt, "late") == "answered True None"

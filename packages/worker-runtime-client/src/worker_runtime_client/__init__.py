@@ -13,6 +13,8 @@ from worker_runtime_core import (
     ForbiddenOriginError,
     IdempotencyConflictError,
     InputAcceptedEvent,
+    InputRequestedEvent,
+    InputRespondedEvent,
     InternalError,
     InvalidInputError,
     InvalidJsonError,
@@ -24,6 +26,10 @@ from worker_runtime_core import (
     OperationTimeoutError,
     OutputDelta,
     PayloadTooLargeError,
+    PendingRequest,
+    RequestClosedError,
+    RequestNotFoundError,
+    RespondAck,
     RunCancelledEvent,
     RunCompletedEvent,
     RunEndedEvent,
@@ -70,6 +76,7 @@ from ._errors import (
     UnknownRuntimeError,
 )
 from ._follow import EntryDone, FollowItem, RunDone, RunFollower, TextDelta
+from ._inbox import InboxItem, RequestClosed, RequestInbox, RequestOpened
 from ._pool import RuntimeEntry, RuntimePool
 from ._stream import EventStream
 from ._version import __version__
@@ -89,7 +96,10 @@ __all__ = [
     "ForbiddenHostError",
     "ForbiddenOriginError",
     "IdempotencyConflictError",
+    "InboxItem",
     "InputAcceptedEvent",
+    "InputRequestedEvent",
+    "InputRespondedEvent",
     "InternalError",
     "InvalidInputError",
     "InvalidJsonError",
@@ -101,8 +111,15 @@ __all__ = [
     "OperationTimeoutError",
     "OutputDelta",
     "PayloadTooLargeError",
+    "PendingRequest",
     "ProtocolError",
     "RetryPolicy",
+    "RequestClosed",
+    "RequestClosedError",
+    "RequestInbox",
+    "RequestNotFoundError",
+    "RequestOpened",
+    "RespondAck",
     "RunCancelledEvent",
     "RunCompletedEvent",
     "RunDone",

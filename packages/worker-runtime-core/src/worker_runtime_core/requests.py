@@ -10,6 +10,7 @@ change goes through the journal first and is shown once the store has it, like e
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from bisect import bisect_right
@@ -18,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import msgspec
+from anyio.abc import TaskGroup
 
+from ._backends import Wakeup
 from .engines.base import InputAnswer
 from .errors import (
     IdempotencyConflictError,
@@ -56,11 +59,12 @@ _ANSWERED_STATUS = "running"  # what a run is once its request is answered (a re
 class OpenRequest:
     """The engine's side of a run's open request: what it waits on, and the answer once one has come."""
 
-    __slots__ = ("answer", "busy", "done", "record")
+    __slots__ = ("answer", "busy", "deadline", "done", "record")
 
-    def __init__(self, record: RequestRecord) -> None:
+    def __init__(self, record: RequestRecord, deadline: float) -> None:
         self.record = record
-        self.done = anyio.Event()  # set once the request has closed (answered or timed out)
+        self.deadline = deadline  # on the event loop's clock: past it the request times out
+        self.done = Wakeup()  # set once the request has closed (answered or timed out)
         self.answer: InputAnswer | None = None
         self.busy = False  # a write that closes it is in flight: its outcome decides
 
@@ -90,19 +94,62 @@ def check_answer(kind: str, approved: object, content: object) -> None:
 class Requests:
     """The requests for input of one Runtime's runs."""
 
-    __slots__ = ("_sup", "open", "shutting_down")
+    __slots__ = ("_deadlines", "_sup", "_tg", "_timer", "_timer_wake", "open", "shutting_down")
 
     def __init__(self, sup: Supervisor) -> None:
         self._sup = sup
+        self._tg: TaskGroup | None = None
+        #: ``(deadline, opening event id)`` of the open requests (and of some closed since: skipped when due).
+        self._deadlines: list[tuple[float, int]] = []
+        self._timer: anyio.CancelScope | None = None  # the task that times requests out, while it runs
+        self._timer_wake: anyio.Event | None = None  # set to make it look at the deadlines again
         #: The runs waiting for an answer, by the id of the event that opened their request (ascending).
         self.open: dict[int, ActiveRun] = {}
         #: Set when the Runtime closes: a run that asks from then on is interrupted at once.
         self.shutting_down = False
 
+    def started(self, tg: TaskGroup) -> None:
+        """The Runtime serves: the task that times requests out is started in `tg` when the first request opens."""
+        self._tg = tg
+
+    def closing(self) -> None:
+        """The Runtime's task group is about to exit (every run has ended): the timer task ends."""
+        self._tg = None
+        if self._timer is not None:
+            self._timer.cancel()
+
     # --- the engine's side ------------------------------------------------------------------------------------
 
     async def ask(self, active: ActiveRun, kind: str, prompt: str, data: Any, timeout_s: float | None) -> InputAnswer:
-        """Open a request for input on the run and wait for its answer (see `RunContext.request_input`)."""
+        """Open a request for input on the run and wait for its answer (see `RunContext.request_input`). The wait
+        holds no timer of its own: one task of the Runtime times every request out (`_expire`)."""
+        handle = await self._open(active, kind, prompt, data, timeout_s)
+        scope = active.scope  # the run's own timeout pauses while it waits
+        remaining: float | None = None
+        if scope is not None and scope.deadline != math.inf:
+            remaining = scope.deadline - anyio.current_time()
+            scope.deadline = math.inf
+        try:
+            await handle.done
+        except BaseException:
+            if handle.answer is None and active.end_status is None and active.request is handle:
+                # The engine stopped waiting by itself (a scope of its own): the request closes with the wait. A run
+                # that is being ended (cancel, stop, shutdown) closes it in its end instead.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.close(active, "closed")
+                    except WorkerRuntimeError:
+                        logger.warning("could not close request %s; the run's end closes it", handle.record.request_id)
+            raise
+        finally:
+            if remaining is not None and scope is not None:
+                scope.deadline = anyio.current_time() + remaining
+        answer = handle.answer
+        assert answer is not None
+        return answer
+
+    async def _open(self, active: ActiveRun, kind: str, prompt: str, data: Any, timeout_s: float | None) -> OpenRequest:
+        """Check a request, commit its ``input_requested``, and show it: the run is ``waiting``."""
         sup = self._sup
         limits = sup.limits
         if kind not in _KINDS:
@@ -162,34 +209,56 @@ class Requests:
         record.last_event_id = event_id
         record.updated_at = clock
         active.move("ask")
-        handle = active.request = OpenRequest(request)
+        deadline = anyio.current_time() + timeout
+        handle = active.request = OpenRequest(request, deadline)
         self.open[event_id] = active
-        scope = active.scope  # the run's own timeout pauses while it waits
-        remaining: float | None = None
-        if scope is not None and scope.deadline != math.inf:
-            remaining = scope.deadline - anyio.current_time()
-            scope.deadline = math.inf
+        self._schedule(deadline, event_id)
+        return handle
+
+    # --- timeouts ---------------------------------------------------------------------------------------------
+
+    def _schedule(self, deadline: float, event_id: int) -> None:
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self.open) + 64:  # most are of requests closed since: keep the open ones only
+            deadlines[:] = [(a.request.deadline, e) for e, a in self.open.items() if a.request is not None]
+            heapq.heapify(deadlines)
+        sooner = not deadlines or deadline < deadlines[0][0]
+        heapq.heappush(deadlines, (deadline, event_id))
+        if self._timer is None:
+            if self._tg is not None:
+                self._timer = anyio.CancelScope()
+                self._tg.start_soon(self._expire, self._timer)
+        elif sooner and self._timer_wake is not None:
+            self._timer_wake.set()
+
+    async def _expire(self, scope: anyio.CancelScope) -> None:
+        """The Runtime's one timer of requests: each open request past its deadline is answered ``timed_out``."""
+        deadlines = self._deadlines
         try:
-            with anyio.move_on_after(timeout):
-                await handle.done.wait()
-            if handle.answer is None:  # its time is up, unless an answer's write is in flight
-                await self.close(active, "timed_out")
-        except BaseException:
-            if handle.answer is None and active.end_status is None and active.request is handle:
-                # The engine stopped waiting by itself (a scope of its own): the request closes with the wait. A run
-                # that is being ended (cancel, stop, shutdown) closes it in its end instead.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.close(active, "closed")
-                    except WorkerRuntimeError:
-                        logger.warning("could not close request %s; the run's end closes it", request.request_id)
-            raise
+            with scope:
+                while True:
+                    clock = anyio.current_time()
+                    while deadlines and deadlines[0][0] <= clock:
+                        _, event_id = heapq.heappop(deadlines)
+                        active = self.open.get(event_id)
+                        handle = active.request if active is not None else None
+                        if active is None or handle is None or handle.record.event_id != event_id:
+                            continue  # closed already
+                        try:
+                            with anyio.CancelScope(shield=True):
+                                await self.close(active, "timed_out")
+                        except WorkerRuntimeError as exc:  # the store refused: try again in a second
+                            logger.warning("could not time out request %s: %s", handle.record.request_id, exc.message)
+                            heapq.heappush(deadlines, (clock + 1.0, event_id))
+                        clock = anyio.current_time()
+                    wake = self._timer_wake = anyio.Event()
+                    with anyio.move_on_after(deadlines[0][0] - clock if deadlines else math.inf):
+                        await wake.wait()
+        except Exception:  # only a bug gets here
+            logger.exception("the timer of requests for input failed")
         finally:
-            if remaining is not None and scope is not None:
-                scope.deadline = anyio.current_time() + remaining
-        answer = handle.answer
-        assert answer is not None
-        return answer
+            self._timer = None
+            self._timer_wake = None
 
     # --- closing ----------------------------------------------------------------------------------------------
 
@@ -217,7 +286,7 @@ class Requests:
         await self._commit_close(active, closed, event)
         if handle is not None:
             handle.answer = InputAnswer(outcome=outcome, approved=approved)  # type: ignore[arg-type]
-            handle.done.set()
+            handle.done.set()  # (a run that is ending is not waiting for it any more: nothing to wake)
 
     async def _commit_close(self, active: ActiveRun, closed: RequestRecord, event: EventRecord) -> None:
         """Write the event that closes the run's newest request (`closed` is it, closed), then show it."""

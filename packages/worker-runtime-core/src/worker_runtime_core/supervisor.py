@@ -97,6 +97,7 @@ class Supervisor:
         """Serve from now on, spawning in `tg` (on the Runtime's event loop)."""
         self._tg = tg
         self._spawner = RunSpawner(tg)
+        self.requests.started(tg)
         # anyio.CancelScope() looks its event loop up on every call; a run's scope is made by the class it returns.
         self._scope_type = type(anyio.CancelScope())
 
@@ -444,6 +445,7 @@ class Supervisor:
         self._tg = None
         if self._spawner is not None:
             self._spawner.close()
+        self.requests.closing()
 
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
         """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`.
