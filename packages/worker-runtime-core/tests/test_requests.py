@@ -411,6 +411,20 @@ async def test_shutdown_interrupts_a_waiting_run_at_once_and_closes_its_request(
     assert found[-2].data.outcome == "closed"
 
 
+async def test_an_infinite_timeout_never_expires_and_shows_no_expiry() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "asker"})
+        ack = await rt.send_input("w1", "approval:inf")
+        request = await waiting(rt, "w1", ack.run_id)
+        assert request.expires_at is None
+        await rt.respond("w1", ack.run_id, request.request_id, approved=False)
+        await rt.wait_for_run("w1", ack.run_id, timeout=10)
+        assert await last_entry(rt, "w1") == "answered False None"
+        nan = await rt.send_input("w1", "approval:nan")
+        run = await rt.wait_for_run("w1", nan.run_id, timeout=10)
+        assert run.status == "failed" and run.error is not None and run.error.code == "invalid_request"
+
+
 async def test_a_sooner_timeout_fires_while_a_later_one_still_waits() -> None:
     async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
         for wid in ("late", "soon"):

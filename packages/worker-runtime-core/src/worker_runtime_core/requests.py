@@ -162,7 +162,12 @@ class Requests:
             )
         if timeout_s is None:
             timeout = limits.request_timeout_s
-        elif isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+        elif (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not timeout_s > 0
+            or math.isnan(timeout_s)
+        ):
             raise InvalidRequestError(
                 f"timeout_s must be a positive number, not {timeout_s!r}", details={"field": "timeout_s"}
             )
@@ -197,7 +202,7 @@ class Requests:
             prompt=prompt,
             data=data,
             created_at=clock,
-            expires_at=clock + timeout,
+            expires_at=clock + timeout if timeout != math.inf else None,  # an infinite timeout never expires
             event_id=event_id,
         )
         event = EventRecord(event_id, "input_requested", wid, run.run_id, clock, InputRequestedData(request))
@@ -212,7 +217,8 @@ class Requests:
         deadline = anyio.current_time() + timeout
         handle = active.request = OpenRequest(request, deadline)
         self.open[event_id] = active
-        self._schedule(deadline, event_id)
+        if timeout != math.inf:
+            self._schedule(deadline, event_id)
         return handle
 
     # --- timeouts ---------------------------------------------------------------------------------------------
