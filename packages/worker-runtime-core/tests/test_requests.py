@@ -275,6 +275,27 @@ async def test_a_run_opens_one_request_at_a_time() -> None:
         assert [c["outcome"] for c in closed] == ["closed"]
 
 
+class _BadData(Engine):
+    """Asks with data that is not JSON, or too large."""
+
+    name = "bad-data"
+
+    async def run(self, ctx: RunContext) -> None:
+        data = object() if ctx.content == "object" else {"blob": "x" * 300}
+        await ctx.request_input("question", "what?", data=data)
+
+
+async def test_request_data_that_is_not_json_or_too_large_is_refused() -> None:
+    limits = Limits(max_input_bytes=256)
+    async with Runtime(limits=limits, engines={"bad": _BadData}, profiles={"bad": ProfileConfig("bad")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "bad"})
+        for content in ("object", "large"):
+            ack = await rt.send_input("w1", content)
+            run = await rt.wait_for_run("w1", ack.run_id, timeout=10)
+            assert run.status == "failed" and run.error is not None and run.error.code == "invalid_request"
+        assert "input_requested" not in await kinds(rt, "w1")
+
+
 async def test_bad_requests_from_an_engine_are_refused_and_fail_its_run() -> None:
     async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
         await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "asker"})

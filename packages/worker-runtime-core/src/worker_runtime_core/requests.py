@@ -175,9 +175,14 @@ class Requests:
             timeout = float(timeout_s)
         if data is not None:
             try:  # a plain JSON copy: what the store keeps and the Backend reads, detached from the engine's object
-                data = msgspec.json.decode(msgspec.json.encode(data))
+                encoded = msgspec.json.encode(data)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidRequestError(f"data must be JSON: {exc}", details={"field": "data"}) from None
+            if len(encoded) > limits.max_input_bytes:
+                raise InvalidRequestError(
+                    f"data is larger than max_input_bytes ({limits.max_input_bytes}) as JSON", details={"field": "data"}
+                )
+            data = msgspec.json.decode(encoded)
         run = active.record
         requests = run.requests
         if active.request is not None or (requests and requests[-1].outcome is None):
