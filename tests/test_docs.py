@@ -251,6 +251,11 @@ SHAPES: dict[str, type[msgspec.Struct]] = {
     "Diagnostic": core.Diagnostic,
     "ErrorBody": core.ErrorBody,
     "HealthStatus": HealthStatus,
+    "PendingRequest": core.PendingRequest,
+    "RespondRequest": core.RespondRequest,
+    "RespondAck": core.RespondAck,
+    "OpenRequest": core.OpenRequest,
+    "RequestsPage": core.RequestsPage,
 }
 
 

@@ -2,6 +2,7 @@
 
     hatch run bench-core                               # all three, asyncio and trio
     hatch run bench-core --quick                       # smaller counts, for a smoke run
+    hatch run bench-core --only waiting                # one measurement (memory, latency, throughput, waiting)
     hatch run bench-core --baseline /tmp/base          # and another checkout, interleaved, with this / baseline
     hatch run bench-core --instructions --baseline /tmp/base   # instructions per send_input (callgrind)
     hatch run bench-core --busy                        # busy strategies, in instructions (callgrind)
@@ -9,6 +10,8 @@
 Memory: RSS per idle Worker with 100,000 Workers in one memory Runtime (each with its `worker_created` event).
 Latency: `send_input` until `wait_for_run` returns, echo engine, 10,000 runs one after another.
 Throughput: 1,000 Workers each running inputs concurrently with the echo engine.
+Waiting: RSS per Worker whose run waits for an answer (the `ask` engine, a 16-byte prompt), over the same Workers
+idle, with 10,000 Workers in one memory Runtime: what a run waiting costs (its input, events, request and task).
 Each measurement runs in a fresh child process so one does not skew the next; with ``--baseline`` the rounds
 alternate between the two checkouts (tools/_sidebyside.py) and the table shows the medians over the rounds.
 Instructions: callgrind's count of one `send_input` until `wait_for_run` returns (asyncio, memory store), where
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import anyio
 
-from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
+from worker_runtime_core import BuiltinProfile, Engine, Limits, ProfileConfig, RunContext, Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sidebyside as side
@@ -53,6 +56,43 @@ async def memory(workers: int) -> dict[str, float]:
         after = _rss_bytes()
         assert (await rt.summary()).workers.idle == workers + 1
     return {"bytes_per_worker": (after - before) / workers}
+
+
+async def waiting(workers: int) -> dict[str, float]:
+    """RSS per run waiting for an answer, over its Worker idle (`workers` of them, each asking a 16-byte prompt)."""
+    limits = Limits(max_workers=workers + 1, max_page=1000)
+    async with Runtime(limits=limits) as rt:
+        ask = BuiltinProfile(name="ask")
+        await rt.create_worker(worker_id="warm-up", profile=ask)
+        warm = await rt.send_input("warm-up", "approve warm-up!")  # 16 bytes: the prompt of the ask engine
+        while True:  # woken by each durable write, until the warm-up run has asked
+            signal = rt.event_signal()
+            if (await rt.open_requests()).requests:
+                break
+            await signal.wait()
+        ids = [f"w{n:06d}" for n in range(workers)]
+        for wid in ids:
+            await rt.create_worker(worker_id=wid, profile=ask)
+        gc.collect()
+        idle = _rss_bytes()
+        for n, wid in enumerate(ids):
+            await rt.send_input(wid, f"approve {n:08d}")  # 16 bytes
+        while True:  # every run has asked (its request is open)
+            found, after = 0, 0
+            while True:
+                page = await rt.open_requests(after=after, limit=1000)
+                found += len(page.requests)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+            if found == workers + 1:
+                break
+            await anyio.sleep(0.05)
+        gc.collect()
+        asked = _rss_bytes()
+        sample = (await rt.open_requests(limit=1)).requests[0]
+        assert len(sample.request.prompt.encode()) == 16 and sample.run_id == warm.run_id
+    return {"bytes_per_waiting_run": (asked - idle) / workers}
 
 
 async def latency(runs: int) -> dict[str, float]:
@@ -166,6 +206,8 @@ def _child(kind: str, backend: str, quick: bool, n: int) -> dict[str, float]:
             return anyio.run(latency, 1_000 if quick else 10_000, backend=backend)
         case "count":
             return anyio.run(count, n, backend=backend)
+        case "waiting":
+            return anyio.run(waiting, 2_000 if quick else 10_000, backend=backend)
         case _:
             return anyio.run(throughput, 1_000, 2 if quick else 20, backend=backend)
 
@@ -175,7 +217,10 @@ ROWS = [
     ("send_input -> completed, median (µs)", "latency", "median_us", "under 30"),
     ("send_input -> completed, p99 (µs)", "latency", "p99_us", "under 100"),
     ("throughput, 1,000 workers (runs/s)", "throughput", "runs_per_s", "at least 20,000"),
+    ("memory per waiting run over idle (B)", "waiting", "bytes_per_waiting_run", "at most 2,048"),
 ]
+
+KINDS = ("memory", "latency", "throughput", "waiting")
 
 
 def main() -> None:
@@ -183,6 +228,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts for a smoke run")
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions per send_input (valgrind) instead of timing"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=KINDS, metavar="KIND", help=f"only this measurement ({', '.join(KINDS)})"
     )
     side.add_arguments(parser, rounds=1)
     parser.add_argument(
@@ -209,7 +257,8 @@ def main() -> None:
         return
     quick = ["--quick"] if args.quick else []
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for kind in ("memory", "latency", "throughput"):
+    kinds = args.only or KINDS
+    for kind in kinds:
         for backend in ("asyncio", "trio"):
             results[f"{kind} {backend}"] = side.interleave(
                 forest, args.rounds, lambda t, k=kind, b=backend: side.child(t, __file__, [k, b, *quick])
@@ -218,10 +267,14 @@ def main() -> None:
         side.Row(f"{label}, {backend}", f"{kind} {backend}", key, target)
         for label, kind, key, target in ROWS
         for backend in ("asyncio", "trio")
+        if kind in kinds
     ]
     side.print_table(rows, results, forest)
-    errors = sum(r["errors"] for b in ("asyncio", "trio") for runs in results[f"throughput {b}"].values() for r in runs)
-    print(f"throughput errors: {errors:g}")
+    if "throughput" in kinds:
+        errors = sum(
+            r["errors"] for b in ("asyncio", "trio") for runs in results[f"throughput {b}"].values() for r in runs
+        )
+        print(f"throughput errors: {errors:g}")
 
 
 def busy(forest: list[side.Tree]) -> None:

@@ -548,3 +548,80 @@ async def test_wait_for_run_waits_through_statuses_it_does_not_know(
     ]
     assert (await client.wait_for_run("w1", "run-3", poll_wait=1)).status == "completed"
     assert runs.call_count == 3
+
+
+# --- requests for input --------------------------------------------------------------------------------------
+
+
+def _respond_ack(duplicate: bool = False) -> dict[str, object]:
+    ack = {
+        "worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"},
+        "run_id": "run-3",
+        "request_id": "req-4",
+        "status": "running",
+        "event_id": 5,
+        "duplicate": duplicate,
+    }
+    return {"ack": ack}
+
+
+async def test_respond_sends_a_response_id_and_retries_with_it(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    route = mock.post("/v1/workers/w1/runs/run-3/respond")
+    route.side_effect = [
+        httpx.Response(503, json=error("runtime_unavailable", retryable=True)),
+        httpx.Response(504, json=error("operation_timeout", retryable=True)),
+        httpx.Response(200, json=_respond_ack(duplicate=True)),
+        httpx.Response(200, json=_respond_ack()),
+    ]
+    ack = await client.respond("w1", "run-3", "req-4", approved=True, content="ok")
+    assert (ack.request_id, ack.status, ack.event_id, ack.duplicate) == ("req-4", "running", 5, True)
+    sent = [_json(call.request) for call in route.calls]
+    assert len(sent) == 3 and len({s["response_id"] for s in sent}) == 1  # type: ignore[index]
+    assert sent[0] == {"request_id": "req-4", "approved": True, "content": "ok", "response_id": sent[0]["response_id"]}  # type: ignore[index]
+    await client.respond("w1", "run-3", "req-4", content="blue", response_id="mine")
+    assert _json(route.calls.last.request) == {
+        "request_id": "req-4",
+        "approved": None,
+        "content": "blue",
+        "response_id": "mine",
+    }
+
+
+async def test_respond_raises_the_request_codes_typed_and_checks_ids_first(
+    mock: respx.MockRouter, client: RuntimeClient
+) -> None:
+    from worker_runtime_client import RequestClosedError, RequestNotFoundError
+
+    route = mock.post("/v1/workers/w1/runs/run-3/respond")
+    route.side_effect = [
+        httpx.Response(409, json=error("request_closed", details={"request_id": "req-4", "outcome": "timed_out"})),
+        httpx.Response(404, json=error("request_not_found")),
+    ]
+    with pytest.raises(RequestClosedError) as closed:
+        await client.respond("w1", "run-3", "req-4", approved=True)
+    assert (closed.value.status, closed.value.details["outcome"]) == (409, "timed_out")
+    with pytest.raises(RequestNotFoundError):
+        await client.respond("w1", "run-3", "req-4", approved=True)
+    assert route.call_count == 2  # neither is retried
+    with pytest.raises(InvalidRequestError):
+        await client.respond("w1", "run-3", "bad id", approved=True)
+    with pytest.raises(InvalidRequestError):
+        await client.respond("w1", "run-3", "req-4", approved=True, response_id="")
+    assert route.call_count == 2
+
+
+async def test_list_requests_decodes_typed_pending_requests(mock: respx.MockRouter, client: RuntimeClient) -> None:
+    pending = {
+        "request_id": "req-4",
+        "kind": "approval",
+        "prompt": "ship it?",
+        "data": {"env": "prod"},
+        "created_at": T0,
+        "expires_at": T0,
+    }
+    found = {"worker_ref": {"runtime_id": "rt-1", "worker_id": "w1"}, "run_id": "run-3", "request": pending}
+    route = mock.get("/v1/requests").respond(200, json={"requests": [found], "next_after": 4})
+    page = await client.list_requests(after=2, limit=1)
+    assert page.next_after == 4 and page.requests[0].request.data == {"env": "prod"}
+    assert page.requests[0].request.kind == "approval"
+    assert dict(route.calls.last.request.url.params) == {"after": "2", "limit": "1"}

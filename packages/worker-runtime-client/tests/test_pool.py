@@ -68,6 +68,26 @@ async def test_the_pool_passes_on_busy_to_the_worker_s_runtime(mock: respx.MockR
     assert json.loads(route.calls.last.request.content)["on_busy"] == "enqueue"
 
 
+async def test_answers_and_open_requests_go_to_their_runtime(mock: respx.MockRouter) -> None:
+    mock.get("http://eu.test/v1/runtime").respond(200, json=runtime_body("rt-eu"))
+    mock.get("http://us.test/v1/runtime").respond(200, json=runtime_body("rt-us"))
+    ack = {
+        "worker_ref": {"runtime_id": "rt-us", "worker_id": "w1"},
+        "run_id": "run-3",
+        "request_id": "req-4",
+        "status": "running",
+        "event_id": 5,
+        "duplicate": False,
+    }
+    us = mock.post("http://us.test/v1/workers/w1/runs/run-3/respond").respond(200, json={"ack": ack})
+    eu = mock.get("http://eu.test/v1/requests").respond(200, json={"requests": [], "next_after": None})
+    pool = RuntimePool({"rt-eu": {"base_url": "http://eu.test"}, "rt-us": {"base_url": "http://us.test"}})
+    async with pool:
+        answer = await pool.respond(WorkerRef(runtime_id="rt-us", worker_id="w1"), "run-3", "req-4", approved=True)
+        assert answer.request_id == "req-4" and us.call_count == 1
+        assert (await pool.list_requests("rt-eu")).requests == [] and eu.call_count == 1
+
+
 async def test_a_runtime_answering_under_another_id_is_refused(mock: respx.MockRouter) -> None:
     mock.get("http://eu.test/v1/runtime").respond(200, json=runtime_body("rt-impostor"))
     command = mock.post("http://eu.test/v1/workers/w1/stop").respond(200)

@@ -51,6 +51,10 @@ RUN_EXPECTED = {
     ("running", "queue"): "queued",
     ("queued", "start"): "running",
     ("queued", "end"): "ending",
+    ("running", "ask"): "waiting",
+    ("waiting", "answer"): "running",
+    ("waiting", "end"): "ending",
+    ("ending", "answer"): "ending",
 }
 WORKER_PAIRS = [(s, e) for s in WORKER_STATES for e in WORKER_EVENTS]
 RUN_PAIRS = [(s, e) for s in RUN_STATES for e in RUN_EVENTS]

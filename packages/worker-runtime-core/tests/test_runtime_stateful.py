@@ -2,12 +2,15 @@
 
 It starts with two Workers; rules create, feed (with and without `input_id`), cancel, stop and delete them, one
 write failing when the rule says so, and run an input concurrently with a second command while its write is held
-(then failed or let through: a second input may queue behind it, ``on_busy="enqueue"``, or interrupt its run). After
-every step the Runtime must agree with its own event log replayed by a plain model: ids 1..n with no gap and none
-served twice, exactly one terminal event per accepted run, queued runs started in acceptance order (or ended without
-starting), never two active runs, the listed Workers and their statuses, the counts (never negative), each Worker's
-transcript length and last event id. Every call has a bound: a call that does not answer within it is a hang, and
-fails the example.
+(then failed or let through: a second input may queue behind it, ``on_busy="enqueue"``, or interrupt its run). A
+third Worker, ``q``, runs an engine that asks for approval: rules make it ask (with a timeout that passes at once, or
+none), answer it (a write failing or not), answer it again (the same `response_id`, another answer, another request
+id) and cancel or stop it while it waits. After every step the Runtime must agree with its own event log replayed by
+a plain model: ids 1..n with no gap and none served twice, exactly one terminal event per accepted run, queued runs
+started in acceptance order (or ended without starting), never two active runs, every request closed once and
+before its run's end, the listed Workers and their statuses, the counts (never negative), each Worker's transcript
+length and last event id. Every call has a bound: a call that does not answer within it is a hang, and fails the
+example.
 
 ``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
 steps per example (``tools/stateful_long.py`` runs many more).
@@ -29,7 +32,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from store_faults import FaultyStore
 
 from worker_runtime_core import (
+    Engine,
+    IdempotencyConflictError,
     Limits,
+    ProfileConfig,
+    RequestClosedError,
+    RequestNotFoundError,
+    RunContext,
     RunNotFoundError,
     Runtime,
     RuntimeUnavailableError,
@@ -44,6 +53,20 @@ BOUND = 5.0  # seconds; nothing here waits that long unless it hangs
 WIDS = st.sampled_from(["a", "b"])
 INPUT_IDS = st.sampled_from([None, "i1", "i2"])
 SECOND = st.sampled_from(["duplicate", "input", "stop", "cancel", "wait", "enqueue", "interrupt"])
+ANSWERS = st.sampled_from(["same", "other", "fresh", "unknown"])
+
+
+class _Asker(Engine):
+    """Asks for approval (with the timeout its input names, if any), then appends what it was told."""
+
+    name = "asker"
+
+    async def run(self, ctx: RunContext) -> None:
+        _, _, timeout = ctx.content.partition(":")
+        answer = await ctx.request_input("approval", ctx.content, timeout_s=float(timeout) if timeout else None)
+        await ctx.emit(f"{answer.outcome} {answer.approved}")
+
+
 EXAMPLES = int(os.environ.get("WORKER_RUNTIME_STATEFUL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("WORKER_RUNTIME_STATEFUL_STEPS", "10"))
 
@@ -54,12 +77,21 @@ class RuntimeMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = FaultyStore()
-        self.rt = Runtime(runtime_id="rt-s", store=self.store, limits=Limits(operation_timeout_s=BOUND / 2))
+        self.rt = Runtime(
+            runtime_id="rt-s",
+            store=self.store,
+            limits=Limits(operation_timeout_s=BOUND / 2),
+            profiles={"asker": ProfileConfig("asker")},
+            engines={"asker": _Asker},
+        )
         self.context = self.portal.wrap_async_context_manager(self.rt)
         self.context.__enter__()
         self.workers: dict[str, str] = {}  # the replayed log's Workers and statuses, as of the last step
         self.keys: dict[tuple[str, str], str] = {}  # accepted (worker, input_id) -> run id
         self.served: set[int] = set()  # event ids given in acks
+        self.pending: tuple[str, str] | None = None  # q's waiting run and its request id
+        self.answered: list[tuple[str, str, str, bool]] = []  # (run, request, response id, approved) answered
+        self.responses = 0
 
     def teardown(self) -> None:
         self.store.hold = self.store.failing = False
@@ -90,6 +122,108 @@ class RuntimeMachine(RuleBasedStateMachine):
     def two_workers(self) -> None:
         for wid in ("a", "b"):
             self.serve(self.call(self.rt.create_worker, worker_id=wid).last_event_id)
+        asker = {"kind": "named", "name": "asker"}
+        self.serve(self.call(self.rt.create_worker, worker_id="q", profile=asker).last_event_id)
+
+    async def _waiting(self, run_id: str) -> str | None:
+        """q's run's request id once it waits, or None once it has ended (timed out)."""
+        while True:
+            signal = self.rt.event_signal()
+            run = await self.rt.get_run("q", run_id)
+            if run.pending_request is not None:
+                return run.pending_request.request_id
+            if run.status not in ("running", "waiting"):
+                return None
+            await signal.wait()
+
+    @rule(at_once=st.booleans())
+    def ask(self, at_once: bool) -> None:
+        """q's engine asks; with `at_once` its request times out as soon as it opens."""
+        if self.workers.get("q") != "idle":
+            return
+        ack = self.call(self.rt.send_input, "q", "approve:0.000001" if at_once else "approve")
+        self.accepted("q", None, ack)
+        request_id = self.call(self._waiting, ack.run_id)
+        if request_id is None or at_once:
+            run = self.call(self.rt.wait_for_run, "q", ack.run_id)
+            assert run.status == "completed"
+            entry = self.call(self.rt.transcript, "q", run_id=ack.run_id).items[-1].content
+            assert entry == "timed_out False"
+        else:
+            self.pending = (ack.run_id, request_id)
+
+    @rule(approved=st.booleans(), fail=st.booleans())
+    def respond(self, approved: bool, fail: bool) -> None:
+        if self.pending is None:
+            return
+        run_id, request_id = self.pending
+        self.responses += 1
+        response_id = f"r{self.responses}"
+        self.store.failing = fail
+        try:
+            ack = self.call(self.rt.respond, "q", run_id, request_id, approved=approved, response_id=response_id)
+        except RuntimeUnavailableError:
+            assert fail
+            assert self.call(self.rt.get_run, "q", run_id).status == "waiting"  # nothing changed
+            return
+        finally:
+            self.store.failing = False
+        assert not fail and (ack.status, ack.duplicate) == ("running", False)
+        self.serve(ack.event_id)
+        self.pending = None
+        self.answered.append((run_id, request_id, response_id, approved))
+        assert self.call(self.rt.wait_for_run, "q", run_id).status == "completed"
+        entry = self.call(self.rt.transcript, "q", run_id=run_id).items[-1].content
+        assert entry == f"answered {approved}"
+
+    @rule(how=ANSWERS, which=st.integers(min_value=0, max_value=5))
+    def respond_again(self, how: str, which: int) -> None:
+        """An answer to a request that is closed: the first ack again, a conflict, or closed; or an unknown id."""
+        if not self.answered:
+            return
+        run_id, request_id, response_id, approved = self.answered[which % len(self.answered)]
+        respond = self.rt.respond
+        if how == "same":
+            ack = self.call(respond, "q", run_id, request_id, approved=approved, response_id=response_id)
+            assert ack.duplicate and ack.status == "running"
+            return
+        error: type[Exception] = {
+            "other": IdempotencyConflictError,
+            "fresh": RequestClosedError,
+            "unknown": RequestNotFoundError,
+        }[how]
+        if how != "other":
+            response_id = "r-fresh"  # another answer's own id
+        if how == "unknown":
+            request_id = "req-0"
+        try:
+            self.call(respond, "q", run_id, request_id, approved=not approved, response_id=response_id)
+        except error:
+            pass
+        else:
+            raise AssertionError(f"a {how} answer to a closed request was accepted")
+
+    @rule(stop=st.booleans())
+    def end_waiting(self, stop: bool) -> None:
+        """Cancel or stop q while its run waits: the run ends at once and its request closes."""
+        if self.pending is None:
+            return
+        run_id, request_id = self.pending
+        if stop:
+            ack = self.call(self.rt.stop_worker, "q")
+            assert ack.status == "stopped"
+        else:
+            ack = self.call(self.rt.cancel_worker, "q", run_id=run_id)
+            assert ack.status == "idle"
+        assert ack.cancelled_run_id == run_id
+        self.serve(ack.event_id)
+        self.pending = None
+        try:
+            self.call(self.rt.respond, "q", run_id, request_id, approved=True)
+        except RequestClosedError as exc:
+            assert exc.details["outcome"] == "closed"
+        else:
+            raise AssertionError("an answer reached a request closed with its run")
 
     @rule(wid=WIDS, fail=st.booleans())
     def create(self, wid: str, fail: bool) -> None:
@@ -274,6 +408,8 @@ class RuntimeMachine(RuleBasedStateMachine):
         ended: Counter[str] = Counter()
         active: dict[str, str] = {}  # worker -> its active run, as the log tells
         queued: dict[str, list[str]] = {}  # worker -> its queued runs, in order
+        asking: dict[str, str] = {}  # run -> its open request
+        closed: Counter[str] = Counter()
         for e in events:
             wid = e.worker_ref.worker_id if e.worker_ref is not None else None
             if wid is None:
@@ -297,8 +433,15 @@ class RuntimeMachine(RuleBasedStateMachine):
                 transcript[wid] += 1
             elif e.kind == "transcript_appended":
                 transcript[wid] += 1
+            elif e.kind == "input_requested":
+                assert e.run_id in accepted and e.run_id not in ended and e.run_id not in asking
+                asking[e.run_id] = e.data["request"]["request_id"]
+            elif e.kind == "input_responded":
+                assert e.run_id is not None and asking.pop(e.run_id) == e.data["request_id"]
+                closed[e.data["request_id"]] += 1
             elif e.kind.startswith("run_"):
                 assert e.run_id is not None
+                assert e.run_id not in asking, "a run ended with its request open"
                 ended[e.run_id] += 1
                 if active.get(wid) == e.run_id:
                     del active[wid]
@@ -309,7 +452,10 @@ class RuntimeMachine(RuleBasedStateMachine):
                 workers[wid] = "stopped"
             elif e.kind == "worker_deleted":
                 assert workers.pop(wid) == "stopped"
-        assert set(ended) == accepted and all(n == 1 for n in ended.values()), "one terminal event per run"
+        assert set(ended) | set(asking) == accepted, "a run that did not end waits for an answer"
+        assert all(n == 1 for n in ended.values()), "one terminal event per run"
+        assert all(n == 1 for n in closed.values()), "a request closes once"
+        assert set(asking) == ({self.pending[0]} if self.pending else set())
         listed = self.call(self.rt.list_workers, limit=1000).workers
         assert {s.worker_ref.worker_id: s.status for s in listed} == workers
         assert len(listed) == len(workers)

@@ -24,10 +24,12 @@ RESPONSES = (
     core.RunEnvelope,
     core.TranscriptEnvelope,
     core.EventPage,
+    core.RespondAckEnvelope,
+    core.RequestsPage,
     core.DiagnosticsEnvelope,
     core.ErrorEnvelope,
 )
-REQUESTS = (core.CreateWorkerRequest, core.InputRequest, core.StopRequest, core.CancelRequest)
+REQUESTS = (core.CreateWorkerRequest, core.InputRequest, core.StopRequest, core.CancelRequest, core.RespondRequest)
 
 
 def run_body(status: str, input_sequence: int | None = 0, **more: Any) -> dict[str, Any]:
@@ -79,12 +81,20 @@ def test_no_response_struct_forbids_unknown_fields_and_every_request_body_does()
 
 
 def test_a_run_with_a_status_this_version_does_not_know_decodes_with_its_status() -> None:
-    data = {"run": run_body("waiting", pending_request=PENDING)}
+    data = {"run": run_body("paused", pending_request=None)}
     run = msgspec.json.decode(msgspec.json.encode(data), type=core.RunEnvelope).run
-    assert run.status == "waiting" and run.status not in core.TERMINAL_RUN_STATUSES
-    assert "waiting" not in core.KNOWN_RUN_STATUSES
+    assert run.status == "paused" and run.status not in core.TERMINAL_RUN_STATUSES
+    assert "paused" not in core.KNOWN_RUN_STATUSES
     queued = msgspec.convert({"run": run_body("queued", input_sequence=None)}, core.RunEnvelope).run
     assert (queued.status, queued.input_sequence) == ("queued", None)
+
+
+def test_a_waiting_run_decodes_its_pending_request_typed() -> None:
+    data = {"run": run_body("waiting", pending_request=PENDING)}
+    run = msgspec.json.decode(msgspec.json.encode(data), type=core.RunEnvelope).run
+    assert run.status == "waiting" and "waiting" in core.KNOWN_RUN_STATUSES
+    assert run.pending_request == core.PendingRequest(**PENDING)
+    assert msgspec.convert({"run": run_body("running")}, core.RunEnvelope).run.pending_request is None
 
 
 def test_an_event_of_a_kind_this_version_does_not_know_decodes_with_kind_and_data() -> None:
@@ -101,11 +111,11 @@ def test_an_event_of_a_kind_this_version_does_not_know_decodes_with_kind_and_dat
             },
             {
                 "id": 42,
-                "kind": "input_requested",
+                "kind": "tool_called",
                 "worker_ref": REF,
                 "run_id": "run-7",
                 "created_at": T0,
-                "data": {"request": PENDING},
+                "data": {"call": {"id": "c1", "name": "read_file"}},
             },
         ],
         "next_after": 42,
@@ -114,9 +124,10 @@ def test_an_event_of_a_kind_this_version_does_not_know_decodes_with_kind_and_dat
     events = msgspec.json.decode(msgspec.json.encode(page), type=core.EventPage).events
     assert [(e.kind, e.data) for e in events] == [
         ("run_started", {"input_sequence": 4, "input_id": "in-1", "kind": "user"}),
-        ("input_requested", {"request": PENDING}),
+        ("tool_called", {"call": {"id": "c1", "name": "read_file"}}),
     ]
-    assert "input_requested" not in core.KNOWN_EVENT_KINDS and "run_started" in core.KNOWN_EVENT_KINDS
+    assert "tool_called" not in core.KNOWN_EVENT_KINDS
+    assert {"run_started", "input_requested", "input_responded"} <= set(core.KNOWN_EVENT_KINDS)
 
 
 def test_a_queued_input_ack_with_a_null_sequence_and_new_fields_decodes() -> None:
@@ -135,7 +146,7 @@ def test_a_queued_input_ack_with_a_null_sequence_and_new_fields_decodes() -> Non
 
 
 def test_a_runtime_summary_with_new_limits_decodes_but_the_limits_table_still_refuses_them() -> None:
-    new_limits = {"stream_heartbeat_s": 15, "max_streams": 1000, "max_queue": 100, "request_timeout_s": 86400}
+    new_limits = {"max_tool_steps": 20}  # a limit of a newer server
     limits = {**msgspec.to_builtins(core.Limits()), **new_limits}
     summary = {
         "runtime": {

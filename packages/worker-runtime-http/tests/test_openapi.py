@@ -40,6 +40,8 @@ CONTRACT_ROUTES = {
     ("post", "/v1/workers/{worker_id}/stop"),
     ("post", "/v1/workers/{worker_id}/cancel"),
     ("get", "/v1/workers/{worker_id}/transcript"),
+    ("post", "/v1/workers/{worker_id}/runs/{run_id}/respond"),
+    ("get", "/v1/requests"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/diagnostics"),
@@ -152,7 +154,7 @@ def test_every_error_code_is_listed_under_its_status() -> None:
         "worker_exists", "capacity_exceeded", "worker_busy", "worker_stopped", "worker_not_stopped",
         "idempotency_conflict", "cursor_expired", "unauthorized", "forbidden_origin", "forbidden_host",
         "method_not_allowed", "payload_too_large", "unsupported_media_type", "runtime_unavailable",
-        "operation_timeout", "store_corrupt", "internal_error", "queue_full",
+        "operation_timeout", "store_corrupt", "internal_error", "queue_full", "request_not_found", "request_closed",
     }  # fmt: skip
     assert codes == contract_codes
 
@@ -255,7 +257,7 @@ def test_a_request_schema_keeps_its_optional_fields_and_no_object_default() -> N
 def test_timestamps_are_date_times() -> None:
     text = msgspec.json.encode(build_openapi()["components"]["schemas"]).decode()
     stamps = re.findall(r'"(\w+_at)":\{(?:"anyOf":\[)?\{?"format":"date-time"', text)
-    assert set(stamps) == {"created_at", "updated_at", "started_at", "ended_at"}
+    assert set(stamps) == {"created_at", "updated_at", "started_at", "ended_at", "expires_at"}
     assert not re.search(r'"\w+_at":\{"type":"string"\}', text)
 
 

@@ -736,3 +736,84 @@ async def test_a_corrupt_worker_is_500_store_corrupt_with_path_and_offset(
         "details": {"path": "/store/w1/state", "offset": 12},
         "retryable": False,
     }
+
+
+# --- requests for input --------------------------------------------------------------------------------------
+
+
+async def waiting_run(client: httpx.AsyncClient, rt: Runtime, worker_id: str, content: str) -> tuple[str, str]:
+    """A Worker of the `ask` engine with a run waiting for an answer: (run id, request id)."""
+    await create(client, worker_id, profile={"kind": "builtin", "name": "ask"})
+    response = await client.post(f"/v1/workers/{worker_id}/input", json={"content": content})
+    run_id = str(response.json()["ack"]["run_id"])
+    with anyio.fail_after(10):
+        while True:
+            signal = rt.event_signal()
+            run = (await client.get(f"/v1/workers/{worker_id}/runs/{run_id}")).json()["run"]
+            if run["status"] == "waiting":
+                return run_id, str(run["pending_request"]["request_id"])
+            await signal.wait()
+
+
+async def test_respond_answers_a_waiting_run_and_a_repeat_gets_the_first_ack(
+    client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    run_id, request_id = await waiting_run(client, rt, "w1", "ship it")
+    listed = (await client.get("/v1/requests")).json()
+    assert listed["next_after"] is None
+    assert [(r["worker_ref"]["worker_id"], r["run_id"], r["request"]["prompt"]) for r in listed["requests"]] == [
+        ("w1", run_id, "ship it")
+    ]
+    body = {"request_id": request_id, "approved": True, "content": "fine", "response_id": "resp-1"}
+    response = await client.post(f"/v1/workers/w1/runs/{run_id}/respond", json=body)
+    assert response.status_code == 200, response.text
+    ack = response.json()["ack"]
+    assert (ack["run_id"], ack["request_id"], ack["status"], ack["duplicate"]) == (run_id, request_id, "running", False)
+    assert ack["worker_ref"]["worker_id"] == "w1"
+    again = await client.post(f"/v1/workers/w1/runs/{run_id}/respond", json=body)
+    assert again.status_code == 200 and again.json()["ack"] == {**ack, "duplicate": True}
+    conflict = await client.post(f"/v1/workers/w1/runs/{run_id}/respond", json={**body, "approved": False})
+    assert (conflict.status_code, error_of(conflict)["code"]) == (409, "idempotency_conflict")
+    closed = await client.post(f"/v1/workers/w1/runs/{run_id}/respond", json={**body, "response_id": "resp-2"})
+    assert (closed.status_code, error_of(closed)["code"]) == (409, "request_closed")
+    assert (await client.get("/v1/requests")).json() == {"requests": [], "next_after": None}
+
+
+async def test_respond_refuses_bad_answers_and_unknown_requests(client: httpx.AsyncClient, rt: Runtime) -> None:
+    run_id, request_id = await waiting_run(client, rt, "w1", "ship it")
+    url = f"/v1/workers/w1/runs/{run_id}/respond"
+    cases = [
+        ({"request_id": request_id}, 422, "invalid_request"),  # an approval needs `approved`
+        ({"request_id": request_id, "content": "yes"}, 422, "invalid_request"),
+        ({"request_id": request_id, "approved": "yes"}, 422, "invalid_request"),
+        ({"request_id": "bad id", "approved": True}, 422, "invalid_request"),
+        ({"request_id": request_id, "approved": True, "response_id": "a b"}, 422, "invalid_request"),
+        ({"request_id": request_id, "approved": True, "extra": 1}, 422, "invalid_request"),
+        ({"approved": True}, 422, "invalid_request"),
+        ({"request_id": "req-1", "approved": True}, 404, "request_not_found"),
+    ]
+    for body, status, code in cases:
+        response = await client.post(url, json=body)
+        assert (response.status_code, error_of(response)["code"]) == (status, code), body
+    missing = await client.post("/v1/workers/w1/runs/run-999/respond", json={"request_id": request_id})
+    assert (missing.status_code, error_of(missing)["code"]) == (404, "run_not_found")
+    bad_worker = await client.post(f"/v1/workers/bad%20id/runs/{run_id}/respond", json={"request_id": request_id})
+    assert (bad_worker.status_code, error_of(bad_worker)["code"]) == (400, "invalid_worker_id")
+    run = (await client.get(f"/v1/workers/w1/runs/{run_id}")).json()["run"]
+    assert run["status"] == "waiting" and run["pending_request"]["request_id"] == request_id
+
+
+async def test_list_requests_pages_and_checks_its_query(client: httpx.AsyncClient, rt: Runtime) -> None:
+    first = await waiting_run(client, rt, "w1", "one")
+    second = await waiting_run(client, rt, "w2", "two")
+    page = (await client.get("/v1/requests", params={"limit": 1})).json()
+    assert [r["run_id"] for r in page["requests"]] == [first[0]] and page["next_after"] is not None
+    rest = (await client.get("/v1/requests", params={"after": page["next_after"]})).json()
+    assert [r["run_id"] for r in rest["requests"]] == [second[0]] and rest["next_after"] is None
+    for query, code in (
+        ({"after": "-1"}, "invalid_request"),
+        ({"limit": "0"}, "invalid_request"),
+        ({"x": "1"}, "invalid_request"),
+    ):
+        response = await client.get("/v1/requests", params=query)
+        assert (response.status_code, error_of(response)["code"]) == (422, code), query

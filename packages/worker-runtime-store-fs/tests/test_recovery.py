@@ -6,10 +6,17 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 from store_fs_helpers import crash_copy
 
-from worker_runtime_core import Runtime
+from worker_runtime_core import (
+    BuiltinProfile,
+    IdempotencyConflictError,
+    RequestClosedError,
+    RequestNotFoundError,
+    Runtime,
+)
 from worker_runtime_store_fs import FsRuntimeStore
 from worker_runtime_store_fs import _fileops as fileops
 
@@ -162,3 +169,46 @@ async def test_a_replay_of_a_delete_and_a_re_create_rebuilds_the_new_workers_fil
             assert [e.content for e in (await rt.transcript("w")).items] == ["new", "new"]
             assert (await rt.get_run("w", run_id)).status == "completed"
             assert [d for d in await rt.diagnostics() if d.level == "error"] == []
+
+
+async def _waiting(rt: Runtime, wid: str, run_id: str) -> str:
+    """The request id of the run's pending request, once it waits (woken by each durable write)."""
+    with anyio.fail_after(10):
+        while True:
+            signal = rt.event_signal()
+            run = await rt.get_run(wid, run_id)
+            if run.pending_request is not None:
+                return run.pending_request.request_id
+            await signal.wait()
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 1_000_000], ids=["checkpointed", "replayed"])
+async def test_requests_for_input_and_their_answers_survive_a_crash(tmp_path: Path, checkpoint_every: int) -> None:
+    """A run that was waiting is interrupted at the restart and its request closed visibly; the answer that closed
+    another request keeps its response_id, so a repeat gets the first ack and another answer is refused."""
+    ask = BuiltinProfile(name="ask")
+    async with Runtime(store=FsRuntimeStore(tmp_path / "live", checkpoint_every=checkpoint_every)) as rt:
+        await rt.create_worker(worker_id="done", profile=ask)
+        answered = await rt.send_input("done", "ship it")
+        done_request = await _waiting(rt, "done", answered.run_id)
+        first = await rt.respond("done", answered.run_id, done_request, approved=True, response_id="resp-1")
+        await rt.wait_for_run("done", answered.run_id)
+        await rt.create_worker(worker_id="open", profile=ask)
+        waiting = await rt.send_input("open", "delete it")
+        open_request = await _waiting(rt, "open", waiting.run_id)
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")
+    async with Runtime(store=FsRuntimeStore(copy)) as rt:
+        run = await rt.get_run("open", waiting.run_id)
+        assert (run.status, run.pending_request) == ("interrupted", None)
+        events = (await rt.read_events(worker_id="open")).events
+        assert [e.kind for e in events[-3:]] == ["input_requested", "input_responded", "run_interrupted"]
+        assert events[-2].data == {"request_id": open_request, "outcome": "closed", "approved": None, "content": None}
+        assert (await rt.open_requests()).requests == []
+        with pytest.raises(RequestClosedError):
+            await rt.respond("open", waiting.run_id, open_request, approved=True)
+        again = await rt.respond("done", answered.run_id, done_request, approved=True, response_id="resp-1")
+        assert again.duplicate and again.event_id == first.event_id
+        with pytest.raises(IdempotencyConflictError):
+            await rt.respond("done", answered.run_id, done_request, approved=False, response_id="resp-1")
+        with pytest.raises(RequestNotFoundError):
+            await rt.respond("done", answered.run_id, "req-1", approved=True)

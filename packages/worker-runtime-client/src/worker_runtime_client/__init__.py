@@ -13,6 +13,8 @@ from worker_runtime_core import (
     ForbiddenOriginError,
     IdempotencyConflictError,
     InputAcceptedEvent,
+    InputRequestedEvent,
+    InputRespondedEvent,
     InternalError,
     InvalidInputError,
     InvalidJsonError,
@@ -25,7 +27,11 @@ from worker_runtime_core import (
     OperationTimeoutError,
     OutputDelta,
     PayloadTooLargeError,
+    PendingRequest,
     QueueFullError,
+    RequestClosedError,
+    RequestNotFoundError,
+    RespondAck,
     RunCancelledEvent,
     RunCompletedEvent,
     RunEndedEvent,
@@ -73,6 +79,7 @@ from ._errors import (
     UnknownRuntimeError,
 )
 from ._follow import EntryDone, FollowItem, RunDone, RunFollower, TextDelta
+from ._inbox import InboxItem, RequestClosed, RequestInbox, RequestOpened
 from ._pool import RuntimeEntry, RuntimePool
 from ._stream import EventStream
 from ._version import __version__
@@ -92,7 +99,10 @@ __all__ = [
     "ForbiddenHostError",
     "ForbiddenOriginError",
     "IdempotencyConflictError",
+    "InboxItem",
     "InputAcceptedEvent",
+    "InputRequestedEvent",
+    "InputRespondedEvent",
     "InternalError",
     "InvalidInputError",
     "InvalidJsonError",
@@ -104,8 +114,15 @@ __all__ = [
     "OperationTimeoutError",
     "OutputDelta",
     "PayloadTooLargeError",
+    "PendingRequest",
     "ProtocolError",
     "RetryPolicy",
+    "RequestClosed",
+    "RequestClosedError",
+    "RequestInbox",
+    "RequestNotFoundError",
+    "RequestOpened",
+    "RespondAck",
     "RunCancelledEvent",
     "RunCompletedEvent",
     "RunDone",

@@ -29,6 +29,10 @@ from worker_runtime_core import (
     OnBusy,
     OperationTimeoutError,
     QueueFullError,
+    RequestsPage,
+    RespondAck,
+    RespondAckEnvelope,
+    RespondRequest,
     RunEnvelope,
     RunInfo,
     RuntimeEnvelope,
@@ -55,6 +59,7 @@ from worker_runtime_core import (
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUT, RetryPolicy
 from ._errors import ProtocolError, RuntimeConnectionError, RuntimeMismatchError, RuntimeTimeoutError
 from ._follow import RunFollower
+from ._inbox import RequestInbox
 from ._retry import Safety, retry_after_seconds, should_retry_response, should_retry_transport
 from ._stream import EventStream
 from ._version import __version__
@@ -313,6 +318,58 @@ class RuntimeClient:
         body = CancelRequest(reason=reason, run_id=run_id)
         safety = Safety.REPEATABLE if run_id is not None else Safety.ONCE
         return (await self._call("POST", path, WorkerAckEnvelope, body=body, safety=safety)).ack
+
+    # --- requests for input ----------------------------------------------------------------------------------
+
+    async def respond(
+        self,
+        worker_id: str,
+        run_id: str,
+        request_id: str,
+        *,
+        approved: bool | None = None,
+        content: str | None = None,
+        response_id: str | None = None,
+    ) -> RespondAck:
+        """``POST /v1/workers/{worker_id}/runs/{run_id}/respond``: answer a waiting run's request for input (an
+        approval with `approved`, a question with `content`). Always carries a `response_id` (generated when not
+        given), and every retry (503, 504, an answer that never came) repeats it, so a retry that reaches a request
+        the first attempt already answered gets that first ack (``duplicate=True``), not a 409.
+
+        Raises:
+            RequestNotFoundError: the run never issued `request_id`.
+            RequestClosedError: the request is closed (answered by another call, timed out, or ended with its run).
+            IdempotencyConflictError: `response_id` answered it with another answer.
+            InvalidRequestError: the answer does not fit the request's kind, or a bad id.
+        """
+        path = f"{_worker_path(worker_id)}/runs/{_segment(run_id)}/respond"
+        for name, value in (("request_id", request_id), ("response_id", response_id)):
+            if (value is not None or name == "request_id") and not is_valid_id(value):
+                raise InvalidRequestError(f"invalid {name} {value!r}", details={"field": name})
+        body = RespondRequest(
+            request_id=request_id, approved=approved, content=content, response_id=response_id or generate_id("resp")
+        )
+        return (await self._call("POST", path, RespondAckEnvelope, body=body)).ack
+
+    async def list_requests(self, *, after: int = 0, limit: int | None = None) -> RequestsPage:
+        """``GET /v1/requests``: one page of the open requests for input, in the order they opened (`next_after`
+        is the next page's `after`, None on the last)."""
+        return await self._call("GET", "/v1/requests", RequestsPage, params=_params(after=after, limit=limit))
+
+    def open_requests(self, *, page_size: int | None = None) -> RequestInbox:
+        """The requests for input of this runtime's Workers as they open and close: an approvals inbox that starts
+        from ``GET /v1/requests`` and then follows the event stream, so it is whole again after a Backend
+        restarts::
+
+            async with rt.open_requests() as inbox:
+                async for item in inbox:
+                    if isinstance(item, RequestOpened) and item.request.kind == "approval":
+                        await rt.respond(item.worker_ref.worker_id, item.run_id, item.request.request_id,
+                                         approved=ask_a_human(item.request.prompt))
+
+        `RequestInbox.open` holds what is open now. Raises what `list_requests` and `stream_events` raise.
+        """
+        return RequestInbox(self, page_size=page_size)
 
     # --- transcript and events -------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from worker_runtime_core import (
     EventPage,
     InputAck,
     OnBusy,
+    RequestsPage,
+    RespondAck,
     RunInfo,
     RuntimeSummary,
     TranscriptEntry,
@@ -37,6 +39,7 @@ from ._client import RuntimeClient
 from ._config import DEFAULT_RETRY, DEFAULT_TIMEOUT, RetryPolicy
 from ._errors import UnknownRuntimeError
 from ._follow import RunFollower
+from ._inbox import RequestInbox
 from ._stream import EventStream
 
 __all__ = ["RuntimeEntry", "RuntimePool"]
@@ -205,6 +208,13 @@ class RuntimePool:
         """That runtime's `RuntimeClient.stream_events`; the stream checks every reconnect is still that runtime."""
         return self.client(runtime_id).stream_events(after, worker_id=worker_id, run_id=run_id, deltas=deltas)
 
+    async def list_requests(self, runtime_id: str, *, after: int = 0, limit: int | None = None) -> RequestsPage:
+        return await self.client(runtime_id).list_requests(after=after, limit=limit)
+
+    def open_requests(self, runtime_id: str, *, page_size: int | None = None) -> RequestInbox:
+        """That runtime's `RuntimeClient.open_requests`: its approvals inbox."""
+        return self.client(runtime_id).open_requests(page_size=page_size)
+
     # --- one Worker, by its WorkerRef ---------------------------------------------------------------------
 
     async def get_worker(self, ref: WorkerRef) -> WorkerDetail:
@@ -247,6 +257,20 @@ class RuntimePool:
 
     async def delete_worker(self, ref: WorkerRef) -> WorkerAck:
         return await self.client(ref.runtime_id).delete_worker(ref.worker_id)
+
+    async def respond(
+        self,
+        ref: WorkerRef,
+        run_id: str,
+        request_id: str,
+        *,
+        approved: bool | None = None,
+        content: str | None = None,
+        response_id: str | None = None,
+    ) -> RespondAck:
+        return await self.client(ref.runtime_id).respond(
+            ref.worker_id, run_id, request_id, approved=approved, content=content, response_id=response_id
+        )
 
     async def transcript(
         self, ref: WorkerRef, start: int = 0, limit: int | None = None, *, run_id: str | None = None

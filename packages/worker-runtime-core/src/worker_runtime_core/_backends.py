@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from anyio.abc import TaskGroup
 
-__all__ = ["RunSpawner", "spawn_system_task"]
+__all__ = ["RunSpawner", "Wakeup", "spawn_system_task"]
 
 logger = logging.getLogger("worker_runtime_core")
 
@@ -137,6 +137,36 @@ class RunSpawner:
         runs get a runner."""
         self._look_scheduled = False
         self._wake_or_add()
+
+
+class Wakeup:
+    """One wake-up of one waiting task, set at most once, made on the event loop: under asyncio a bare future (an
+    anyio `Event` holds an `asyncio.Event`, whose deque costs about 750 bytes), under trio a `trio.Event`. Await it
+    once; cancellation reaches the waiter as with any await."""
+
+    __slots__ = ("_event", "_future")
+
+    def __init__(self) -> None:
+        loop = _running_asyncio_loop()
+        self._future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+        self._event: Any = None
+        if loop is None:
+            import trio
+
+            self._event = trio.Event()
+
+    def set(self) -> None:
+        future = self._future
+        if future is None:
+            self._event.set()
+        elif not future.done():
+            future.set_result(None)
+
+    def __await__(self) -> Any:
+        future = self._future
+        if future is None:
+            return self._event.wait().__await__()
+        return future.__await__()
 
 
 def spawn_system_task(fn: Callable[[], Awaitable[None]]) -> object:

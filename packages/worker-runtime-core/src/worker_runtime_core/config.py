@@ -40,6 +40,7 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
         max_streams: most event streams open at once (the HTTP package enforces it).
         max_queue: most runs queued behind a Worker's active run (``on_busy="enqueue"``; the active run is not
             counted); one more is `queue_full`.
+        request_timeout_s: how long a run's request for input stays open when its engine gives no timeout.
     """
 
     default_page: _Positive = 100
@@ -54,6 +55,7 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     stream_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     max_streams: _Positive = 1000
     max_queue: _NonNegative = 100
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
 
 
 class Limits(LimitsInfo, frozen=True, kw_only=True, forbid_unknown_fields=True):

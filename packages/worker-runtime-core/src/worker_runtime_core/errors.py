@@ -13,7 +13,8 @@ whether the same call can succeed later. Only the HTTP package knows status code
     │   └── UnsupportedCapabilityError unsupported_capability
     ├── NotFoundError                 not_found
     │   ├── WorkerNotFoundError       worker_not_found
-    │   └── RunNotFoundError          run_not_found
+    │   ├── RunNotFoundError          run_not_found
+    │   └── RequestNotFoundError      request_not_found
     ├── ConflictError                 (abstract)
     │   ├── WorkerExistsError         worker_exists
     │   ├── CapacityExceededError     capacity_exceeded
@@ -21,7 +22,8 @@ whether the same call can succeed later. Only the HTTP package knows status code
     │   ├── QueueFullError            queue_full (retryable)
     │   ├── WorkerStoppedError        worker_stopped
     │   ├── WorkerNotStoppedError     worker_not_stopped
-    │   └── IdempotencyConflictError  idempotency_conflict
+    │   ├── IdempotencyConflictError  idempotency_conflict
+    │   └── RequestClosedError        request_closed
     ├── CursorExpiredError            cursor_expired
     ├── UnauthorizedError             unauthorized
     ├── ForbiddenOriginError          forbidden_origin
@@ -67,6 +69,8 @@ __all__ = [
     "NotFoundError",
     "OperationTimeoutError",
     "PayloadTooLargeError",
+    "RequestClosedError",
+    "RequestNotFoundError",
     "RunNotFoundError",
     "RuntimeUnavailableError",
     "StoreCorruptError",
@@ -186,6 +190,12 @@ class RunNotFoundError(NotFoundError):
     code = "run_not_found"
 
 
+class RequestNotFoundError(NotFoundError):
+    """An answer named a request its run never issued (or the run never asked)."""
+
+    code = "request_not_found"
+
+
 class ConflictError(WorkerRuntimeError):
     """The request conflicts with the current state of a Worker or the Runtime."""
 
@@ -245,6 +255,13 @@ class IdempotencyConflictError(ConflictError):
     """An `input_id` was reused with different content or kind."""
 
     code = "idempotency_conflict"
+
+
+class RequestClosedError(ConflictError):
+    """An answer reached a request that is closed: answered, timed out, or ended with its run
+    (`details["outcome"]` says which)."""
+
+    code = "request_closed"
 
 
 class CursorExpiredError(WorkerRuntimeError):

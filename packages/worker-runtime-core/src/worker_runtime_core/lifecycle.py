@@ -27,6 +27,9 @@ Run::
     running ──end──▶ ending ──end_committed──▶ ended
                        ├──end_refused──▶ ending   (retried until written)
                        └──abandon──▶ abandoned    (shutdown: recovery marks it interrupted)
+    running ──ask──▶ waiting ──answer──▶ running   (input_requested committed; answered or timed out)
+    waiting ──end──▶ ending                        (cancel, stop, shutdown: its end closes the request first)
+    ending ──answer──▶ ending                      (an answer committed while the run was already ending)
 
 Queued runs (``on_busy="enqueue"``): a busy Worker accepts input behind its active run, and when that run ends
 the next queued one starts in its place (the Worker stays busy)::
@@ -41,8 +44,9 @@ A queued run waits in ``queued``; it ``start``s (running) or ends without starti
 profile: ``end``). ``queue`` makes a new run queued instead of running: its input was accepted behind the active
 run, so it is born ``queued``.
 
-Growing: runs waiting for an answer add ``waiting`` (``ask`` / ``answer``) to the run table only. Each adds rows and
-events without changing the existing ones; `tests/test_lifecycle.py` checks every pair.
+Runs waiting for an answer (a request for input) add ``waiting`` (``ask`` / ``answer``) to the run table only (the
+Worker stays ``running``). Each feature adds rows and events without changing the existing ones;
+`tests/test_lifecycle.py` checks every pair.
 """
 
 from __future__ import annotations
@@ -96,10 +100,12 @@ WorkerEvent = Literal[
     "start_committed",  # the store has it: the run is active
     "start_refused",  # the store refused it: the run stays queued (retried)
 ]
-RunState = Literal["running", "ending", "ended", "abandoned", "queued"]
+RunState = Literal["running", "waiting", "ending", "ended", "abandoned", "queued"]
 RunEvent = Literal[
     "queue",  # a new run whose input was accepted behind the active run: it waits (born queued, not running)
     "start",  # a queued run starts: its input's entry is appended
+    "ask",  # the run's request for input (input_requested) is committed: it waits for the answer
+    "answer",  # its input_responded is committed (answered or timed out): it runs on
     "end",  # the terminal status is decided and its event staged
     "end_committed",  # the store has the terminal event
     "end_refused",  # the store refused it: it is retried
@@ -141,8 +147,9 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
 #: ``RUN_TRANSITIONS[state][event] -> new state``; a pair not in it is a bug.
 RUN_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
     {
-        "running": {"end": "ending", "queue": "queued"},
-        "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned"},
+        "running": {"end": "ending", "queue": "queued", "ask": "waiting"},
+        "waiting": {"answer": "running", "end": "ending"},
+        "ending": {"end_committed": "ended", "end_refused": "ending", "abandon": "abandoned", "answer": "ending"},
         "ended": {},
         "abandoned": {},
         "queued": {"start": "running", "end": "ending"},

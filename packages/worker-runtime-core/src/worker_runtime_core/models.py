@@ -34,12 +34,17 @@ __all__ = [
     "EventKind",
     "EventKindStr",
     "InputAcceptedEventData",
+    "InputRequestedEventData",
+    "InputRespondedEventData",
     "Intent",
     "KNOWN_EVENT_KINDS",
     "KNOWN_RUN_STATUSES",
     "NamedProfile",
     "OutputDelta",
+    "PendingRequest",
     "ProfileSelector",
+    "RequestKind",
+    "RequestOutcome",
     "ResourceRef",
     "RoleIntent",
     "RunError",
@@ -74,10 +79,14 @@ __all__ = [
 
 WorkerStatus = Literal["idle", "busy", "stopped"]
 #: The run statuses this version knows; `RunInfo.status` is a ``str``, since a newer server may send others.
-RunStatus = Literal["queued", "running", "completed", "cancelled", "failed", "timed_out", "interrupted"]
+RunStatus = Literal["queued", "running", "waiting", "completed", "cancelled", "failed", "timed_out", "interrupted"]
 KNOWN_RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "timed_out", "interrupted"})
 TranscriptRole = Literal["user", "system", "assistant", "tool"]
+#: What a run's request for input asks for: an approval of an action, or the answer to a question.
+RequestKind = Literal["approval", "question"]
+#: How a request for input closed: answered, past its timeout, or closed with its run.
+RequestOutcome = Literal["answered", "timed_out", "closed"]
 RuntimeStatus = Literal["running", "stopping"]
 DiagnosticLevel = Literal["info", "warning", "error"]
 #: The event kinds this version knows; `Event.kind` is a ``str``, since a newer server may send others.
@@ -95,6 +104,8 @@ EventKind = Literal[
     "worker_stopped",
     "worker_deleted",
     "runtime_stopping",
+    "input_requested",
+    "input_responded",
 ]
 KNOWN_EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
@@ -212,8 +223,21 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     output_tokens: int
 
 
+class PendingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's open request for input: an ``approval`` of an action or a ``question``, answered by
+    ``POST /v1/workers/{worker_id}/runs/{run_id}/respond`` with its `request_id` before `expires_at`."""
+
+    request_id: IdStr
+    kind: RequestKind
+    prompt: str
+    data: Any = None
+    created_at: Timestamp
+    expires_at: Timestamp | None
+
+
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One run: created by one accepted input, then exactly one terminal status."""
+    """One run: created by one accepted input, then exactly one terminal status. `pending_request` is set while
+    the run is ``waiting`` for an answer, else null."""
 
     run_id: RunId
     status: RunStatusStr
@@ -222,6 +246,7 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: Timestamp | None
     error: RunError | None
     usage: TokenUsage | None
+    pending_request: PendingRequest | None = None
 
 
 class UsageTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -371,6 +396,22 @@ class WorkerStoppedEventData(msgspec.Struct, frozen=True, kw_only=True):
     cancelled_run_id: RunId | None
 
 
+class InputRequestedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `input_requested`: the request the run opened (its run is now ``waiting``)."""
+
+    request: PendingRequest
+
+
+class InputRespondedEventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of `input_responded`: how the request `request_id` closed (`outcome` ``answered``, ``timed_out`` or
+    ``closed`` with its run) and the answer: `approved` (an approval's; false for one that timed out), `content`."""
+
+    request_id: IdStr
+    outcome: str
+    approved: bool | None
+    content: str | None
+
+
 #: The shape of `Event.data` for each kind this version logs with data; other kinds (`worker_deleted`,
 #: `runtime_stopping`) have ``{}``, and a kind a newer server adds may have any object.
 EVENT_DATA_BY_KIND: dict[str, type[msgspec.Struct]] = {
@@ -385,6 +426,8 @@ EVENT_DATA_BY_KIND: dict[str, type[msgspec.Struct]] = {
     "run_timed_out": RunEventData,
     "run_interrupted": RunEventData,
     "worker_stopped": WorkerStoppedEventData,
+    "input_requested": InputRequestedEventData,
+    "input_responded": InputRespondedEventData,
 }
 
 

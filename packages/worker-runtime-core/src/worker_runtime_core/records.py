@@ -19,6 +19,7 @@ from .models import (
     ConfigBundleRef,
     Event,
     Intent,
+    PendingRequest,
     ProfileSelector,
     ResourceRef,
     RunError,
@@ -35,6 +36,9 @@ __all__ = [
     "InputAcceptedData",
     "QueuedInput",
     "RunStartedData",
+    "InputRequestedData",
+    "InputRespondedData",
+    "RequestRecord",
     "RunEndedData",
     "RunRecord",
     "RuntimeStartedData",
@@ -48,6 +52,38 @@ __all__ = [
     "EVENT_DATA_TYPES",
     "EmptyData",
 ]
+
+
+class RequestRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A run's request for input, open (`outcome` None) or closed with how it closed and the answer.
+
+    `event_id` is the ``input_requested`` event that opened it (its `request_id` is ``req-<event_id>``);
+    `closed_event_id` the ``input_responded`` event that closed it, and `response_id` the answer's own key (so a
+    repeat of the answer gets the first ack again, also after a restart: the run's record keeps its requests).
+    """
+
+    request_id: str
+    kind: str
+    prompt: str
+    data: Any = None
+    created_at: float
+    expires_at: float | None
+    event_id: int
+    outcome: str | None = None
+    approved: bool | None = None
+    content: str | None = None
+    response_id: str | None = None
+    closed_event_id: int | None = None
+
+    def to_wire(self) -> PendingRequest:
+        return PendingRequest(
+            request_id=self.request_id,
+            kind=self.kind,  # type: ignore[arg-type]  # only RequestKind values are ever stored
+            prompt=self.prompt,
+            data=self.data,
+            created_at=format_time(self.created_at),
+            expires_at=format_time(self.expires_at) if self.expires_at is not None else None,
+        )
 
 
 class RunRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -67,8 +103,11 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     error: RunError | None = None
     usage: TokenUsage | None = None
     entries: int | None = None
+    #: The run's requests for input, oldest first; only the newest may be open (while the run is ``waiting``).
+    requests: tuple[RequestRecord, ...] = ()
 
     def to_wire(self) -> RunInfo:
+        requests = self.requests
         return RunInfo(
             run_id=self.run_id,
             status=self.status,
@@ -77,6 +116,7 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
             ended_at=format_time(self.ended_at) if self.ended_at is not None else None,
             error=self.error,
             usage=self.usage,
+            pending_request=requests[-1].to_wire() if requests and self.status == "waiting" else None,
         )
 
 
@@ -207,6 +247,24 @@ class RunEndedData(msgspec.Struct, frozen=True, gc=False):
         return data
 
 
+class InputRequestedData(msgspec.Struct, frozen=True, gc=False):
+    """Data of ``input_requested``: the request opened (served as ``{"request": PendingRequest}``)."""
+
+    request: RequestRecord
+
+    def to_builtins(self) -> dict[str, Any]:
+        return {"request": msgspec.to_builtins(self.request.to_wire())}
+
+
+class InputRespondedData(msgspec.Struct, frozen=True, gc=False):
+    """Data of ``input_responded``: how a request closed, and the answer."""
+
+    request_id: str
+    outcome: str
+    approved: bool | None
+    content: str | None
+
+
 class WorkerStoppedData(msgspec.Struct, frozen=True, gc=False):
     reason: str | None
     cancelled_run_id: str | None
@@ -233,7 +291,7 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
             data=data
             if isinstance(data, dict)
             else data.to_builtins()
-            if isinstance(data, RunEndedData)
+            if isinstance(data, RunEndedData | InputRequestedData)
             else msgspec.to_builtins(data),
         )
 
@@ -266,4 +324,6 @@ EVENT_DATA_TYPES: dict[str, type[msgspec.Struct]] = {
     "worker_stopped": WorkerStoppedData,
     "worker_deleted": EmptyData,
     "runtime_stopping": EmptyData,
+    "input_requested": InputRequestedData,
+    "input_responded": InputRespondedData,
 }

@@ -4,13 +4,14 @@ under way (`Stop`), the `RunContext` an engine is given (`Context`) and the entr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 from .deltas import OpenEntry
-from .engines.base import EntryWriter, RunContext
+from .engines.base import EntryWriter, InputAnswer, RunContext
 from .errors import EntryInProgressError, InternalError, StoreCorruptError, WorkerRuntimeError
 from .lifecycle import RunState, next_run_state
 from .models import TokenUsage, TranscriptEntry, WorkerRef
@@ -19,6 +20,7 @@ from .records import RunRecord, WorkerRecord
 from .wire import WorkerAck
 
 if TYPE_CHECKING:
+    from .requests import OpenRequest
     from .supervisor import Supervisor
 
 __all__ = ["ActiveRun", "Context", "Stop", "Writer"]
@@ -40,6 +42,7 @@ class ActiveRun:
         "profile",
         "reason",
         "record",
+        "request",
         "scope",
         "state",
         "worker",
@@ -62,6 +65,7 @@ class ActiveRun:
         self.done: anyio.Event | None = None  # made only when somebody waits
         self.end_event_id: int | None = None
         self.entry: Writer | None = None  # the entry in progress (`Context.begin_entry`) until it is committed
+        self.request: OpenRequest | None = None  # the request for input the engine awaits (`Context.request_input`)
 
     def move(self, event: str) -> None:
         """Move the run on `event` by the run lifecycle table.
@@ -75,7 +79,8 @@ class ActiveRun:
     @property
     def decided(self) -> bool:
         """The run's terminal status is fixed; later cancels change nothing."""
-        return self.state != "running"
+        state = self.state
+        return state != "running" and state != "waiting"
 
 
 class Stop:
@@ -156,6 +161,16 @@ class Context(RunContext):
         except StoreCorruptError as exc:
             raise sup.diagnostics.mark_corrupt(wid, exc) from None
         return [r.to_wire() for r in records]
+
+    def request_input(  # no coroutine of its own: one frame less per waiting run
+        self,
+        kind: str,
+        prompt: str,
+        *,
+        data: Any = None,
+        timeout_s: float | None = None,
+    ) -> Coroutine[Any, Any, InputAnswer]:
+        return self._sup.requests.ask(self._active, kind, prompt, data, timeout_s)
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         run = self._active.record

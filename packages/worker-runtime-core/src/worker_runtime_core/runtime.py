@@ -78,7 +78,17 @@ from .streams import frame, read_frames
 from .supervisor import Supervisor
 from .times import format_time, now
 from .views import worker_detail, worker_summary
-from .wire import CreateWorkerRequest, EventPage, InputAck, StreamPage, TranscriptPage, WorkerAck, WorkersPage
+from .wire import (
+    CreateWorkerRequest,
+    EventPage,
+    InputAck,
+    RequestsPage,
+    RespondAck,
+    StreamPage,
+    TranscriptPage,
+    WorkerAck,
+    WorkersPage,
+)
 
 __all__ = ["Runtime"]
 
@@ -260,6 +270,9 @@ class Runtime:
             if self._stopping is not None:
                 self._stopping.set()
             self._journal.notify()  # streams waiting for events wake up, see the signal and end
+            self._supervisor.requests.shutting_down = True  # waiting runs are interrupted at once, not after grace
+            for active in list(self._supervisor.requests.open.values()):
+                self._supervisor.request_end(active, "interrupted", "runtime stopping")
             if self._supervisor.active and grace_s > 0:
                 with anyio.move_on_after(grace_s):
                     for active in list(self._supervisor.active.values()):
@@ -756,6 +769,64 @@ class Runtime:
         if not first:  # a concurrent stop: this call changed nothing
             return WorkerAck(worker_ref=stop.ack.worker_ref, status="stopped", cancelled_run_id=None, event_id=None)
         return stop.ack
+
+    async def respond(
+        self,
+        worker_id: str,
+        run_id: str,
+        request_id: str,
+        *,
+        approved: bool | None = None,
+        content: str | None = None,
+        response_id: str | None = None,
+    ) -> RespondAck:
+        """Answer a run's request for input (its `pending_request`); returns once the ``input_responded`` event is
+        durable, the run ``running`` again.
+
+        An ``approval`` needs `approved` (`content` is an optional comment), a ``question`` `content`. A repeat with
+        the `response_id` of the answer that closed the request gets that first ack with ``duplicate=True``.
+
+        Raises:
+            InvalidRequestError: a bad `request_id` or `response_id`, an answer that does not fit the request's
+                kind, or `content` above `max_input_bytes`.
+            RequestNotFoundError: the run never issued `request_id`.
+            RequestClosedError: the request is closed (answered, timed out, or ended with its run).
+            IdempotencyConflictError: `response_id` answered it with another answer.
+            RunNotFoundError: the Worker has no run `run_id` (one that is not an id at all names none).
+            InvalidWorkerIdError, WorkerNotFoundError, RuntimeUnavailableError.
+        """
+        for field, value in (("request_id", request_id), ("response_id", response_id)):
+            if (value is not None or field != "response_id") and not is_valid_id(value):
+                if not (type(worker_id) is str and worker_id in self._registry.workers):
+                    check_worker_id(worker_id)  # a bad worker id is reported first, as over HTTP
+                raise InvalidRequestError(invalid_id_message(field), details={"field": field})
+        max_bytes = self.limits.max_input_bytes
+        if isinstance(content, str) and len(content) * 4 > max_bytes and len(content.encode()) > max_bytes:
+            raise InvalidRequestError(
+                f"content is larger than max_input_bytes ({max_bytes})",
+                details={"field": "content", "max_input_bytes": max_bytes},
+            )
+        record = await self._settled_worker(worker_id)
+        self._require_running()
+        active = self._supervisor.active.get(record.worker_id)
+        run = active.record if active is not None and active.record.run_id == run_id else None
+        if run is None:
+            run = await self._find_run(record, run_id)
+        return await self._supervisor.requests.respond(record, run, request_id, approved, content, response_id)
+
+    async def open_requests(self, *, after: int = 0, limit: int | None = None) -> RequestsPage:
+        """The open requests for input of this Runtime's runs, ordered by the id of the event that opened each
+        (``input_requested``), those above `after`; `next_after` is the next page's `after`, null on the last.
+
+        Raises:
+            InvalidRequestError: negative `after`, `limit` below 1.
+            LimitTooLargeError: `limit` above `max_page`.
+            RuntimeUnavailableError: the Runtime has not started, or has closed.
+        """
+        self._require_started()
+        if not is_int(after) or after < 0:
+            raise InvalidRequestError(f"after must be an integer >= 0, not {after!r}", details={"field": "after"})
+        return self._supervisor.requests.page(after, page_limit(limit, self.limits))
 
     # --- reads -----------------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from .lifecycle import STATUS_AFTER
 from .models import RunError, WorkerRef
 from .records import RunEndedData, TranscriptAppendedData, TranscriptRecord, WorkerRecord, WorkerStoppedData
 from .registry import Registry, bounded_wait
+from .requests import Requests
 from .runs import ActiveRun, Context, Stop, Writer
 from .stores.base import Batch, RuntimeStore
 from .times import now
@@ -68,6 +69,7 @@ class Supervisor:
         "limits",
         "queue",
         "registry",
+        "requests",
         "stopping",
         "store",
     )
@@ -92,6 +94,7 @@ class Supervisor:
         self.hub = DeltaHub(journal.arm)  # the entries runs are writing, and the streams following them
         journal.on_notify = self.hub.wake_all  # a durable write wakes the waiting subscriptions too
         self.giving_up = False  # closing: a terminal event that still cannot be written is given up
+        self.requests = Requests(self)  # the runs' requests for input
         self._tg: TaskGroup | None = None
         self._spawner: RunSpawner | None = None
         self._scope_type: type[anyio.CancelScope] = anyio.CancelScope  # the event loop's own, once started
@@ -101,6 +104,7 @@ class Supervisor:
         """Serve from now on, spawning in `tg` (on the Runtime's event loop)."""
         self._tg = tg
         self._spawner = RunSpawner(tg)
+        self.requests.started(tg)
         # anyio.CancelScope() looks its event loop up on every call; a run's scope is made by the class it returns.
         self._scope_type = type(anyio.CancelScope())
 
@@ -184,6 +188,9 @@ class Supervisor:
         backoff = _RETRY_FIRST_S
         while True:
             try:
+                requests = active.record.requests
+                if requests and requests[-1].outcome is None:  # a waiting run: its request closes first, visibly
+                    await self.requests.close(active, "closed")
                 if active.entry is not None:  # nothing a viewer saw disappears: its text first, then the end
                     await self.flush_entry(active)
             except WorkerRuntimeError as exc:
@@ -293,6 +300,11 @@ class Supervisor:
             for record in records:
                 await self._interrupt(record)
             return
+        waiting = [record for record in records if _open_request(record)]
+        if waiting:  # a run that was waiting closes its request first: two writes, through `end_run`
+            records = [record for record in records if not _open_request(record)]
+            for record in waiting:
+                await self._interrupt(record)
         if self.journal.writes_many:  # one write of them all: no task, no wait per run
             await self._interrupt_together(records)
             return
@@ -460,6 +472,7 @@ class Supervisor:
         self._tg = None
         if self._spawner is not None:
             self._spawner.close()
+        self.requests.closing()
 
     def begin_stop(self, record: WorkerRecord, reason: str | None) -> Stop:
         """Start stopping a Worker in the Runtime's task group; callers wait for the returned stop's `done`.
@@ -528,6 +541,12 @@ class Supervisor:
                     stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
             del self.stopping[wid]
             stop.done.set()
+
+
+def _open_request(record: WorkerRecord) -> bool:
+    """The Worker's active run has an open request for input (it was waiting)."""
+    run = record.active_run
+    return run is not None and bool(run.requests) and run.requests[-1].outcome is None
 
 
 #: A staged copy of a record with changes: what the store writes before the live record changes.

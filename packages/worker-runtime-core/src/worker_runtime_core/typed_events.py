@@ -31,6 +31,8 @@ from .ids import RunId
 from .models import (
     Event,
     InputAcceptedEventData,
+    InputRequestedEventData,
+    InputRespondedEventData,
     OutputDelta,
     RunEventData,
     RunStartedEventData,
@@ -47,6 +49,8 @@ __all__ = [
     "TYPED_EVENT_BY_KIND",
     "InputAcceptedEvent",
     "RunStartedEvent",
+    "InputRequestedEvent",
+    "InputRespondedEvent",
     "RunCancelledEvent",
     "RunCompletedEvent",
     "RunEndedEvent",
@@ -164,6 +168,18 @@ class RuntimeStoppingEvent(_TypedEvent, frozen=True, kw_only=True, tag="runtime_
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class InputRequestedEvent(_DurableEvent, frozen=True, kw_only=True, tag="input_requested"):
+    """A run asked for input (`data.request`) and is waiting for the answer."""
+
+    data: InputRequestedEventData
+
+
+class InputRespondedEvent(_DurableEvent, frozen=True, kw_only=True, tag="input_responded"):
+    """A run's request for input closed: answered, timed out, or closed with its run (`data.outcome`)."""
+
+    data: InputRespondedEventData
+
+
 class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An event of a kind this version does not know (a newer server's): its `kind` and `data` kept as sent."""
 
@@ -190,6 +206,8 @@ _KnownEvent: TypeAlias = (
     | WorkerStoppedEvent
     | WorkerDeletedEvent
     | RuntimeStoppingEvent
+    | InputRequestedEvent
+    | InputRespondedEvent
 )
 #: Any event: the struct of its kind, or `UnknownEvent`.
 TypedEvent: TypeAlias = _KnownEvent | UnknownEvent
@@ -213,6 +231,8 @@ TYPED_EVENT_BY_KIND: Final[dict[str, type[_TypedEvent]]] = {
         WorkerStoppedEvent,
         WorkerDeletedEvent,
         RuntimeStoppingEvent,
+        InputRequestedEvent,
+        InputRespondedEvent,
     )
 }
 

@@ -22,6 +22,7 @@ from .models import (
     Diagnostic,
     Event,
     Intent,
+    PendingRequest,
     ProfileSelector,
     ResourceRef,
     RunInfo,
@@ -51,6 +52,11 @@ __all__ = [
     "OnBusy",
     "QueueFullDetails",
     "InputRequest",
+    "OpenRequest",
+    "RequestsPage",
+    "RespondAck",
+    "RespondAckEnvelope",
+    "RespondRequest",
     "RunEnvelope",
     "RuntimeEnvelope",
     "StopRequest",
@@ -122,6 +128,49 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     reason: str | None = None
     run_id: IdStr | None = None
+
+
+class RespondRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/workers/{worker_id}/runs/{run_id}/respond``: the answer to the run's request `request_id`.
+
+    An ``approval`` needs `approved` (and may carry `content` as a comment); a ``question`` needs `content` and takes
+    no `approved`; otherwise 422 ``invalid_request``. `response_id` makes the call safe to repeat: the same one
+    with the same answer gets the first ack again (``duplicate: true``), with another answer 409
+    ``idempotency_conflict``.
+    """
+
+    request_id: IdStr
+    approved: bool | None = None
+    content: str | None = None
+    response_id: IdStr | None = None
+
+
+class RespondAck(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a respond, sent once its ``input_responded`` event (`event_id`) is durable; `status` is the
+    run's status after it (``running``)."""
+
+    worker_ref: WorkerRef
+    run_id: RunId
+    request_id: IdStr
+    status: str
+    event_id: int
+    duplicate: bool
+
+
+class OpenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One open request for input of a Runtime: the Worker and run that asked, and the request."""
+
+    worker_ref: WorkerRef
+    run_id: RunId
+    request: PendingRequest
+
+
+class RequestsPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of open requests ordered by the event id that opened them (itself the envelope); `next_after` is the
+    `after` of the next page (the last request's opening event id), null on the last page."""
+
+    requests: list[OpenRequest]
+    next_after: int | None
 
 
 class InputAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -270,6 +319,12 @@ class WorkerAckEnvelope(msgspec.Struct, frozen=True):
     """``{"ack": ...}`` for stop, cancel and delete."""
 
     ack: WorkerAck
+
+
+class RespondAckEnvelope(msgspec.Struct, frozen=True):
+    """``{"ack": ...}`` for respond."""
+
+    ack: RespondAck
 
 
 AckEnvelope = InputAckEnvelope | WorkerAckEnvelope

@@ -29,6 +29,9 @@ from worker_runtime_core import (
     InputRequest,
     InvalidInputError,
     InvalidRequestError,
+    RequestsPage,
+    RespondAckEnvelope,
+    RespondRequest,
     RunEnvelope,
     Runtime,
     RuntimeEnvelope,
@@ -86,6 +89,7 @@ _CREATE = msgspec.json.Decoder(CreateWorkerRequest)
 _INPUT = msgspec.json.Decoder(InputRequest)
 _STOP = msgspec.json.Decoder(StopRequest)
 _CANCEL = msgspec.json.Decoder(CancelRequest)
+_RESPOND = msgspec.json.Decoder(RespondRequest)
 _OK = msgspec.json.encode(HealthStatus("ok"))
 _STOPPING = msgspec.json.encode(HealthStatus("stopping"))
 _STORE_UNAVAILABLE = msgspec.json.encode(HealthStatus("store_unavailable"))
@@ -93,6 +97,7 @@ _NO_QUERY: frozenset[str] = frozenset()
 _WORKERS_QUERY = frozenset({"status", "limit", "after"})
 _TRANSCRIPT_QUERY = frozenset({"start", "limit", "run_id"})
 _EVENTS_QUERY = frozenset({"after", "limit", "worker_id", "wait"})
+_REQUESTS_QUERY = frozenset({"after", "limit"})
 
 
 # --- health --------------------------------------------------------------------------------------------------
@@ -236,6 +241,30 @@ async def cancel_worker(ctx: Context, scope: Scope, receive: Receive, params: di
     request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _CANCEL, InvalidRequestError)
     ack = await ctx.runtime.cancel_worker(wid, run_id=request.run_id, reason=request.reason)
     return 200, ctx.encoder.encode(WorkerAckEnvelope(ack))
+
+
+async def respond(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    wid = worker_id(params)
+    parse_query(scope, _NO_QUERY)
+    request = decode_body(await read_body(scope, receive, ctx.max_body_bytes), _RESPOND, InvalidRequestError)
+    ack = await ctx.runtime.respond(
+        wid,
+        params["run_id"],
+        request.request_id,
+        approved=request.approved,
+        content=request.content,
+        response_id=request.response_id,
+    )
+    return 200, ctx.encoder.encode(RespondAckEnvelope(ack))
+
+
+async def list_requests(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
+    query = parse_query(scope, _REQUESTS_QUERY)
+    after = query_int(query, "after")
+    page: RequestsPage = await ctx.runtime.open_requests(
+        after=0 if after is None else after, limit=query_int(query, "limit")
+    )
+    return 200, ctx.encoder.encode(page)
 
 
 async def read_transcript(ctx: Context, scope: Scope, receive: Receive, params: dict[str, Any]) -> Reply:
@@ -460,6 +489,61 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         200,
         RunEnvelope,
         errors=("invalid_worker_id", "worker_not_found", "run_not_found", "store_corrupt", "runtime_unavailable"),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workers/{worker_id}/runs/{run_id}/respond",
+        respond,
+        "respond",
+        "Answer a waiting run's request for input (its `pending_request`)",
+        200,
+        RespondAckEnvelope,
+        request=RespondRequest,
+        request_required=True,
+        errors=(
+            "invalid_worker_id",
+            "invalid_request",
+            "worker_not_found",
+            "run_not_found",
+            "request_not_found",
+            "request_closed",
+            "idempotency_conflict",
+            "store_corrupt",
+            "runtime_unavailable",
+        ),
+        description=(
+            "Answers once the `input_responded` event is durable; the run is `running` again. An `approval` needs "
+            "`approved` (`content` is an optional comment), a `question` needs `content` and takes no `approved` "
+            "(else 422 `invalid_request`). A request this run never issued is 404 `request_not_found`; a closed "
+            "one (answered, timed out, or ended with its run: `details.outcome`) 409 `request_closed`, except "
+            "that the `response_id` of the answer that closed it gets that first ack again with `duplicate: "
+            "true`, and the same `response_id` with another answer is 409 `idempotency_conflict`."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/requests",
+        list_requests,
+        "listRequests",
+        "The open requests for input of this Runtime's runs, in the order they opened",
+        200,
+        RequestsPage,
+        query=(
+            QueryParam(
+                "after",
+                _COUNT_SCHEMA,
+                "Return requests opened by an event with an id above this (default 0; the previous page's "
+                "`next_after`).",
+            ),
+            _LIMIT,
+        ),
+        errors=("invalid_request", "limit_too_large", "runtime_unavailable"),
+        description=(
+            "Ordered by the id of the `input_requested` event that opened each; `next_after` is null on the last "
+            "page. An approvals inbox starts here, then follows `input_requested` and `input_responded` on the "
+            "event stream. A request past `expires_at` is answered `timed_out` (`[limits] request_timeout_s`, "
+            "{request_timeout_s} s, unless the engine gave its own)."
+        ),
     ),
     Endpoint(
         "POST",

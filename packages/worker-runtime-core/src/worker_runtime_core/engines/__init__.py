@@ -1,7 +1,8 @@
-"""Engines: the protocol and the built-in `echo`, `command` and `openai` engines (the last needs the extra
+"""Engines: the protocol and the built-in `echo`, `ask`, `command` and `openai` engines (the last needs the extra
 ``worker-runtime-core[openai]`` when a profile uses it)."""
 
-from .base import Engine, EntryWriter, NoOptions, RunContext
+from .ask import AskEngine
+from .base import Engine, EntryWriter, InputAnswer, NoOptions, RunContext
 from .command import CommandEngine, CommandOptions
 from .echo import EchoEngine
 from .openai import OpenAIEngine, OpenAIOptions
@@ -10,11 +11,13 @@ from .registry import BUILTIN_ENGINES, ENTRY_POINT_GROUP, discover_engines
 __all__ = [
     "BUILTIN_ENGINES",
     "ENTRY_POINT_GROUP",
+    "AskEngine",
     "CommandEngine",
     "CommandOptions",
     "EchoEngine",
     "Engine",
     "EntryWriter",
+    "InputAnswer",
     "NoOptions",
     "OpenAIEngine",
     "OpenAIOptions",

@@ -24,17 +24,31 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from ..models import Intent, TranscriptEntry, WorkerRef
 
-__all__ = ["Engine", "EntryWriter", "NoOptions", "RunContext"]
+__all__ = ["Engine", "EntryWriter", "InputAnswer", "NoOptions", "RunContext"]
 
 
 class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Options of an engine that takes none."""
+
+
+class InputAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What `RunContext.request_input` returns: how the request closed and the answer.
+
+    Attributes:
+        outcome: ``answered``, or ``timed_out`` (nobody answered in time).
+        approved: an approval's answer (False when it timed out: it counts as refused); None for a question.
+        content: the answer's text (a question's answer, an approval's optional comment); None when none came.
+    """
+
+    outcome: Literal["answered", "timed_out", "closed"]
+    approved: bool | None = None
+    content: str | None = None
 
 
 class EntryWriter(ABC):
@@ -135,6 +149,28 @@ class RunContext(ABC):
     @abstractmethod
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         """Count tokens for this run; they show on the run, the Worker and the runtime summary."""
+
+    async def request_input(
+        self,
+        kind: Literal["approval", "question"],
+        prompt: str,
+        *,
+        data: Any = None,
+        timeout_s: float | None = None,
+    ) -> InputAnswer:
+        """Ask the Backend and wait for the answer: an ``approval`` of an action, or a ``question``.
+
+        The run is ``waiting`` (its `pending_request` set, an ``input_requested`` event logged) until an answer
+        comes (``POST .../runs/{run_id}/respond``) or `timeout_s` passes (the Runtime's ``request_timeout_s`` when
+        None): then it is ``running`` again, and its own run timeout, paused while it waited, goes on. One
+        request is open per run at a time. A cancel or stop of the run ends the wait like any other await.
+
+        Raises:
+            InvalidRequestError: a bad `kind`, an empty `prompt`, `data` that is not JSON, a `timeout_s` that is
+                not a positive number, or another request of this run is still open.
+            RuntimeUnavailableError: the store cannot write the request.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot ask for input")
 
 
 class Engine(ABC):

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 
 from ..errors import ConfigError
+from .ask import AskEngine
 from .base import Engine
 from .command import CommandEngine
 from .echo import EchoEngine
@@ -18,7 +19,12 @@ from .openai import OpenAIEngine
 __all__ = ["ENTRY_POINT_GROUP", "BUILTIN_ENGINES", "discover_engines"]
 
 ENTRY_POINT_GROUP = "worker_runtime.engines"
-BUILTIN_ENGINES: Mapping[str, type[Engine]] = {"echo": EchoEngine, "command": CommandEngine, "openai": OpenAIEngine}
+BUILTIN_ENGINES: Mapping[str, type[Engine]] = {
+    "echo": EchoEngine,
+    "ask": AskEngine,
+    "command": CommandEngine,
+    "openai": OpenAIEngine,
+}
 
 
 def discover_engines(extra: Mapping[str, type[Engine]] | None = None) -> dict[str, type[Engine]]:

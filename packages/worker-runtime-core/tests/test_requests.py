@@ -1,0 +1,461 @@
+"""Requests for input: a run asks and waits (`waiting`, `pending_request`, `input_requested`), an answer or a timeout
+lets it run on (`input_responded`), cancel, stop and shutdown close it; bad answers are refused and change
+nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from store_faults import FaultyStore
+
+from worker_runtime_core import (
+    BuiltinProfile,
+    Engine,
+    IdempotencyConflictError,
+    InputAnswer,
+    InvalidRequestError,
+    InvalidWorkerIdError,
+    Limits,
+    MemoryStore,
+    PendingRequest,
+    ProfileConfig,
+    RequestClosedError,
+    RequestNotFoundError,
+    RunContext,
+    RunNotFoundError,
+    Runtime,
+    RuntimeUnavailableError,
+)
+
+ASK = BuiltinProfile(name="ask")
+
+
+async def waiting(rt: Runtime, wid: str, run_id: str) -> PendingRequest:
+    """The run's pending request, once it is waiting (woken by each durable write)."""
+    with anyio.fail_after(10):
+        while True:
+            signal = rt.event_signal()
+            run = await rt.get_run(wid, run_id)
+            if run.status == "waiting":
+                assert run.pending_request is not None
+                return run.pending_request
+            assert run.status == "running", run
+            await signal.wait()
+
+
+async def ask_run(rt: Runtime, content: str = "delete /tmp/x", worker_id: str = "w1") -> tuple[str, str, str]:
+    """A Worker of the `ask` engine, its run waiting: (worker id, run id, request id)."""
+    await rt.create_worker(worker_id=worker_id, profile=ASK)
+    ack = await rt.send_input(worker_id, content)
+    request = await waiting(rt, worker_id, ack.run_id)
+    return worker_id, ack.run_id, request.request_id
+
+
+async def kinds(rt: Runtime, wid: str) -> list[str]:
+    return [e.kind for e in (await rt.read_events(worker_id=wid)).events]
+
+
+async def last_entry(rt: Runtime, wid: str) -> str:
+    return (await rt.transcript(wid)).items[-1].content
+
+
+@pytest.fixture
+async def art() -> Any:
+    async with Runtime(runtime_id="rt-ask") as runtime:
+        yield runtime
+
+
+async def test_an_ask_run_waits_with_its_request_then_runs_on_once_approved(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    run = await art.get_run(wid, run_id)
+    assert run.pending_request is not None
+    assert (run.pending_request.kind, run.pending_request.prompt, run.pending_request.data) == (
+        "approval",
+        "delete /tmp/x",
+        None,
+    )
+    assert run.pending_request.expires_at is not None
+    assert (await art.get_worker(wid)).status == "busy"
+    events = (await art.read_events(worker_id=wid)).events
+    assert events[-1].kind == "input_requested" and events[-1].run_id == run_id
+    assert events[-1].data == {"request": msgspec_builtins(run.pending_request)}
+    ack = await art.respond(wid, run_id, request_id, approved=True)
+    assert (ack.run_id, ack.request_id, ack.status, ack.duplicate) == (run_id, request_id, "running", False)
+    done = await art.wait_for_run(wid, run_id)
+    assert (done.status, done.pending_request) == ("completed", None)
+    assert await last_entry(art, wid) == "approved"
+    responded = [e for e in (await art.read_events(worker_id=wid)).events if e.kind == "input_responded"]
+    assert [(e.id, e.data) for e in responded] == [
+        (ack.event_id, {"request_id": request_id, "outcome": "answered", "approved": True, "content": None})
+    ]
+
+
+def msgspec_builtins(value: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(value)
+
+
+async def test_an_approval_with_a_comment_and_a_refusal_are_the_entries_the_ask_engine_appends(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    await art.respond(wid, run_id, request_id, approved=True, content="go ahead")
+    await art.wait_for_run(wid, run_id)
+    assert await last_entry(art, wid) == "approved: go ahead"
+    ack = await art.send_input(wid, "format the disk")
+    request = await waiting(art, wid, ack.run_id)
+    await art.respond(wid, ack.run_id, request.request_id, approved=False, content="no way")
+    await art.wait_for_run(wid, ack.run_id)
+    assert await last_entry(art, wid) == "refused"
+
+
+async def test_an_input_starting_with_a_question_mark_asks_a_question_and_appends_the_answer(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art, "?  which colour ")
+    run = await art.get_run(wid, run_id)
+    assert run.pending_request is not None
+    assert (run.pending_request.kind, run.pending_request.prompt) == ("question", "which colour")
+    await art.respond(wid, run_id, request_id, content="blue")
+    assert (await art.wait_for_run(wid, run_id)).status == "completed"
+    assert await last_entry(art, wid) == "blue"
+
+
+async def test_answers_that_do_not_fit_the_request_are_422_and_change_nothing(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    qid, qrun, qreq = await ask_run(art, "?name", worker_id="w2")
+    before = (await art.read_events()).next_after
+    with pytest.raises(InvalidRequestError) as approval:
+        await art.respond(wid, run_id, request_id, content="sure")  # an approval needs `approved`
+    assert approval.value.details["field"] == "approved"
+    with pytest.raises(InvalidRequestError) as question:
+        await art.respond(qid, qrun, qreq, approved=True, content="x")  # a question takes no `approved`
+    assert question.value.details["field"] == "approved"
+    with pytest.raises(InvalidRequestError) as empty:
+        await art.respond(qid, qrun, qreq)
+    assert empty.value.details["field"] == "content"
+    with pytest.raises(InvalidRequestError) as not_bool:
+        await art.respond(wid, run_id, request_id, approved="yes")  # type: ignore[arg-type]
+    assert not_bool.value.details["field"] == "approved"
+    with pytest.raises(RunNotFoundError):  # a run id that is not an id names no run, as everywhere
+        await art.respond(wid, "bad id", request_id, approved=True)
+    for field, args in (
+        ("request_id", (wid, run_id, "bad\nid")),
+        ("request_id", (wid, run_id, 7)),
+    ):
+        with pytest.raises(InvalidRequestError) as bad:
+            await art.respond(*args, approved=True)  # type: ignore[arg-type]
+        assert bad.value.details["field"] == field
+    with pytest.raises(InvalidRequestError) as bad_key:
+        await art.respond(wid, run_id, request_id, approved=True, response_id="")
+    assert bad_key.value.details["field"] == "response_id"
+    with pytest.raises(InvalidWorkerIdError):
+        await art.respond("bad id", "also bad", request_id, approved=True)
+    assert (await art.read_events()).next_after == before
+    assert (await art.get_run(wid, run_id)).status == "waiting"
+    assert (await art.get_run(qid, qrun)).status == "waiting"
+
+
+async def test_a_request_the_run_never_issued_is_request_not_found(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    await art.create_worker(worker_id="echo")
+    echo = await art.send_input("echo", "hi")
+    await art.wait_for_run("echo", echo.run_id)
+    before = (await art.read_events()).next_after
+    with pytest.raises(RequestNotFoundError) as other:
+        await art.respond(wid, run_id, "req-999", approved=True)
+    assert other.value.details == {"run_id": run_id, "request_id": "req-999"}
+    with pytest.raises(RequestNotFoundError):  # a run that never asked
+        await art.respond("echo", echo.run_id, request_id, approved=True)
+    with pytest.raises(RunNotFoundError):
+        await art.respond(wid, "run-999", request_id, approved=True)
+    assert (await art.read_events()).next_after == before
+    assert (await art.get_run(wid, run_id)).status == "waiting"
+
+
+async def test_a_closed_request_is_409_except_a_repeat_of_the_answer_that_closed_it(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    first = await art.respond(wid, run_id, request_id, approved=True, content="ok", response_id="resp-1")
+    await art.wait_for_run(wid, run_id)
+    before = (await art.read_events()).next_after
+    again = await art.respond(wid, run_id, request_id, approved=True, content="ok", response_id="resp-1")
+    assert again.duplicate and (again.event_id, again.status) == (first.event_id, first.status)
+    with pytest.raises(IdempotencyConflictError):
+        await art.respond(wid, run_id, request_id, approved=False, content="ok", response_id="resp-1")
+    with pytest.raises(RequestClosedError) as closed:
+        await art.respond(wid, run_id, request_id, approved=True, content="ok", response_id="resp-2")
+    assert closed.value.details == {"request_id": request_id, "outcome": "answered"}
+    with pytest.raises(RequestClosedError):
+        await art.respond(wid, run_id, request_id, approved=True, content="ok")
+    assert (await art.read_events()).next_after == before
+
+
+async def test_a_request_past_its_timeout_is_answered_timed_out_and_an_approval_counts_as_refused() -> None:
+    async with Runtime(limits=Limits(request_timeout_s=0.01)) as rt:
+        await rt.create_worker(worker_id="w1", profile=ASK)
+        ack = await rt.send_input("w1", "deploy")
+        assert (await rt.wait_for_run("w1", ack.run_id, timeout=10)).status == "completed"
+        assert await last_entry(rt, "w1") == "refused: timed out"
+        events = (await rt.read_events(worker_id="w1")).events
+        requested = next(e for e in events if e.kind == "input_requested")
+        responded = [e.data for e in events if e.kind == "input_responded"]
+        request_id = requested.data["request"]["request_id"]
+        assert responded == [{"request_id": request_id, "outcome": "timed_out", "approved": False, "content": None}]
+        with pytest.raises(RequestClosedError) as closed:
+            await rt.respond("w1", ack.run_id, request_id, approved=True)
+        assert closed.value.details["outcome"] == "timed_out"
+
+
+class _Asker(Engine):
+    """Asks with the options of its input (``kind:timeout``), then appends the outcome and the answer."""
+
+    name = "asker"
+
+    async def run(self, ctx: RunContext) -> None:
+        kind, _, timeout = ctx.content.partition(":")
+        answer = await ctx.request_input(
+            kind,  # type: ignore[arg-type]
+            "may I?",
+            data={"n": 1},
+            timeout_s=float(timeout) if timeout else None,
+        )
+        await ctx.emit(f"{answer.outcome} {answer.approved} {answer.content}")
+
+
+class _Twice(Engine):
+    """Asks twice at once: whichever request comes second, while the other is open, is refused."""
+
+    name = "twice"
+
+    async def run(self, ctx: RunContext) -> None:
+        refused: list[str] = []
+        one_refused = anyio.Event()
+
+        async def ask(prompt: str) -> None:
+            try:
+                await ctx.request_input("question", prompt)
+            except InvalidRequestError as exc:
+                refused.append(exc.message)
+                one_refused.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "first")
+            tg.start_soon(ask, "second")
+            await one_refused.wait()
+            tg.cancel_scope.cancel()
+        await ctx.emit("refused: " + " | ".join(refused))
+
+
+async def test_an_engine_gets_the_typed_answer_and_its_data_reaches_the_request() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "asker"})
+        ack = await rt.send_input("w1", "question")
+        request = await waiting(rt, "w1", ack.run_id)
+        assert request.data == {"n": 1}
+        await rt.respond("w1", ack.run_id, request.request_id, content="yes")
+        await rt.wait_for_run("w1", ack.run_id)
+        assert await last_entry(rt, "w1") == "answered None yes"
+        timed = await rt.send_input("w1", "question:0.01")  # the engine's own timeout
+        await rt.wait_for_run("w1", timed.run_id, timeout=10)
+        assert await last_entry(rt, "w1") == "timed_out None None"
+        assert InputAnswer(outcome="answered").approved is None
+
+
+async def test_a_run_opens_one_request_at_a_time() -> None:
+    async with Runtime(engines={"twice": _Twice}, profiles={"twice": ProfileConfig("twice")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "twice"})
+        ack = await rt.send_input("w1", "go")
+        run = await rt.wait_for_run("w1", ack.run_id, timeout=10)
+        assert run.status == "completed"
+        entry = await last_entry(rt, "w1")
+        assert entry.startswith("refused: run ") and "open; await its answer first" in entry
+        events = (await rt.read_events(worker_id="w1")).events
+        assert [e.kind for e in events].count("input_requested") == 1
+        closed = [e.data for e in events if e.kind == "input_responded"]  # the wait the engine gave up closed it
+        assert [c["outcome"] for c in closed] == ["closed"]
+
+
+class _BadData(Engine):
+    """Asks with data that is not JSON, or too large."""
+
+    name = "bad-data"
+
+    async def run(self, ctx: RunContext) -> None:
+        data = object() if ctx.content == "object" else {"blob": "x" * 300}
+        await ctx.request_input("question", "what?", data=data)
+
+
+async def test_request_data_that_is_not_json_or_too_large_is_refused() -> None:
+    limits = Limits(max_input_bytes=256)
+    async with Runtime(limits=limits, engines={"bad": _BadData}, profiles={"bad": ProfileConfig("bad")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "bad"})
+        for content in ("object", "large"):
+            ack = await rt.send_input("w1", content)
+            run = await rt.wait_for_run("w1", ack.run_id, timeout=10)
+            assert run.status == "failed" and run.error is not None and run.error.code == "invalid_request"
+        assert "input_requested" not in await kinds(rt, "w1")
+
+
+async def test_bad_requests_from_an_engine_are_refused_and_fail_its_run() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "asker"})
+        for content in ("maybe", "approval:-1", "approval:0"):
+            ack = await rt.send_input("w1", content)
+            run = await rt.wait_for_run("w1", ack.run_id, timeout=10)
+            assert run.status == "failed" and run.error is not None and run.error.code == "invalid_request"
+        assert "input_requested" not in await kinds(rt, "w1")
+
+
+async def test_cancel_ends_a_waiting_run_at_once_and_closes_its_request_visibly(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    cancel = await art.cancel_worker(wid, reason="never mind")
+    assert (cancel.status, cancel.cancelled_run_id) == ("idle", run_id)
+    run = await art.get_run(wid, run_id)
+    assert (run.status, run.pending_request) == ("cancelled", None)
+    events = (await art.read_events(worker_id=wid)).events
+    assert [e.kind for e in events[-3:]] == ["input_requested", "input_responded", "run_cancelled"]
+    assert events[-2].data == {"request_id": request_id, "outcome": "closed", "approved": None, "content": None}
+    assert (await art.open_requests()).requests == []
+    with pytest.raises(RequestClosedError) as closed:
+        await art.respond(wid, run_id, request_id, approved=True)
+    assert closed.value.details["outcome"] == "closed"
+
+
+async def test_stop_ends_a_waiting_run_and_closes_its_request(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art)
+    stop = await art.stop_worker(wid)
+    assert (stop.status, stop.cancelled_run_id) == ("stopped", run_id)
+    assert (await kinds(art, wid))[-3:] == ["input_responded", "run_cancelled", "worker_stopped"]
+    with pytest.raises(RequestClosedError):
+        await art.respond(wid, run_id, request_id, approved=True)
+
+
+async def test_the_runs_own_timeout_pauses_while_it_waits() -> None:
+    profiles = {"ask": ProfileConfig("ask", timeout_s=0.05)}
+    async with Runtime(profiles=profiles) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "ask"})
+        ack = await rt.send_input("w1", "go")
+        request = await waiting(rt, "w1", ack.run_id)
+        await anyio.sleep(0.2)  # time passing while it waits is the point: its 0.05 s run timeout must not fire
+        assert (await rt.get_run("w1", ack.run_id)).status == "waiting"
+        await rt.respond("w1", ack.run_id, request.request_id, approved=True)
+        assert (await rt.wait_for_run("w1", ack.run_id, timeout=10)).status == "completed"
+
+
+async def test_open_requests_are_listed_in_the_order_they_opened_and_paged(art: Runtime) -> None:
+    opened = [await ask_run(art, f"job {i}", worker_id=f"w{i}") for i in range(3)]
+    page = await art.open_requests(limit=2)
+    assert [(r.worker_ref.worker_id, r.run_id, r.request.request_id) for r in page.requests] == opened[:2]
+    assert page.next_after is not None
+    rest = await art.open_requests(after=page.next_after, limit=2)
+    assert [(r.worker_ref.worker_id, r.run_id, r.request.request_id) for r in rest.requests] == opened[2:]
+    assert rest.next_after is None
+    wid, run_id, request_id = opened[0]
+    await art.respond(wid, run_id, request_id, approved=True)
+    assert [r.run_id for r in (await art.open_requests()).requests] == [o[1] for o in opened[1:]]
+    for after, limit in ((-1, None), ("x", None), (0, 0)):
+        with pytest.raises(InvalidRequestError):
+            await art.open_requests(after=after, limit=limit)  # type: ignore[arg-type]
+
+
+async def test_concurrent_answers_get_one_answer_and_one_request_closed() -> None:
+    store = FaultyStore()
+    async with Runtime(store=store) as rt:
+        wid, run_id, request_id = await ask_run(rt)
+        store.hold = True
+        results: list[object] = []
+
+        async def answer(approved: bool, response_id: str) -> None:
+            try:
+                results.append(await rt.respond(wid, run_id, request_id, approved=approved, response_id=response_id))
+            except RequestClosedError as exc:
+                results.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer, True, "a")
+            await store.wait_held(1)  # the first answer's write is in flight
+            tg.start_soon(answer, False, "b")
+            tg.start_soon(answer, True, "a")  # the same answer again: its first ack
+            await anyio.lowlevel.checkpoint()
+            store.hold = False
+            store.release_all()
+        acks = [r for r in results if not isinstance(r, Exception)]
+        assert len(acks) == 2 and {a.duplicate for a in acks} == {False, True}  # type: ignore[attr-defined]
+        assert len({a.event_id for a in acks}) == 1  # type: ignore[attr-defined]
+        assert sum(isinstance(r, RequestClosedError) for r in results) == 1
+        await rt.wait_for_run(wid, run_id)
+        assert await last_entry(rt, wid) == "approved"
+
+
+async def test_a_refused_answer_changes_nothing_and_can_be_sent_again() -> None:
+    store = FaultyStore()
+    async with Runtime(store=store) as rt:
+        wid, run_id, request_id = await ask_run(rt)
+        store.failing = True
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.respond(wid, run_id, request_id, approved=True, response_id="r1")
+        store.failing = False
+        run = await rt.get_run(wid, run_id)
+        assert run.status == "waiting" and run.pending_request is not None
+        assert [r.run_id for r in (await rt.open_requests()).requests] == [run_id]
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    ack = await rt.respond(wid, run_id, request_id, approved=True, response_id="r1")
+                    break
+                except RuntimeUnavailableError:  # the failed write is still settling
+                    await anyio.sleep(0.01)
+        assert not ack.duplicate
+        assert (await rt.wait_for_run(wid, run_id)).status == "completed"
+
+
+async def test_shutdown_interrupts_a_waiting_run_at_once_and_closes_its_request() -> None:
+    store = MemoryStore()
+    rt = Runtime(store=store)
+    await rt.start()
+    wid, run_id, request_id = await ask_run(rt)
+
+    async def interrupted() -> list[Any]:
+        with anyio.fail_after(10):  # well inside the grace period: a waiting run does not hold the shutdown
+            while True:
+                signal = rt.event_signal()
+                events = [e for e in await store.read_events(0, 100) if e.worker_id == wid]
+                if events[-1].kind == "run_interrupted":
+                    return events
+                await signal.wait()
+
+    found: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rt.close, 20)
+        found = await interrupted()
+    assert [e.kind for e in found[-2:]] == ["input_responded", "run_interrupted"]
+    assert found[-2].data.outcome == "closed"
+
+
+async def test_an_infinite_timeout_never_expires_and_shows_no_expiry() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "asker"})
+        ack = await rt.send_input("w1", "approval:inf")
+        request = await waiting(rt, "w1", ack.run_id)
+        assert request.expires_at is None
+        await rt.respond("w1", ack.run_id, request.request_id, approved=False)
+        await rt.wait_for_run("w1", ack.run_id, timeout=10)
+        assert await last_entry(rt, "w1") == "answered False None"
+        nan = await rt.send_input("w1", "approval:nan")
+        run = await rt.wait_for_run("w1", nan.run_id, timeout=10)
+        assert run.status == "failed" and run.error is not None and run.error.code == "invalid_request"
+
+
+async def test_a_sooner_timeout_fires_while_a_later_one_still_waits() -> None:
+    async with Runtime(engines={"asker": _Asker}, profiles={"asker": ProfileConfig("asker")}) as rt:
+        for wid in ("late", "soon"):
+            await rt.create_worker(worker_id=wid, profile={"kind": "named", "name": "asker"})
+        late = await rt.send_input("late", "approval:3600")
+        late_request = await waiting(rt, "late", late.run_id)
+        soon = await rt.send_input("soon", "approval:0.01")  # opens after, expires first
+        assert (await rt.wait_for_run("soon", soon.run_id, timeout=10)).status == "completed"
+        assert await last_entry(rt, "soon") == "timed_out False None"
+        assert (await rt.get_run("late", late.run_id)).status == "waiting"
+        await rt.respond("late", late.run_id, late_request.request_id, approved=True)
+        await rt.wait_for_run("late", late.run_id, timeout=10)
+        assert await last_entry(rt, "late") == "answered True None"
