@@ -459,3 +459,115 @@ async def test_a_sooner_timeout_fires_while_a_later_one_still_waits() -> None:
         await rt.respond("late", late.run_id, late_request.request_id, approved=True)
         await rt.wait_for_run("late", late.run_id, timeout=10)
         assert await last_entry(rt, "late") == "answered True None"
+
+
+# --- with queued runs (on_busy="enqueue" / "interrupt") ------------------------------------------------------------
+
+
+class _AskWhenTold(Engine):
+    """Asks for approval once `go` is set (`asking` is set just before it asks), then appends what it was told."""
+
+    name = "ask_when_told"
+    go: anyio.Event
+    asking: anyio.Event
+
+    async def run(self, ctx: RunContext) -> None:
+        await _AskWhenTold.go.wait()
+        _AskWhenTold.asking.set()
+        answer = await ctx.request_input("approval", f"go on with {ctx.content}?")
+        await ctx.emit(f"{answer.outcome} {answer.approved}")
+
+
+def _told_runtime(store: FaultyStore) -> Runtime:
+    _AskWhenTold.go = anyio.Event()
+    _AskWhenTold.asking = anyio.Event()
+    return Runtime(store=store, profiles={"p": ProfileConfig("ask_when_told")}, engines={"ask_when_told": _AskWhenTold})
+
+
+async def test_a_request_opened_while_an_input_is_being_queued_is_written_with_that_input() -> None:
+    store = FaultyStore()
+    async with _told_runtime(store) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        first = await rt.send_input("w1", "first")
+        store.hold = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: rt.send_input("w1", "second", on_busy="enqueue"))
+            await store.wait_held(1)  # the enqueue's write is in flight
+            _AskWhenTold.go.set()
+            await _AskWhenTold.asking.wait()  # the run has asked: its write waits for the enqueue's
+            queued = store.release_all()
+            await store.wait_held(1)
+            asked = store.release_all()
+            store.hold = False
+        assert [w.batch.event.kind for w in queued + asked] == ["input_accepted", "input_requested"]
+        staged = asked[0].batch.worker
+        assert staged is not None and [q.run_id for q in staged.queued] == [queued[0].batch.event.run_id]
+        assert staged.active_run is not None and staged.active_run.run_id == first.run_id
+        assert (await rt.get_worker("w1")).queued_runs == [queued[0].batch.event.run_id]
+
+
+async def test_a_request_timing_out_while_an_input_is_being_queued_is_written_with_that_input() -> None:
+    store = FaultyStore()
+    async with _told_runtime(store) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        first = await rt.send_input("w1", "first")
+        _AskWhenTold.go.set()
+        await waiting(rt, "w1", first.run_id)
+        store.hold = True
+        closing = anyio.Event()
+        active = rt._supervisor.active["w1"]  # the timer's own call, made at a chosen moment
+
+        async def time_out() -> None:
+            closing.set()
+            await rt._supervisor.requests.close(active, "timed_out")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: rt.send_input("w1", "second", on_busy="enqueue"))
+            await store.wait_held(1)  # the enqueue's write is in flight
+            tg.start_soon(time_out)
+            await closing.wait()  # the timeout's write waits for the enqueue's
+            queued = store.release_all()
+            await store.wait_held(1)
+            closed = store.release_all()
+            store.hold = False
+        assert [w.batch.event.kind for w in queued + closed] == ["input_accepted", "input_responded"]
+        staged = closed[0].batch.worker
+        assert staged is not None and [q.run_id for q in staged.queued] == [queued[0].batch.event.run_id]
+        second = queued[0].batch.event.run_id
+        assert second is not None
+        assert (await rt.wait_for_run("w1", first.run_id)).status == "completed"
+        assert (await waiting(rt, "w1", second)).prompt == "go on with second?"  # the queued run started after it
+
+
+async def test_a_queued_run_waits_behind_a_waiting_run_and_starts_once_it_is_answered(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art, "first")
+    queued = await art.send_input(wid, "second", on_busy="enqueue")
+    assert queued.queued and (await art.get_run(wid, queued.run_id)).status == "queued"
+    assert (await art.get_worker(wid)).queued_runs == [queued.run_id]
+    await art.respond(wid, run_id, request_id, approved=True)
+    assert (await art.wait_for_run(wid, run_id)).status == "completed"
+    request = await waiting(art, wid, queued.run_id)
+    assert request.prompt == "second" and (await art.get_worker(wid)).queued_runs == []
+
+
+async def test_interrupting_a_waiting_run_closes_its_request_and_stop_ends_the_rest(art: Runtime) -> None:
+    wid, run_id, request_id = await ask_run(art, "first")
+    queued = await art.send_input(wid, "later", on_busy="enqueue")
+    now = await art.send_input(wid, "now", on_busy="interrupt")
+    assert not now.queued and now.input_sequence is not None
+    ended = await art.get_run(wid, run_id)
+    assert ended.status == "cancelled" and ended.pending_request is None
+    with pytest.raises(RequestClosedError):
+        await art.respond(wid, run_id, request_id, approved=True)
+    events = (await art.read_events(worker_id=wid)).events
+    responded = [e for e in events if e.kind == "input_responded"]
+    assert [e.data["outcome"] for e in responded] == ["closed"]  # type: ignore[index]
+    cancelled = next(e for e in events if e.kind == "run_cancelled")
+    assert cancelled.data["reason"] == "interrupted_by_input"  # type: ignore[index]
+    assert (await waiting(art, wid, now.run_id)).prompt == "now"  # the interrupting run asks in its turn
+    assert (await art.get_run(wid, queued.run_id)).status == "queued"
+    ack = await art.stop_worker(wid)
+    assert ack.status == "stopped" and ack.cancelled_run_id == now.run_id
+    assert ack.cancelled_run_ids == [now.run_id, queued.run_id]
+    assert [(await art.get_run(wid, r)).status for r in (now.run_id, queued.run_id)] == ["cancelled", "cancelled"]
+    assert (await art.open_requests()).requests == []

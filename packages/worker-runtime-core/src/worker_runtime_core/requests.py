@@ -59,14 +59,14 @@ _ANSWERED_STATUS = "running"  # what a run is once its request is answered (a re
 class OpenRequest:
     """The engine's side of a run's open request: what it waits on, and the answer once one has come."""
 
-    __slots__ = ("answer", "busy", "deadline", "done", "record")
+    __slots__ = ("answer", "closing", "deadline", "done", "record")
 
     def __init__(self, record: RequestRecord, deadline: float) -> None:
         self.record = record
         self.deadline = deadline  # on the event loop's clock: past it the request times out
         self.done = Wakeup()  # set once the request has closed (answered or timed out)
         self.answer: InputAnswer | None = None
-        self.busy = False  # a write that closes it is in flight: its outcome decides
+        self.closing: anyio.Event | None = None  # set while a write that closes it is in flight: its outcome decides
 
 
 def check_answer(kind: str, approved: object, content: object) -> None:
@@ -199,6 +199,11 @@ class Requests:
         journal = sup.journal
         record = active.worker
         wid = record.worker_id
+        # A change of the Worker in flight (an input queued behind this run, a stop) is committed first, and this
+        # one staged on top of it: a copy staged before it would write the Worker back without it.
+        await sup.registry.settle_quietly(wid)
+        run = active.record
+        requests = run.requests
         event_id = journal.take_id()
         clock = now()
         request = RequestRecord(
@@ -280,46 +285,57 @@ class Requests:
         Raises:
             RuntimeUnavailableError: the store refused it (the request stays open).
         """
-        sup = self._sup
-        run = active.record
         handle = active.request
-        wid = active.worker.worker_id
-        while handle is not None and handle.busy:  # an answer's write is in flight: wait for its outcome
-            await sup.registry.settle(wid)
+        while handle is not None and handle.closing is not None:  # an answer's write is in flight: wait for it
+            await handle.closing.wait()
+            handle = active.request
+        run = active.record
         if not run.requests or run.requests[-1].outcome is not None:
             return
         request = run.requests[-1]
         approved = False if outcome == "timed_out" and request.kind == "approval" else None
-        event = sup.journal.event(
-            "input_responded", wid, run.run_id, InputRespondedData(request.request_id, outcome, approved, None)
+        await self._commit_close(
+            active,
+            InputRespondedData(request.request_id, outcome, approved, None),
+            outcome=outcome,
+            approved=approved,
         )
-        closed = _replace(request, outcome=outcome, approved=approved, closed_event_id=event.id)
-        await self._commit_close(active, closed, event)
         if handle is not None:
             handle.answer = InputAnswer(outcome=outcome, approved=approved)  # type: ignore[arg-type]
             handle.done.set()  # (a run that is ending is not waiting for it any more: nothing to wake)
 
-    async def _commit_close(self, active: ActiveRun, closed: RequestRecord, event: EventRecord) -> None:
-        """Write the event that closes the run's newest request (`closed` is it, closed), then show it."""
-        run = active.record
+    async def _commit_close(self, active: ActiveRun, data: InputRespondedData, **closed_as: Any) -> int:
+        """Write the ``input_responded`` (`data`) that closes the run's newest request (its fields become
+        `closed_as`), then show it; returns the event's id. While the write is in flight the request's `closing` is
+        set, so another answer or close waits for its outcome instead of writing a second one."""
+        sup = self._sup
         record = active.worker
         wid = record.worker_id
-        requests = run.requests[:-1] + (closed,)
-        staged_run = _replace(run, status=_ANSWERED_STATUS, requests=requests)
-        staged = _replace(record, active_run=staged_run, last_event_id=event.id, updated_at=event.created_at)
         handle = active.request
+        marker = anyio.Event()
         if handle is not None:
-            handle.busy = True
+            handle.closing = marker
         try:
+            # A change of the Worker in flight (an input queued behind this run) is committed first, and this one
+            # staged on top of it: a copy staged before it would write the Worker back without it.
+            await sup.registry.settle_quietly(wid)
+            run = active.record
+            event = sup.journal.event("input_responded", wid, run.run_id, data)
+            closed = _replace(run.requests[-1], closed_event_id=event.id, **closed_as)
+            requests = run.requests[:-1] + (closed,)
+            staged_run = _replace(run, status=_ANSWERED_STATUS, requests=requests)
+            staged = _replace(record, active_run=staged_run, last_event_id=event.id, updated_at=event.created_at)
             await self._write(wid, Batch(event=event, worker=staged))
         finally:
             if handle is not None:
-                handle.busy = False
+                handle.closing = None
+            marker.set()
         record.active_run = active.record = staged_run
         record.last_event_id = event.id
         record.updated_at = event.created_at
         self.open.pop(closed.event_id, None)
         active.request = None
+        return event.id
         active.move("answer")
 
     # --- the Backend's side -----------------------------------------------------------------------------------
@@ -353,12 +369,16 @@ class Requests:
             )
         check_answer(request.kind, approved, content)
         active = sup.active.get(wid)
-        handle = active.request if active is not None and active.record is run else None
-        while handle is not None and handle.busy:  # a write closing it is in flight: decide on its outcome
-            await sup.registry.settle(wid)
-            request = _find(run, request_id)
-            assert request is not None
-            handle = active.request if active is not None else None
+        if active is not None and active.record.run_id != run.run_id:
+            active = None
+        handle = active.request if active is not None else None
+        while active is not None and handle is not None and handle.closing is not None:
+            await handle.closing.wait()  # a write closing it is in flight: decide on its outcome
+            handle = active.request
+            run = active.record
+            found = _find(run, request_id)
+            assert found is not None
+            request = found
         ref = sup.worker_ref(wid)
         if (
             request.outcome is None
@@ -367,18 +387,14 @@ class Requests:
             and active.state == "waiting"
             and handle.record.request_id == request_id
         ):
-            event = sup.journal.event(
-                "input_responded", wid, run.run_id, InputRespondedData(request_id, "answered", approved, content)
-            )
-            closed = _replace(
-                request,
+            event_id = await self._commit_close(
+                active,
+                InputRespondedData(request_id, "answered", approved, content),
                 outcome="answered",
                 approved=approved,
                 content=content,
                 response_id=response_id,
-                closed_event_id=event.id,
             )
-            await self._commit_close(active, closed, event)
             handle.answer = InputAnswer(outcome="answered", approved=approved, content=content)
             handle.done.set()
             return RespondAck(
@@ -386,7 +402,7 @@ class Requests:
                 run_id=run.run_id,
                 request_id=request_id,
                 status=_ANSWERED_STATUS,
-                event_id=event.id,
+                event_id=event_id,
                 duplicate=False,
             )
         if response_id is not None and request.response_id == response_id and request.closed_event_id is not None:
