@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 from fault_helpers import events, serve, transcript
 from powerloss import PowerLoss
 
 from worker_runtime_client import RuntimeClient
-from worker_runtime_core import Engine, ProfileConfig, RunContext, Runtime, RuntimeUnavailableError
+from worker_runtime_core import Engine, ProfileConfig, RequestClosedError, RunContext, Runtime, RuntimeUnavailableError
 from worker_runtime_store_fs import FsRuntimeStore
 
 
@@ -155,3 +156,67 @@ def test_five_inputs_enqueued_through_the_client_run_in_order_exactly_once_after
             users = [e["content"] for e in transcript(client, "w") if e["role"] == "user"]
             assert users == ["runs until killed", *[f"queued {n}" for n in range(5)]]
         assert server.stop() == 0
+
+
+async def _until_waiting(rt: Runtime, run_id: str) -> None:
+    """Return once run `run_id` of Worker ``a`` waits for an answer (woken by each durable write)."""
+    with anyio.fail_after(10):
+        while True:
+            signal = rt.event_signal()
+            if (await rt.get_run("a", run_id)).status == "waiting":
+                return
+            await signal.wait()
+
+
+def _asking(root: Path) -> Runtime:
+    return Runtime(runtime_id="rt-q", store=FsRuntimeStore(root))
+
+
+async def _asking_with_two_queued(rt: Runtime) -> tuple[str, str, list[str]]:
+    """A Worker of the `ask` engine whose run waits for an answer, two inputs queued behind it."""
+    await rt.create_worker(worker_id="a", profile={"kind": "builtin", "name": "ask"})
+    first = (await rt.send_input("a", "first")).run_id
+    await _until_waiting(rt, first)
+    request = (await rt.open_requests()).requests[0].request.request_id
+    queued = [(await rt.send_input("a", f"q{n}", on_busy="enqueue")).run_id for n in range(2)]
+    return first, request, queued
+
+
+async def _first_queued_asks(rt: Runtime, first: str, queued: list[str]) -> None:
+    """After the restart: the waiting run was interrupted with its request closed, the first queued run started
+    and asks in its turn, the second is still queued behind it."""
+    await _until_waiting(rt, queued[0])
+    interrupted = await rt.get_run("a", first)
+    assert interrupted.status == "interrupted" and interrupted.pending_request is None
+    assert [(r.run_id, r.request.prompt) for r in (await rt.open_requests()).requests] == [(queued[0], "q0")]
+    assert (await rt.get_run("a", queued[1])).status == "queued"
+    assert (await rt.get_worker("a")).queued_runs == [queued[1]]
+
+
+async def test_a_waiting_run_with_runs_queued_behind_it_survives_a_crash_as_interrupted_then_the_queue_starts(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    with PowerLoss(root) as disk:
+        rt = _asking(root)
+        await rt.start()
+        first, request, queued = await _asking_with_two_queued(rt)
+        disk.cut()
+        await rt.close()
+        disk.resume()
+    async with _asking(root) as rt:
+        await _first_queued_asks(rt, first, queued)
+        closed = [e for e in (await rt.read_events(worker_id="a")).events if e.kind == "input_responded"]
+        assert [(e.data["request_id"], e.data["outcome"]) for e in closed] == [(request, "closed")]  # type: ignore[index]
+        with pytest.raises(RequestClosedError):
+            await rt.respond("a", first, request, approved=True)
+
+
+async def test_at_a_graceful_shutdown_a_waiting_run_is_interrupted_and_the_runs_queued_behind_it_stay_queued(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    async with _asking(root) as rt:
+        first, _, queued = await _asking_with_two_queued(rt)
+    async with _asking(root) as rt:
+        await _first_queued_asks(rt, first, queued)
