@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -421,6 +422,32 @@ async def test_the_streaming_engine_example_runs_as_written() -> None:
         page = await rt.transcript(wid, run_id=ack.run_id)
     assert done.status == "completed"
     assert [e.content for e in page.items] == ["one two", "one two "]
+
+
+async def test_the_core_readme_s_approval_engine_runs_as_written_in_under_20_lines() -> None:
+    core_readme = ROOT / "packages" / "worker-runtime-core" / "README.md"
+    (source,) = [b for b in _blocks(core_readme, "python") if "class Guarded" in b]
+    assert len(source.strip().splitlines()) < 20
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    profiles = {"guarded": core.ProfileConfig(engine="guarded")}
+    async with core.Runtime(engines={"guarded": namespace["Guarded"]}, profiles=profiles) as rt:
+        wid = (await rt.create_worker(profile=core.NamedProfile(name="guarded"))).worker_ref.worker_id
+        entries = []
+        for approved in (True, False):
+            ack = await rt.send_input(wid, "make clean")
+            with anyio.fail_after(10):
+                while True:  # woken by each durable write, until the run asks
+                    signal = rt.event_signal()
+                    request = (await rt.get_run(wid, ack.run_id)).pending_request
+                    if request is not None:
+                        break
+                    await signal.wait()
+            assert (request.kind, request.prompt) == ("approval", "run `make clean`?")
+            await rt.respond(wid, ack.run_id, request.request_id, approved=approved)
+            assert (await rt.wait_for_run(wid, ack.run_id)).status == "completed"
+            entries.append((await rt.transcript(wid)).items[-1].content)
+    assert entries == ["ran make clean", "did not run it (answered)"]
 
 
 # --- the Python API ----------------------------------------------------------------------------------------------
