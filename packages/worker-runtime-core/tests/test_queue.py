@@ -270,7 +270,7 @@ async def test_a_run_s_write_in_flight_never_drops_an_input_queued_meanwhile(gat
             later = store.release_all()
             store.hold = False
         staged = later[0].batch.worker
-        assert staged is not None and [q.content for q in staged.queued] == ["queued"]
+        assert staged is not None and [q.kind for q in staged.queued] == ["user"]
 
 
 async def test_max_queue_defaults_to_100_in_the_summary_and_zero_refuses_every_queued_input(gate: Gate) -> None:
