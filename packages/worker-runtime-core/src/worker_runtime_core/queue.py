@@ -53,6 +53,7 @@ logger = logging.getLogger("worker_runtime_core")
 #: The reason of a run cancelled by an input with ``on_busy="interrupt"``.
 INTERRUPTED_BY_INPUT = "interrupted_by_input"
 _ENDED_STATUS = STATUS_AFTER["run_ended"]  # a Worker whose last queued run ended, with nothing active
+_HANDING_OVER = frozenset({"running", "stopping"})  # where the end of a run leaves a Worker with runs queued busy
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 
@@ -193,9 +194,12 @@ class RunQueue:
     # --- start -----------------------------------------------------------------------------------------------
 
     def hands_over(self, record: WorkerRecord) -> bool:
-        """Whether a run of this Worker that ends now hands over (the Worker stays busy): runs are queued behind it
-        and the Worker is not stopping."""
-        return bool(record.queued) and self.sup.registry.state(record) == "running"
+        """Whether a run of this Worker that ends now hands over (the Worker stays busy): runs are queued behind it.
+
+        Also while it is stopping: the Worker is committed ``busy`` until its last queued run has ended, so a stop
+        refused before it ended them all (or a crash in the middle) leaves a Worker whose queued runs start in
+        turn, never an ``idle`` one with runs queued that nothing starts."""
+        return bool(record.queued) and self.sup.registry.state(record) in _HANDING_OVER
 
     def next_is_queued(self, record: WorkerRecord) -> bool:
         """After a run's end: whether the next queued run should start now (nothing active, no interrupting input
@@ -363,11 +367,11 @@ class RunQueue:
         )
         event = journal.event("run_" + status, wid, run_id, RunEndedData(final, reason))
         remaining = tuple(q for q in record.queued if q.run_id != run_id)
-        idle = (
+        idle = (  # the last run of a Worker ends (``idle`` even while stopping: nothing is left to start)
             record.active_run is None
             and not remaining
             and wid not in sup.active
-            and registry.state(record) == ("running")
+            and registry.state(record) in _HANDING_OVER
         )
         staged = _replace(
             record,
