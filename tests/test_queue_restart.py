@@ -1,6 +1,7 @@
 """The queue of runs across restarts, over the real FS store: queued runs survive a crash and a graceful shutdown,
 start after the start-up's interrupted runs, in order and once each; a repeated `input_id` still answers its first
-(queued) ack; a queued run whose profile vanished ends `failed`. End to end: the real process, the client, kill -9."""
+(queued) ack; a queued run whose profile vanished ends `failed`; a stop refused midway leaves the runs it did not
+end queued. End to end: the real process, the client, kill -9."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import anyio
 import pytest
 from fault_helpers import events, serve, transcript
 from powerloss import PowerLoss
+from store_faults import FaultyStore, HeldWrite
 
 from worker_runtime_client import RuntimeClient
 from worker_runtime_core import Engine, ProfileConfig, RequestClosedError, RunContext, Runtime, RuntimeUnavailableError
@@ -220,3 +222,34 @@ async def test_at_a_graceful_shutdown_a_waiting_run_is_interrupted_and_the_runs_
         first, _, queued = await _asking_with_two_queued(rt)
     async with _asking(root) as rt:
         await _first_queued_asks(rt, first, queued)
+
+
+class _DownFrom(FaultyStore):
+    """Refuses every write from event `down_from` on: the disk fills up in the middle of a stop and stays full."""
+
+    down_from = 0
+
+    async def _write(self, write: HeldWrite) -> None:
+        if self.down_from and write.batch.event.id >= self.down_from:
+            self.failing = True
+        await super()._write(write)
+
+
+async def test_a_stop_refused_midway_leaves_the_runs_it_did_not_end_to_start_after_a_restart(tmp_path: Path) -> None:
+    store = _DownFrom(FsRuntimeStore(tmp_path))
+    async with Runtime(
+        runtime_id="rt-q", store=store, profiles={"work": ProfileConfig("held")}, engines={"held": Held}
+    ) as rt:
+        _, queued = await _queue_three(rt)
+        store.down_from = (await rt.get_worker("w")).last_event_id + 3  # the active run's end and q0's go in
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.stop_worker("w")
+        assert (await rt.get_worker("w")).queued_runs == queued[1:]
+    async with _runtime(tmp_path, "answer") as rt:  # on disk the Worker is busy with two runs queued, not idle
+        with anyio.fail_after(30):  # a guard only: runs queued on an idle Worker would never start
+            for run_id in queued[1:]:
+                assert (await rt.wait_for_run("w", run_id)).status == "completed"
+        assert (await rt.get_run("w", queued[0])).status == "cancelled"
+        users = [e.content for e in (await rt.transcript("w")).items if e.role == "user"]
+        assert users == ["first", "q1", "q2"]
+        assert (await rt.get_worker("w")).status == "idle"

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import msgspec
 import pytest
-from store_faults import FaultyStore
+from store_faults import FaultyStore, HeldWrite
 from store_fs_helpers import DiskFaults
 
 from worker_runtime_core import (
@@ -159,6 +160,57 @@ async def test_every_run_is_found_and_deleted_workers_lose_their_runs(rt: Runtim
         await rt.get_run("w", run_ids[0])
     kinds = [e.kind for e in (await rt.read_events(worker_id="w", limit=1000)).events]
     assert kinds.count("worker_created") == 2 and kinds.count("worker_deleted") == 1  # events stay
+
+
+class _Spy(FaultyStore):
+    """Encodes every batch it passes on, to see what each write carries."""
+
+    def __init__(self, inner: RuntimeStore) -> None:
+        super().__init__(inner)
+        self.batches: list[tuple[str, bytes]] = []
+
+    async def _write(self, write: HeldWrite) -> None:
+        self.batches.append((write.batch.event.kind, msgspec.json.encode(write.batch)))
+        await super()._write(write)
+
+
+async def test_a_queued_input_s_content_reaches_the_store_once_and_a_reopened_store_hands_it_back(
+    make_store: StoreFactory,
+) -> None:
+    release = anyio.Event()
+    secret = "the queued secret"
+
+    class Talk(Engine):
+        name = "talk"
+
+        async def run(self, ctx: RunContext) -> None:
+            if ctx.content in ("first", "hold"):
+                for n in range(3):
+                    await ctx.emit(f"out {n}")
+                await release.wait()
+
+    spy = _Spy(make_store(Limits()))
+    profiles = {"default": ProfileConfig("talk")}
+    async with Runtime(runtime_id="rt-c", store=spy, profiles=profiles, engines={"talk": Talk}) as rt:
+        await rt.create_worker(worker_id="w")
+        first = await rt.send_input("w", "first")
+        queued = await rt.send_input("w", secret, on_busy="enqueue")
+        await rt.send_input("w", "hold", on_busy="enqueue")
+        await rt.send_input("w", "another", on_busy="enqueue")
+        await rt.cancel_worker("w", run_id=first.run_id)  # a run end, with the queue re-written: it starts
+        await rt.wait_for_run("w", queued.run_id)  # then "hold" starts, and "another" stays queued
+    carrying = [kind for kind, encoded in spy.batches if secret.encode() in encoded]
+    assert carrying == ["input_accepted", "run_started"]  # its acceptance, then its transcript entry at its start
+    accepted = next(msgspec.json.decode(e) for k, e in spy.batches if k == "input_accepted" and secret.encode() in e)
+    assert accepted["queued_content"] == secret and secret not in str(accepted["worker"])
+    store = make_store(Limits())
+    state = await store.open("rt-c", None, limits=Limits())
+    try:
+        if state.workers:  # a durable store: the run still queued comes back with its content
+            (worker,) = state.workers
+            assert [state.queued_content.get(q.run_id) for q in worker.queued] == ["another"]
+    finally:
+        await store.close()
 
 
 async def test_queued_inputs_read_back_with_their_events_runs_and_entries(make_store: StoreFactory) -> None:

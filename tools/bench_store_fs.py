@@ -4,12 +4,15 @@
     hatch run bench-store-fs --quick                          # smaller recovery set, for a smoke run
     hatch run bench-store-fs --baseline /tmp/base             # and another checkout, interleaved
     hatch run bench-store-fs --instructions --baseline /tmp/base   # instructions per page read (callgrind)
+    hatch run bench-store-fs --only queued --baseline /tmp/base    # an entry write behind a queue of 100 inputs
 
 Page cost: the last 100-entry page of a 1,000,000-entry transcript against that of a 1,000-entry one, read
 through the store (median and p99 of 2,000 reads each). Target: ratio at most 1.5.
 Recovery: 10,000 workers with 100 transcript entries each (50 inputs answered by echo), made through the Runtime;
 then the time from starting a fresh process to serving (median over the rounds). Target: under 2 s.
 Group commit: runs/s of 1,000 workers at once, fsync=always against fsync=never, and one worker alone.
+Queued inputs: the cost of one output entry write (`ctx.emit`) of a Worker with 100 queued inputs of 64 KiB
+against one with none, fsync=always and never, and the log bytes each write adds. Target: about 1x.
 Every figure comes from fresh child processes that import the packages from one checkout; each checkout builds
 its own data sets (in its own format) once, and with ``--baseline`` the rounds alternate between the two
 (tools/_sidebyside.py). Instructions: callgrind's count of one read of the last page of the 1,000,000-entry
@@ -32,7 +35,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from worker_runtime_core import Limits, Runtime
+from worker_runtime_core import Engine, Limits, ProfileConfig, RunContext, Runtime
 from worker_runtime_core.records import TranscriptRecord
 from worker_runtime_store_fs import FsRuntimeStore
 from worker_runtime_store_fs import logs as _logs
@@ -176,6 +179,63 @@ async def group_commit(tmp: Path) -> dict[str, float]:
     return out
 
 
+QUEUED_INPUTS = 100
+QUEUED_BYTES = 64 * 1024
+EMITS = 40  # entry writes timed per case (a tree that re-writes the queue with each adds 6.4 MB a line)
+
+
+class _Emits:
+    """What the timed run is told and what it measured."""
+
+    def __init__(self) -> None:
+        self.go = anyio.Event()
+        self.done = anyio.Event()
+        self.times: list[float] = []
+
+
+def _emitter(emits: _Emits) -> type[Engine]:
+    class Emitter(Engine):
+        name = "emitter"
+
+        async def run(self, ctx: RunContext) -> None:
+            if ctx.content != "first":
+                return
+            await emits.go.wait()
+            for n in range(EMITS):
+                t0 = time.perf_counter()
+                await ctx.emit(f"entry {n}")
+                emits.times.append(time.perf_counter() - t0)
+            emits.done.set()
+            await anyio.sleep_forever()
+
+    return Emitter
+
+
+async def queued_writes(tmp: Path) -> dict[str, float]:
+    """Per fsync policy and queue length: the median time of one `ctx.emit` of the active run, and log bytes."""
+    out: dict[str, float] = {}
+    for policy in ("always", "never"):
+        for queued in (0, QUEUED_INPUTS):
+            emits = _Emits()
+            root = tmp / f"{policy}-{queued}"
+            store = FsRuntimeStore(root, fsync=policy)  # type: ignore[arg-type]
+            engines = {"emitter": _emitter(emits)}
+            async with Runtime(store=store, profiles={"e": ProfileConfig("emitter")}, engines=engines) as rt:
+                await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "e"})
+                await rt.send_input("w", "first")
+                for n in range(queued):
+                    await rt.send_input("w", f"{n:04d}" + "x" * (QUEUED_BYTES - 4), on_busy="enqueue")
+                size = sum(p.stat().st_size for p in (root / "events").glob("*.jsonl"))
+                emits.go.set()
+                await emits.done.wait()
+                grown = sum(p.stat().st_size for p in (root / "events").glob("*.jsonl")) - size
+                await rt.stop_worker("w")
+            out[f"{policy}_{queued}_us"] = statistics.median(emits.times) * 1e6
+            out[f"{policy}_{queued}_bytes"] = grown / EMITS
+        out[f"{policy}_ratio"] = out[f"{policy}_{QUEUED_INPUTS}_us"] / out[f"{policy}_0_us"]
+    return out
+
+
 def _child(args: list[str]) -> dict[str, Any]:
     kind, root, *rest = args
     numbers = [int(n) for n in rest]
@@ -189,6 +249,9 @@ def _child(args: list[str]) -> dict[str, Any]:
             return {}
         case "recovery-build":
             return recovery_build(Path(root), *numbers)
+        case "queued":
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                return anyio.run(queued_writes, Path(tmp))
         case _:
             with tempfile.TemporaryDirectory(dir=root) as tmp:
                 return anyio.run(group_commit, Path(tmp))
@@ -205,6 +268,14 @@ ROWS = [
     side.Row("runs/s, 1,000 workers, fsync=never", "commit", "never_1000", "", 0),
     side.Row("fsync=always / never, 1,000 workers", "commit", "ratio", "at least 0.8", 2),
     side.Row("runs/s, 1 worker alone, fsync=always (one fsync per write)", "commit", "always_1", "", 0),
+    side.Row("entry write, no queue, fsync=always (µs)", "queued", "always_0_us", "", 0),
+    side.Row("entry write, 100 queued x 64 KiB, fsync=always (µs)", "queued", "always_100_us", "", 0),
+    side.Row("with / without the queue, fsync=always", "queued", "always_ratio", "about 1", 2),
+    side.Row("entry write, no queue, fsync=never (µs)", "queued", "never_0_us", "", 0),
+    side.Row("entry write, 100 queued x 64 KiB, fsync=never (µs)", "queued", "never_100_us", "", 0),
+    side.Row("with / without the queue, fsync=never", "queued", "never_ratio", "about 1", 2),
+    side.Row("log bytes per entry write, no queue", "queued", "never_0_bytes", "", 0),
+    side.Row("log bytes per entry write, 100 queued x 64 KiB", "queued", "never_100_bytes", "", 0),
 ]
 
 
@@ -214,7 +285,7 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions per page read (valgrind) instead of timing"
     )
-    parser.add_argument("--only", choices=["page", "recovery", "commit"], help="one measurement only")
+    parser.add_argument("--only", choices=["page", "recovery", "commit", "queued"], help="one measurement only")
     side.add_arguments(parser, rounds=5)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -277,6 +348,12 @@ def main() -> None:
                 dirs[t.label].mkdir(parents=True, exist_ok=True)
             results["commit"] = side.interleave(
                 forest, args.rounds, lambda t: side.child(t, __file__, ["commit", str(dirs[t.label])])
+            )
+        if args.only == "queued":  # not part of the default run: the baseline's lines hold the whole queue
+            for t in forest:
+                dirs[t.label].mkdir(parents=True, exist_ok=True)
+            results["queued"] = side.interleave(
+                forest, args.rounds, lambda t: side.child(t, __file__, ["queued", str(dirs[t.label])])
             )
     print(f"medians over {args.rounds} rounds; each page figure from 2,000 reads")
     side.print_table(ROWS, results, forest)

@@ -28,6 +28,7 @@ WORKER_EXPECTED = {
     ("running", "run_ended"): "idle",
     ("running", "stop"): "stopping",
     ("stopping", "run_ended"): "stopping",
+    ("stopping", "run_handed_over"): "stopping",
     ("stopping", "stop_committed"): "stopped",
     ("stopping", "stop_refused"): "idle",
     ("stopping", "stop_abandoned"): "running",

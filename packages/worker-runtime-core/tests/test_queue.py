@@ -16,6 +16,7 @@ from worker_runtime_core import (
     ProfileConfig,
     QueueFullError,
     Runtime,
+    RuntimeUnavailableError,
     WorkerBusyError,
 )
 
@@ -270,7 +271,7 @@ async def test_a_run_s_write_in_flight_never_drops_an_input_queued_meanwhile(gat
             later = store.release_all()
             store.hold = False
         staged = later[0].batch.worker
-        assert staged is not None and [q.content for q in staged.queued] == ["queued"]
+        assert staged is not None and [q.kind for q in staged.queued] == ["user"]
 
 
 async def test_max_queue_defaults_to_100_in_the_summary_and_zero_refuses_every_queued_input(gate: Gate) -> None:
@@ -283,3 +284,57 @@ async def test_max_queue_defaults_to_100_in_the_summary_and_zero_refuses_every_q
         with pytest.raises(QueueFullError):
             await rt.send_input(wid, "no room", on_busy="enqueue")
         gate.release.set()
+
+
+# --- a stop refused midway ---------------------------------------------------------------------------------------
+
+
+def _failing_rt(store: FaultyStore, gate: Gate) -> Runtime:
+    return Runtime(store=store, profiles={"gate": ProfileConfig("gate")}, engines={"gate": gate.engine()})
+
+
+async def test_a_stop_refused_at_a_queued_run_s_end_keeps_the_rest_queued_and_they_start_in_turn(gate: Gate) -> None:
+    store = FaultyStore()
+    async with _failing_rt(store, gate) as rt:
+        wid, active = await _busy(rt, gate)
+        q1 = await rt.send_input(wid, "q1", on_busy="enqueue")
+        q2 = await rt.send_input(wid, "q2", on_busy="enqueue")
+        q3 = await rt.send_input(wid, "q3", on_busy="enqueue")
+        last = (await rt.get_worker(wid)).last_event_id
+        store.fail_ids = {last + 3}  # the stop writes the active run's end, q1's, then q2's: refused
+        gate.reset()
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.stop_worker(wid)
+        assert [(await rt.get_run(wid, r)).status for r in (active, q1.run_id)] == ["cancelled", "cancelled"]
+        with anyio.fail_after(30):  # a guard only: a Worker left idle with runs queued would wait here forever
+            await gate.started.wait()  # q2, which the stop did not end, starts: the Worker is not left idle
+        worker = await rt.get_worker(wid)
+        assert worker.status == "busy" and worker.active_run is not None
+        assert (worker.active_run.run_id, worker.queued_runs) == (q2.run_id, [q3.run_id])
+        await _release(gate)
+        assert (await rt.wait_for_run(wid, q2.run_id)).status == "completed"
+        await gate.started.wait()  # q3 is at the gate
+        await _release(gate)
+        assert (await rt.wait_for_run(wid, q3.run_id)).status == "completed"
+        assert (await rt.get_worker(wid)).status == "idle"
+        ack = await rt.stop_worker(wid)  # a stop tried again stops it
+        assert (ack.status, ack.cancelled_run_ids) == ("stopped", [])
+
+
+async def test_a_stop_refused_at_worker_stopped_leaves_an_idle_worker_with_nothing_queued(gate: Gate) -> None:
+    store = FaultyStore()
+    async with _failing_rt(store, gate) as rt:
+        wid, active = await _busy(rt, gate)
+        queued = [(await rt.send_input(wid, f"q{n}", on_busy="enqueue")).run_id for n in range(2)]
+        last = (await rt.get_worker(wid)).last_event_id
+        store.fail_ids = {last + 4}  # after the three run ends: worker_stopped is refused
+        with pytest.raises(RuntimeUnavailableError):
+            await rt.stop_worker(wid)
+        worker = await rt.get_worker(wid)
+        assert (worker.status, worker.queued_runs, worker.active_run) == ("idle", [], None)
+        assert [(await rt.get_run(wid, r)).status for r in (active, *queued)] == ["cancelled"] * 3
+        gate.reset()
+        ack = await rt.send_input(wid, "after")  # idle indeed: a plain input runs
+        await gate.started.wait()
+        await _release(gate)
+        assert (await rt.wait_for_run(wid, ack.run_id)).status == "completed"

@@ -1137,3 +1137,179 @@ def test_a_run_line_written_before_runs_counted_their_entries_still_decodes() ->
     line = b'{"run_id":"run-3","input_sequence":0,"started_at":1.0,"status":"completed","ended_at":2.0}'
     run = msgspec.json.decode(line, type=RunRecord)
     assert (run.run_id, run.entries) == ("run-3", None)
+
+
+# --- queued inputs: the content in its input_accepted line only, kept by checkpoints while queued ---------------
+
+
+class _Talk:
+    """An engine whose run emits `outputs` entries once `go` is set, then holds until `release`."""
+
+    def __init__(self, outputs: int = 0) -> None:
+        self.outputs = outputs
+        self.go = anyio.Event()
+        self.emitted = anyio.Event()
+        self.release = anyio.Event()
+
+    def engine(self) -> type[Engine]:
+        talk = self
+
+        class TalkEngine(Engine):
+            name = "talk"
+
+            async def run(self, ctx: RunContext) -> None:
+                if ctx.content.startswith("queued"):
+                    await ctx.emit(f"did {ctx.content[:10]}")
+                    return
+                await talk.go.wait()
+                for n in range(talk.outputs):
+                    await ctx.emit(f"out {n}")
+                talk.emitted.set()
+                await talk.release.wait()
+
+        return TalkEngine
+
+
+def _talk_runtime(store: FsRuntimeStore, talk: _Talk, **options: Any) -> Runtime:
+    return Runtime(
+        runtime_id="rt-q",
+        store=store,
+        profiles={"talk": ProfileConfig("talk")},
+        engines={"talk": talk.engine()},
+        **options,
+    )
+
+
+def _checkpoint(store: FsRuntimeStore) -> None:
+    """A checkpoint now, in a worker thread, holding the commit lock as a commit that triggers one does."""
+    with store._io:
+        store._checkpoint_now()
+
+
+def _holding(root: Path, text: str) -> list[str]:
+    """The files under `root` that hold `text`, relative to it."""
+    needle = text.encode()
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+async def test_a_queued_input_s_content_is_written_once_not_with_every_later_write_of_its_worker(
+    tmp_path: Path,
+) -> None:
+    secret = "queued " + "s3cr3t" * 200
+    talk = _Talk(outputs=5)
+    store = FsRuntimeStore(tmp_path, checkpoint_every=10_000)
+    async with _talk_runtime(store, talk) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "talk"})
+        await rt.send_input("w", "first")
+        queued = await rt.send_input("w", secret, on_busy="enqueue")
+        await rt.send_input("w", "queued too", on_busy="enqueue")  # one more write of the queue
+        talk.go.set()
+        await talk.emitted.wait()  # five output entries, each a write of the busy Worker's state
+        segment = [p for p in (tmp_path / "events").glob("*.jsonl")]
+        data = b"".join(p.read_bytes() for p in segment)
+        assert data.count(secret.encode()) == 1  # its input_accepted line only
+        assert _holding(tmp_path, secret) == [str(segment[0].relative_to(tmp_path))]
+        accepted = json.loads(next(line for line in data.splitlines() if secret.encode() in line).split(b"\t")[0])
+        assert (accepted["event"]["kind"], accepted["event"]["run_id"]) == ("input_accepted", queued.run_id)
+        assert accepted["event"]["data"] == {"input_sequence": None, "input_id": None, "kind": "user", "queued": True}
+        talk.release.set()
+        assert (await rt.wait_for_run("w", queued.run_id)).status == "completed"
+        entry = (await rt.transcript("w", run_id=queued.run_id)).items[0]
+        assert (entry.role, entry.content) == ("user", secret)
+
+
+async def test_a_checkpoint_keeps_queued_content_when_retention_drops_the_log_segment_that_held_it(
+    tmp_path: Path,
+) -> None:
+    secret = "queued " + "k3pt" * 100
+    talk = _Talk(outputs=20)
+    store = FsRuntimeStore(tmp_path, checkpoint_every=10_000, segment_bytes=600)
+    async with _talk_runtime(store, talk, limits=Limits(event_retention=2)) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "talk"})
+        await rt.send_input("w", "first")
+        queued = await rt.send_input("w", secret, on_busy="enqueue", input_id="k")
+        talk.go.set()
+        await talk.emitted.wait()
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert _holding(tmp_path, secret) == ["workers/w/queued.json"]  # its log line is gone with its segment
+        assert json.loads((tmp_path / "workers" / "w" / "queued.json").read_bytes()) == {queued.run_id: secret}
+    talk = _Talk()
+    async with _talk_runtime(FsRuntimeStore(tmp_path), talk) as rt:  # it starts after the restart
+        assert (await rt.wait_for_run("w", queued.run_id)).status == "completed"
+        assert (await rt.transcript("w", run_id=queued.run_id)).items[0].content == secret
+        await anyio.to_thread.run_sync(_checkpoint, rt._store)  # type: ignore[arg-type]
+        assert not (tmp_path / "workers" / "w" / "queued.json").exists()  # it started: nothing is queued
+
+
+async def test_queued_content_goes_from_disk_when_its_run_is_cancelled_and_with_a_deleted_worker(
+    tmp_path: Path,
+) -> None:
+    talk = _Talk()
+    store = FsRuntimeStore(tmp_path, checkpoint_every=10_000)
+    queued_json = tmp_path / "workers" / "w" / "queued.json"
+    async with _talk_runtime(store, talk) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "talk"})
+        await rt.send_input("w", "first")
+        cancelled = await rt.send_input("w", "queued to cancel", on_busy="enqueue")
+        kept = await rt.send_input("w", "queued and kept", on_busy="enqueue")
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert json.loads(queued_json.read_bytes()) == {
+            cancelled.run_id: "queued to cancel",
+            kept.run_id: "queued and kept",
+        }
+        await rt.cancel_worker("w", run_id=cancelled.run_id)
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert json.loads(queued_json.read_bytes()) == {kept.run_id: "queued and kept"}
+        await rt.stop_worker("w")  # cancels the active run and the queued one
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert not queued_json.exists()
+        await rt.delete_worker("w")
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert not (tmp_path / "workers" / "w").exists()
+        assert _holding(tmp_path / "workers", "queued and kept") == []
+
+
+async def test_a_deleted_worker_s_queued_content_goes_with_it_even_before_a_checkpoint_wrote_it_away(
+    tmp_path: Path,
+) -> None:
+    talk = _Talk()
+    store = FsRuntimeStore(tmp_path, checkpoint_every=10_000)
+    async with _talk_runtime(store, talk) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "talk"})
+        await rt.send_input("w", "first")
+        await rt.send_input("w", "queued then deleted", on_busy="enqueue")
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert (tmp_path / "workers" / "w" / "queued.json").exists()
+        await rt.stop_worker("w")
+        await rt.delete_worker("w")  # no checkpoint between the stop and the delete
+        await anyio.to_thread.run_sync(_checkpoint, store)
+        assert not (tmp_path / "workers" / "w").exists()
+    async with _talk_runtime(FsRuntimeStore(tmp_path), talk) as rt:
+        with pytest.raises(WorkerNotFoundError):
+            await rt.get_worker("w")
+
+
+async def test_a_queued_run_whose_content_the_store_lost_ends_failed_and_is_never_run_empty(tmp_path: Path) -> None:
+    talk = _Talk(outputs=20)
+    store = FsRuntimeStore(tmp_path, checkpoint_every=10_000, segment_bytes=600)
+    async with _talk_runtime(store, talk, limits=Limits(event_retention=2)) as rt:
+        await rt.create_worker(worker_id="w", profile={"kind": "named", "name": "talk"})
+        await rt.send_input("w", "first")
+        lost = await rt.send_input("w", "queued and lost", on_busy="enqueue")
+        kept = await rt.send_input("w", "queued and kept", on_busy="enqueue")
+        talk.go.set()
+        await talk.emitted.wait()
+        await anyio.to_thread.run_sync(_checkpoint, store)  # the log lines that held them are dropped
+    queued_json = tmp_path / "workers" / "w" / "queued.json"
+    contents = json.loads(queued_json.read_bytes())
+    del contents[lost.run_id]
+    queued_json.write_bytes(json.dumps(contents).encode())
+    async with _talk_runtime(FsRuntimeStore(tmp_path), _Talk()) as rt:
+        run = await rt.wait_for_run("w", lost.run_id)
+        assert run.status == "failed" and run.error is not None and run.error.code == "store_corrupt"
+        assert run.input_sequence is None
+        assert (await rt.wait_for_run("w", kept.run_id)).status == "completed"  # the next one still runs
+        assert [e.content for e in (await rt.transcript("w")).items if e.role == "user"] == ["first", "queued and kept"]
+        missing = [d for d in await rt.diagnostics() if d.code == "store_corrupt" and d.path is not None]
+        assert [(d.level, d.path) for d in missing] == [("error", str(queued_json))]  # the store's report of it
+        assert lost.run_id in missing[0].message

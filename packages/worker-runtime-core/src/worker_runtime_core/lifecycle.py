@@ -20,7 +20,8 @@ Worker::
     idle ──stop──▶ stopping ◀───────────────────────────┘   (stopping ──run_ended──▶ stopping)
     stopping ──stop_committed──▶ stopped ──delete──▶ deleting ──delete_committed──▶ deleted
     stopping ──stop_refused──▶ idle        deleting ──delete_refused──▶ stopped
-    stopping ──stop_abandoned──▶ running   (shutdown: the run's end could not be written)
+    stopping ──stop_abandoned──▶ running   (shutdown: the run's end could not be written; or queued runs remain)
+    stopping ──run_handed_over──▶ stopping (the run ended with runs queued behind it: busy until they end too)
 
 Run::
 
@@ -87,7 +88,9 @@ WorkerEvent = Literal[
     "stop",  # a stop begins (the active run, if any, is being ended)
     "stop_committed",  # worker_stopped is committed
     "stop_refused",  # the store refused worker_stopped (the run, if any, has ended)
-    "stop_abandoned",  # shutdown: the run's end could not be written, so the Worker cannot stop (it stays running)
+    # shutdown: the run's end could not be written, or a queued run's end was refused, so the Worker cannot stop
+    # (it stays running, and its queued runs start in turn)
+    "stop_abandoned",
     "delete",  # a delete passed its checks; its write is in flight
     "delete_committed",
     "delete_refused",
@@ -134,6 +137,7 @@ WORKER_TRANSITIONS: Final[Mapping[str, Mapping[str, str]]] = _frozen(
         "starting": {"start_committed": "running", "start_refused": "running"},
         "stopping": {
             "run_ended": "stopping",
+            "run_handed_over": "stopping",
             "stop_committed": "stopped",
             "stop_refused": "idle",
             "stop_abandoned": "running",

@@ -1,10 +1,12 @@
 """A Worker's queued runs and how they start: input accepted behind the active run (``on_busy="enqueue"``), the
 hand-over to the next queued run when a run ends, the cancel of a queued run, and ``on_busy="interrupt"``.
 
-What is committed lives in the Worker's record (`WorkerRecord.queued`, in acceptance order, with each input's
-content): every change of it is written through the journal with the Worker's state, so the queue survives a
-restart (the log is authoritative). Here are the Runtime-side handles of those runs (an `ActiveRun` each, born
-``queued``), so that `wait_for_run` and cancel find them and the same handle becomes the active run when it starts.
+What is committed lives in the Worker's record (`WorkerRecord.queued`, in acceptance order: ids, kind and times
+only): every change of it is written through the journal with the Worker's state, so the queue survives a
+restart (the log is authoritative). An input's content is written once, with its ``input_accepted``
+(`Batch.queued_content`): the store keeps it until the run starts or ends, and the handle holds it meanwhile.
+Here are the Runtime-side handles of those runs (an `ActiveRun` each, born ``queued``), so that `wait_for_run`
+and cancel find them and the same handle becomes the active run when it starts.
 
 A Worker with queued runs is ``busy`` even between the end of one run and the start of the next: the run's end is
 staged ``busy`` (``run_handed_over``), and the next run's ``run_started`` (with its input's transcript entry) is
@@ -51,6 +53,7 @@ logger = logging.getLogger("worker_runtime_core")
 #: The reason of a run cancelled by an input with ``on_busy="interrupt"``.
 INTERRUPTED_BY_INPUT = "interrupted_by_input"
 _ENDED_STATUS = STATUS_AFTER["run_ended"]  # a Worker whose last queued run ended, with nothing active
+_HANDING_OVER = frozenset({"running", "stopping"})  # where the end of a run leaves a Worker with runs queued busy
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 
@@ -81,11 +84,12 @@ class RunQueue:
 
     # --- reads -----------------------------------------------------------------------------------------------
 
-    def restore(self, records: list[WorkerRecord]) -> None:
-        """Handles for the queued runs of the Workers a store kept."""
+    def restore(self, records: list[WorkerRecord], contents: dict[str, str]) -> None:
+        """Handles for the queued runs of the Workers a store kept, with their inputs' content (by run id; a run
+        whose content the store did not keep ends ``failed`` when its turn comes, never run without it)."""
         for record in records:
             for queued in record.queued:
-                self._add(record, queued)
+                self._add(record, queued, contents.get(queued.run_id, ""))
 
     def handle(self, wid: str, run_id: str) -> ActiveRun | None:
         """The handle of Worker `wid`'s queued run `run_id`, or None."""
@@ -132,9 +136,7 @@ class RunQueue:
         event_id = journal.take_id()
         clock = now()
         run_id = f"run-{event_id}"
-        queued = QueuedInput(
-            run_id=run_id, input_id=input_id, kind=kind, content=content, accepted_at=clock, event_id=event_id
-        )
+        queued = QueuedInput(run_id=run_id, input_id=input_id, kind=kind, accepted_at=clock, event_id=event_id)
         staged = _replace(record, queued=(*record.queued, queued), last_event_id=event_id, updated_at=clock)
         key = None
         if input_id is not None:
@@ -155,6 +157,7 @@ class RunQueue:
             ),
             worker=staged,
             input_key=key,
+            queued_content=content,
         )
         try:
             if journal.suspends:
@@ -177,11 +180,11 @@ class RunQueue:
         record.updated_at = clock
         if key is not None:
             self.keys.remember(key, digest)
-        self._add(record, queued)
+        self._add(record, queued, content)
         return run_id, event_id
 
-    def _add(self, record: WorkerRecord, queued: QueuedInput) -> None:
-        handle = ActiveRun(record, queued.to_run(), None, queued.kind, queued.content)
+    def _add(self, record: WorkerRecord, queued: QueuedInput, content: str) -> None:
+        handle = ActiveRun(record, queued.to_run(), None, queued.kind, content)
         handle.move("queue")
         handles = self.handles.get(record.worker_id)
         if handles is None:
@@ -191,9 +194,12 @@ class RunQueue:
     # --- start -----------------------------------------------------------------------------------------------
 
     def hands_over(self, record: WorkerRecord) -> bool:
-        """Whether a run of this Worker that ends now hands over (the Worker stays busy): runs are queued behind it
-        and the Worker is not stopping."""
-        return bool(record.queued) and self.sup.registry.state(record) == "running"
+        """Whether a run of this Worker that ends now hands over (the Worker stays busy): runs are queued behind it.
+
+        Also while it is stopping: the Worker is committed ``busy`` until its last queued run has ended, so a stop
+        refused before it ended them all (or a crash in the middle) leaves a Worker whose queued runs start in
+        turn, never an ``idle`` one with runs queued that nothing starts."""
+        return bool(record.queued) and self.sup.registry.state(record) in _HANDING_OVER
 
     def next_is_queued(self, record: WorkerRecord) -> bool:
         """After a run's end: whether the next queued run should start now (nothing active, no interrupting input
@@ -234,9 +240,14 @@ class RunQueue:
             assert handle is not None
             profile = self.profiles.get(record.profile)
             try:
-                if profile is None:
-                    error = RunError(
-                        code="unknown_profile", message=f"the worker's profile {record.profile!r} no longer exists"
+                if profile is None or not handle.content:
+                    error = (
+                        RunError(
+                            code="unknown_profile",
+                            message=f"the worker's profile {record.profile!r} no longer exists",
+                        )
+                        if profile is None
+                        else RunError(code="store_corrupt", message="the store did not keep this queued input")
                     )
                     await self.end_queued(record, handle, "failed", error, None)
                     continue
@@ -245,7 +256,7 @@ class RunQueue:
                     if not self.next_is_queued(record) or record.queued[0] is not queued:
                         continue
                     journal.check()
-                batch = self._stage_start(record, queued)
+                batch = self._stage_start(record, queued, handle.content)
                 if journal.suspends:
                     registry.transition(record, "start")
                     try:
@@ -281,7 +292,7 @@ class RunQueue:
             sup.spawn(handle)
             return
 
-    def _stage_start(self, record: WorkerRecord, queued: QueuedInput) -> Batch:
+    def _stage_start(self, record: WorkerRecord, queued: QueuedInput, content: str) -> Batch:
         journal = self.sup.journal
         event_id = journal.take_id()
         clock = now()
@@ -308,7 +319,7 @@ class RunQueue:
             entry=TranscriptRecord(
                 sequence=sequence,
                 role=queued.kind,
-                content=queued.content,
+                content=content,
                 run_id=queued.run_id,
                 created_at=clock,
                 event_id=event_id,
@@ -356,11 +367,11 @@ class RunQueue:
         )
         event = journal.event("run_" + status, wid, run_id, RunEndedData(final, reason))
         remaining = tuple(q for q in record.queued if q.run_id != run_id)
-        idle = (
+        idle = (  # the last run of a Worker ends (``idle`` even while stopping: nothing is left to start)
             record.active_run is None
             and not remaining
             and wid not in sup.active
-            and registry.state(record) == ("running")
+            and registry.state(record) in _HANDING_OVER
         )
         staged = _replace(
             record,

@@ -132,15 +132,16 @@ class WorkerExtra(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class QueuedInput(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An input accepted with ``on_busy="enqueue"`` while its Worker was busy: its run is ``queued`` until it starts.
 
-    The content is kept here (in the Worker's state, so in the log record of every change of it while queued,
-    and in its checkpoint), never in served event data; its transcript entry is appended when its run starts.
-    `accepted_at` is the run's `started_at` while it is queued; `event_id` is its ``input_accepted``.
+    Only what is small is kept here, in the Worker's state (so in every log record of a change of it): the content
+    is written once, with the input's ``input_accepted`` (`Batch.queued_content`), kept by the store until the run
+    starts or ends without starting and handed back at open (`StoreState.queued_content`); never in served event
+    data. Its transcript entry is appended when its run starts. `accepted_at` is the run's `started_at` while it is
+    queued; `event_id` is its ``input_accepted``.
     """
 
     run_id: str
     input_id: str | None
     kind: str
-    content: str
     accepted_at: float
     event_id: int
 

@@ -211,7 +211,7 @@ class Runtime:
         self._journal.opened(state.last_event_id)
         self._diagnostics.restore(state.diagnostics, state.corrupt)
         self._registry.restore(state.workers)
-        self._queue.restore(state.workers)
+        self._queue.restore(state.workers, state.queued_content)
         clock = now()
         self._keys.restore(state.input_keys, self._registry.workers)
         ready = anyio.Event()

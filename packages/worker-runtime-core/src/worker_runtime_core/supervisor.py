@@ -533,12 +533,15 @@ class Supervisor:
             logger.exception("stopping worker %r failed", wid)
             stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
         finally:
-            if not stopped:  # worker_stopped was refused, or the run's end could not be written (closing)
+            if not stopped:  # worker_stopped or a queued run's end was refused, or the run's end could not be written
                 try:
                     self.registry.transition(record, "stop_abandoned" if record.status == "busy" else "stop_refused")
                 except IllegalTransitionError:
                     logger.exception("stopping worker %r left it in an impossible state", wid)
                     stop.error = InternalError(f"stopping worker {wid!r} failed; the Runtime's log has the cause")
+                else:
+                    if record.queued and self.queue is not None:  # the runs the stop did not end stay queued, and
+                        self.queue.resume(record)  # start in turn (not at shutdown: they start after the restart)
             del self.stopping[wid]
             stop.done.set()
 

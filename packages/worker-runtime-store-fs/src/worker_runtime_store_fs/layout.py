@@ -17,6 +17,8 @@
         transcript.jsonl            its transcript
         transcript.idx              the transcript's offset index
         runs.jsonl, runs.idx        its finished runs
+        queued.json                 the content of its queued inputs at the checkpoint, by run id (none while
+                                    nothing is queued)
 """
 
 from __future__ import annotations

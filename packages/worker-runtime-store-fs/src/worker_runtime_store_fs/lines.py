@@ -53,6 +53,7 @@ class WalLineOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     ended_run: RunRecord | None = None
     input_key: InputKeyRecord | None = None
     delete_worker: bool = False
+    queued_content: str | None = None  # a queued input's content, on its input_accepted only
 
 
 class _EventIn(msgspec.Struct):
@@ -79,6 +80,7 @@ class WalLineIn(msgspec.Struct, kw_only=True):
     ended_run: RunRecord | None = None
     input_key: InputKeyRecord | None = None
     delete_worker: bool = False
+    queued_content: str | None = None
 
 
 encode = msgspec.json.Encoder().encode

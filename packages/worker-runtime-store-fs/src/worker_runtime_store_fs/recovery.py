@@ -28,6 +28,7 @@ __all__ = ["Loaded", "load"]
 _WORKER_DECODER = msgspec.json.Decoder(WorkerRecord)
 _KEY_DECODER = msgspec.json.Decoder(InputKeyRecord)
 _EVENT_LINE_DECODER = msgspec.json.Decoder(EventLine)
+_QUEUED_DECODER = msgspec.json.Decoder(dict[str, str])
 
 
 class Loaded:
@@ -41,6 +42,10 @@ class Loaded:
         self.checkpoint_id = 0
         self.dirty: dict[str, bytes] = {}
         self.replayed = 0
+        #: The content of each Worker's queued inputs by run id (its queued.json, then the log), and the Workers
+        #: whose queued.json the next checkpoint rewrites.
+        self.queued: dict[str, dict[str, str]] = {}
+        self.queued_dirty: set[str] = set()
 
 
 class _Recovery:
@@ -114,6 +119,7 @@ class _Recovery:
             )
         self.replay()
         self.check_workers()
+        self.check_queued()
         return self.out
 
     def load_checkpoint(self) -> None:
@@ -138,10 +144,24 @@ class _Recovery:
                 if data is None:
                     continue
                 try:
-                    self.out.workers[wid] = _WORKER_DECODER.decode(data)
+                    record = self.out.workers[wid] = _WORKER_DECODER.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.corrupt(wid, RecordCorrupt(self.layout.worker_dir(wid) / name, 0, f"unreadable record: {exc}"))
+                else:
+                    if record.queued:  # only then has it a queued.json to read
+                        self.load_queued(wid, f"{entry.path}{os.sep}queued.json")
                 break
+
+    def load_queued(self, wid: str, path: str) -> None:
+        """The content of a Worker's inputs queued at the checkpoint (the log after it adds and drops some)."""
+        data = _read_small(path)
+        if data is None:
+            return
+        try:
+            self.out.queued[wid] = _QUEUED_DECODER.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.diagnose("error", "store_corrupt", f"worker {wid!r}: unreadable queued inputs: {exc}", path, 0, wid)
+        self.out.queued_dirty.add(wid)  # the next checkpoint writes it again (or removes it)
 
     def load_keys(self) -> None:
         clock = now()
@@ -205,7 +225,18 @@ class _Recovery:
             self.out.keys[(key.worker_id, key.input_id)] = key
         if wid is None or not is_valid_id(wid):
             return
+        contents = self.out.queued.get(wid)
+        if record.queued_content is not None and event.run_id is not None:
+            if contents is None:
+                contents = self.out.queued[wid] = {}
+            contents[event.run_id] = record.queued_content
+            self.out.queued_dirty.add(wid)
+        elif contents is not None and event.run_id in contents:  # the run started, or ended without starting
+            del contents[event.run_id]
+            self.out.queued_dirty.add(wid)
         if record.delete_worker:
+            self.out.queued.pop(wid, None)
+            self.out.queued_dirty.discard(wid)
             self.out.workers.pop(wid, None)
             self.out.corrupt.pop(wid, None)
             self.out.dirty.pop(wid, None)
@@ -296,6 +327,33 @@ class _Recovery:
             index = self.projections.event_index(wid)
             if record.last_event_id and (known is None or not known.index_last) and not os.path.exists(index.name):
                 self.rebuild_event_index(wid, index)
+
+    def check_queued(self) -> None:
+        """Keep the content of runs still queued only; a queued run whose content is missing is reported (the
+        Runtime ends it ``failed`` when its turn comes, never runs it without its input)."""
+        queued = self.out.queued
+        for wid, record in self.out.workers.items():
+            contents = queued.get(wid, {})
+            kept = {q.run_id: contents[q.run_id] for q in record.queued if q.run_id in contents}
+            if len(kept) != len(contents):
+                self.out.queued_dirty.add(wid)
+            if kept:
+                queued[wid] = kept
+            else:
+                queued.pop(wid, None)
+            for q in record.queued:
+                if q.run_id not in kept and wid not in self.out.corrupt:
+                    self.diagnose(
+                        "error",
+                        "store_corrupt",
+                        f"worker {wid!r}: the content of queued run {q.run_id} is missing",
+                        self.layout.worker_dir(wid) / "queued.json",
+                        None,
+                        wid,
+                    )
+        for wid in [wid for wid in queued if wid not in self.out.workers]:
+            del queued[wid]
+            self.out.queued_dirty.add(wid)
 
     def rebuild_event_index(self, wid: str, index: IdIndex) -> None:
         """Scan the log for the events naming `wid` (a repair, once)."""

@@ -90,7 +90,9 @@ class _Pending:
         "finished",
         "input_key",
         "line",
+        "queued",
         "run",
+        "run_id",
         "state",
         "wake",
         "worker_id",
@@ -104,6 +106,8 @@ class _Pending:
         self.created = event.kind == "worker_created"
         self.delete = batch.delete_worker
         self.input_key = batch.input_key
+        self.run_id = event.run_id
+        self.queued = batch.queued_content  # a queued input's content: in this line only, kept until its run goes
         self.line = frame(
             encode(
                 WalLineOut(
@@ -113,6 +117,7 @@ class _Pending:
                     ended_run=batch.ended_run,
                     input_key=batch.input_key,
                     delete_worker=batch.delete_worker,
+                    queued_content=batch.queued_content,
                 )
             )
         )
@@ -132,12 +137,14 @@ class _Checkpoint:
     by a background thread while the writer goes on.
 
     `dirty` are the Worker states to write (a delete that commits meanwhile takes its Worker out, under the
-    projection lock); `key_ops` the input keys accepted (a record) and Workers deleted (an id) since the last
-    checkpoint, in log order; `touched` the Workers whose projection files were written; `segments` the event
-    log files to fsync (``batch`` policy only: ``always`` has fsynced them already).
+    projection lock); `queued` the content of the queued inputs of each Worker whose queue changed (its
+    ``queued.json``, removed when empty; a delete takes it out too); `key_ops` the input keys accepted (a record)
+    and Workers deleted (an id) since the last checkpoint, in log order; `touched` the Workers whose projection
+    files were written; `segments` the event log files to fsync (``batch`` policy only: ``always`` has fsynced
+    them already).
     """
 
-    __slots__ = ("dirty", "done", "error", "event_id", "key_ops", "segments", "touched")
+    __slots__ = ("dirty", "done", "error", "event_id", "key_ops", "queued", "segments", "touched")
 
     def __init__(
         self,
@@ -146,9 +153,11 @@ class _Checkpoint:
         key_ops: list[InputKeyRecord | str],
         touched: set[str],
         segments: list[str],
+        queued: dict[str, dict[str, str]],
     ) -> None:
         self.event_id = event_id
         self.dirty = dirty
+        self.queued = queued
         self.key_ops = key_ops
         self.touched = touched
         self.segments = segments
@@ -219,6 +228,10 @@ class FsRuntimeStore:
         self._durable_id = 0
         self._since_checkpoint = 0
         self._dirty: dict[str, bytes] = {}  # Worker states changed since the last checkpoint
+        # The content of every queued input, per Worker and run id, as of the log: written once, in its
+        # input_accepted line, and into the Worker's queued.json by the checkpoints while its run is queued.
+        self._contents: dict[str, dict[str, str]] = {}
+        self._queued_dirty: set[str] = set()  # Workers whose queued inputs changed since the last checkpoint
         self._key_ops: list[InputKeyRecord | str] = []  # keys accepted, Workers deleted, since then
         self._proj_lock = threading.Lock()  # a delete's rmtree against the checkpoint's state writes
         self._job: _Checkpoint | None = None  # the checkpoint being written
@@ -307,6 +320,8 @@ class FsRuntimeStore:
             self._next_id = self._wal.last_id + 1
             self._durable_id = self._wal.last_id
             self._dirty = loaded.dirty
+            self._contents = loaded.queued
+            self._queued_dirty = loaded.queued_dirty
             self._load_keys(loaded.keys.values(), rewrite=bool(loaded.replayed))
             for diagnostic in loaded.diagnostics:  # what recovery repaired goes to disk with the next checkpoint
                 if diagnostic.worker_ref is not None and is_valid_id(diagnostic.worker_ref.worker_id):
@@ -356,6 +371,7 @@ class FsRuntimeStore:
             input_keys=list(loaded.keys.values()),
             diagnostics=loaded.diagnostics if self._upgraded is None else [self._upgrade_note(), *loaded.diagnostics],
             corrupt=loaded.corrupt,
+            queued_content={run_id: c for contents in loaded.queued.values() for run_id, c in contents.items()},
         )
 
     def _upgrade_note(self) -> Diagnostic:
@@ -628,8 +644,21 @@ class FsRuntimeStore:
             self._key_ops.append(pending.input_key)
         if wid is None:
             return
+        contents = self._contents.get(wid)
+        if pending.queued is not None and pending.run_id is not None:
+            if contents is None:
+                contents = self._contents[wid] = {}
+            contents[pending.run_id] = pending.queued
+            self._queued_dirty.add(wid)
+        elif contents is not None and pending.run_id in contents:  # the run starts, or ends without starting
+            del contents[pending.run_id]
+            if not contents:
+                del self._contents[wid]
+            self._queued_dirty.add(wid)
         if pending.delete:
             self._key_ops.append(wid)
+            self._contents.pop(wid, None)
+            self._queued_dirty.discard(wid)
             was_stale = wid in self._stale
             if was_stale:  # its events stay readable by worker id: index the missing ones if it can
                 self._catch_up_worker(wid)
@@ -638,6 +667,7 @@ class FsRuntimeStore:
             with self._proj_lock:  # the checkpoint must not write its state into the directory going away
                 if self._job is not None:
                     self._job.dirty.pop(wid, None)
+                    self._job.queued.pop(wid, None)
                 try:
                     self._projections.apply(wid, pending.event_id, delete=True, check=was_stale)
                 except OSError as exc:
@@ -755,8 +785,11 @@ class FsRuntimeStore:
         upto = self._durable_id
         if self._stale:  # never past a batch some Worker's files miss: a restart must still replay it
             upto = min(upto, min(stale[0].event_id for stale in self._stale.values()) - 1)
-        job = _Checkpoint(upto, self._dirty, self._key_ops, touched, segments)
+        contents = self._contents
+        queued = {wid: dict(contents.get(wid, ())) for wid in self._queued_dirty}
+        job = _Checkpoint(upto, self._dirty, self._key_ops, touched, segments, queued)
         self._dirty = {}
+        self._queued_dirty = set()
         self._key_ops = []
         self._since_checkpoint = 0
         self._job = job
@@ -789,6 +822,7 @@ class FsRuntimeStore:
         logger.warning("checkpoint of %s failed: %s", self.layout.root, job.error)
         for wid, state in job.dirty.items():
             self._dirty.setdefault(wid, state)  # a newer state of the same Worker wins
+        self._queued_dirty.update(job.queued)  # written from the live contents next time
         self._key_ops[:0] = job.key_ops  # in log order, before what came since
         self._projections.touched |= job.touched
         self._keys_compact = True  # the key file may hold part of an append: rewrite it whole
@@ -814,6 +848,7 @@ class FsRuntimeStore:
         durable = self.fsync != "never"
         with self._proj_lock:
             states = list(job.dirty)
+            queued = list(job.queued)
         for wid in states:
             with self._proj_lock:
                 state = job.dirty.get(wid)
@@ -821,16 +856,32 @@ class FsRuntimeStore:
                 if state is not None and directory.is_dir():
                     # fsynced below with the Worker's files
                     write_atomic(directory / "state.json", state, durable=False, write=self._checkpoint_write)
+        for wid in queued:
+            with self._proj_lock:
+                contents = job.queued.get(wid)
+                directory = self.layout.worker_dir(wid)
+                if contents is not None and directory.is_dir():  # fsynced below with the Worker's files
+                    if contents:
+                        write_atomic(
+                            directory / "queued.json", encode(contents), durable=False, write=self._checkpoint_write
+                        )
+                    else:
+                        fileops.unlink(directory / "queued.json")
         self._write_keys(job.key_ops, durable)
         if durable:
-            workers = job.touched.union(states)
+            workers = job.touched.union(states, queued)
             if len(workers) * _FILES_PER_WORKER + len(job.segments) >= _SYNC_ALL_AT:
                 # Thousands of fsyncs one after another take seconds; one sync(2) does it all. No list of the
                 # paths then: building it for 10,000 new Workers holds the interpreter for about 0.2 s, which the
                 # commits and the event loop wait for.
                 fileops.sync()
             else:
-                paths = [path for wid in sorted(workers) for path in worker_files(self.layout, wid)]
+                paths = []
+                for wid in sorted(workers):
+                    files = worker_files(self.layout, wid)
+                    if wid in job.queued:  # before the directory, whose fsync makes its rename (or unlink) durable
+                        files.insert(-1, str(self.layout.worker_dir(wid) / "queued.json"))
+                    paths += files
                 paths += job.segments
                 for path in paths:
                     _fsync_path(path)

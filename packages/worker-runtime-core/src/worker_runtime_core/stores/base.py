@@ -48,6 +48,12 @@ class Batch(msgspec.Struct, kw_only=True, gc=False):
     input key, or the Worker's deletion. All of it becomes durable together or not at all.
 
     `worker` is the live record; a store that persists it must encode it before its first ``await``.
+
+    `queued_content` is set on the ``input_accepted`` of an input queued behind the active run (``on_busy=
+    "enqueue"``) only: its content, which the Worker's state does not hold (so that it is written once, not with
+    every later change of the Worker). A durable store keeps it until that run (the event's `run_id`) starts or
+    ends without starting, whichever batch names it next, or the Worker is deleted, and hands it back at open in
+    `StoreState.queued_content`; it is never part of served event data.
     """
 
     event: EventRecord
@@ -56,6 +62,7 @@ class Batch(msgspec.Struct, kw_only=True, gc=False):
     ended_run: RunRecord | None = None
     input_key: InputKeyRecord | None = None
     delete_worker: bool = False
+    queued_content: str | None = None
 
 
 class StoreState(msgspec.Struct, kw_only=True):
@@ -63,6 +70,7 @@ class StoreState(msgspec.Struct, kw_only=True):
 
     Workers whose `active_run` is set were running when the store was last closed (or crashed); the Runtime
     marks those runs ``interrupted``. `corrupt` maps a worker id to the ``(path, offset)`` of its damage.
+    `queued_content` maps the run id of every queued run (in `WorkerRecord.queued`) to its input's content.
     """
 
     runtime_id: str
@@ -73,6 +81,7 @@ class StoreState(msgspec.Struct, kw_only=True):
     input_keys: list[InputKeyRecord] = msgspec.field(default_factory=list)
     diagnostics: list[Diagnostic] = msgspec.field(default_factory=list)
     corrupt: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
+    queued_content: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 @runtime_checkable
