@@ -94,8 +94,7 @@ TERMINAL = {
 MAX_QUEUE = 2
 # An asking input's plan, one letter a request (`w` waits for an answer, `t` times out at once), then `h` if the run
 # is then held like any other (until `finish`), else it completes.
-PLAN_NAMES = ["w", "t", "wh", "ww", "tw"]
-PLANS = st.sampled_from(PLAN_NAMES)
+PLANS = st.sampled_from(["w", "t", "wh", "ww", "tw"])
 RESPONSE_IDS = st.sampled_from(["r1", "r2", None])
 AT_ONCE = 1e-6  # seconds: a request's timeout that passes at once
 # Small segments and frequent checkpoints, so that a few steps rotate the log and checkpoint (store-fs's own
@@ -299,12 +298,15 @@ class FsMachine(RuleBasedStateMachine):
 
     # --- rules -----------------------------------------------------------------------------------------------
 
-    @initialize(plan=st.sampled_from([None, *PLAN_NAMES]))
-    def first_worker(self, plan: str | None) -> None:
-        """Worker ``a``; often its first input asks (so that answers, and restarts while a run waits, come early)."""
+    @initialize(plans=st.lists(PLANS, max_size=2))
+    def first_worker(self, plans: list[str]) -> None:
+        """Worker ``a``; often its first input asks, and ``b``'s too (so that answers, two open requests, and
+        restarts while runs wait come within the steps)."""
         self.create("a")
-        if plan is not None:
-            self.ask(0, plan, False)
+        for n, plan in enumerate(plans):
+            if n:
+                self.create("b")
+            self.ask(n, plan, False)
 
     @rule(wid=WIDS)
     def create(self, wid: str) -> None:
@@ -599,6 +601,19 @@ class FsMachine(RuleBasedStateMachine):
                     response_id=request.response_id,
                 )
                 assert ack.duplicate and ack.event_id == request.event_id, (run_id, request)
+                try:  # and another answer with its response_id is still a conflict
+                    self.call(
+                        rt.respond,
+                        wid,
+                        run_id,
+                        request.request_id,
+                        approved=not request.approved,
+                        response_id=request.response_id,
+                    )
+                except IdempotencyConflictError:
+                    pass
+                else:
+                    raise AssertionError(f"another answer with {request.response_id} was taken after a {how}")
         self.settle()
 
     @rule(wid=WIDS, ops=st.integers(0, 12), how=st.sampled_from(["kill", "power_cut"]))
