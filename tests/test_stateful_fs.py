@@ -17,6 +17,17 @@ interrupting ones, cancels of a queued run; the model keeps each Worker's queue:
 order (each input once in the transcript, in that order), nothing acknowledged is lost across a restart (queued
 runs stay queued and start after it), and a stop ends them all.
 
+Requests for input too: inputs whose runs ask for approval, one request after another (each waits for an answer, or
+times out at once), then end or stay held. Rules answer them (approved or not, with a `response_id` from a small set)
+and answer again (the same answer: the first ack, ``duplicate``; another answer with its `response_id`:
+``idempotency_conflict``; a closed request: ``request_closed``; a request id the run never issued:
+``request_not_found``); cancels, stops, interrupts and restarts end waiting runs, and inputs queue behind them. The
+model keeps every request: a waiting run has its `pending_request`, the open requests (``open_requests``) are the
+model's in the order they opened, each request is closed by exactly one ``input_responded`` (answered, timed out,
+or closed with its run) after it opened and before its run's end, what the engine was told is in its transcript, a
+run waiting at a restart of any kind is ``interrupted`` with its request closed, and an acknowledged answer survives
+every restart (its `response_id` still gets the first ack).
+
 ``WORKER_RUNTIME_STATEFUL_EXAMPLES`` and ``WORKER_RUNTIME_STATEFUL_STEPS`` set the examples per backend and the
 steps per example (``tools/stateful_long.py`` runs many more).
 """
@@ -30,6 +41,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,9 +63,12 @@ from powerloss import PowerLoss
 
 from worker_runtime_core import (
     Engine,
+    IdempotencyConflictError,
     Limits,
     ProfileConfig,
     QueueFullError,
+    RequestClosedError,
+    RequestNotFoundError,
     RunContext,
     Runtime,
     RuntimeUnavailableError,
@@ -77,9 +92,31 @@ TERMINAL = {
     "run_failed": "failed",
 }
 MAX_QUEUE = 2
+# An asking input's plan, one letter a request (`w` waits for an answer, `t` times out at once), then `h` if the run
+# is then held like any other (until `finish`), else it completes.
+PLANS = st.sampled_from(["w", "t", "wh", "ww", "tw"])
+RESPONSE_IDS = st.sampled_from(["r1", "r2", None])
+AT_ONCE = 1e-6  # seconds: a request's timeout that passes at once
 # Small segments and frequent checkpoints, so that a few steps rotate the log and checkpoint (store-fs's own
 # options; the Runtime's settings go through Limits).
 STORE_OPTIONS: dict[str, Any] = {"segment_bytes": 4096, "checkpoint_every": 8}
+
+
+@dataclass
+class Request:
+    """A request for input as the model has it: open (`outcome` None) or how it closed."""
+
+    prompt: str
+    request_id: str | None = None  # learned when it is seen open, or (one that timed out at once) from the log
+    outcome: str | None = None  # answered | timed_out | closed
+    approved: bool | None = None
+    response_id: str | None = None
+    event_id: int | None = None  # its answer's ack
+
+
+def steps_of(content: str) -> str:
+    """An asking input's requests (`w`, `t`), from its plan."""
+    return content.split(" ")[0][len("ask") :].rstrip("h")
 
 
 class FsMachine(RuleBasedStateMachine):
@@ -101,6 +138,9 @@ class FsMachine(RuleBasedStateMachine):
         self.queue: dict[str, list[tuple[str, str]]] = {}  # worker -> its queued (content, run id), in order
         self.keys: dict[tuple[str, str], str] = {}  # (worker, input_id) -> run id
         self.served: dict[int, tuple[str, str | None, str | None]] = {}  # event id -> (kind, worker, run)
+        self.asks: dict[str, tuple[str, str]] = {}  # asking run -> (worker, content)
+        self.requests: dict[str, list[Request]] = {}  # asking run -> its requests so far, in order
+        self.starting: list[tuple[str, str]] = []  # (worker, run): asking runs started, not yet come to rest
         self.n = 0  # inputs sent, for distinct contents
         self.open()
 
@@ -113,6 +153,14 @@ class FsMachine(RuleBasedStateMachine):
             name = "held"
 
             async def run(self, ctx: RunContext) -> None:
+                if ctx.content.startswith("ask"):  # one request after another, each told to the transcript
+                    plan = ctx.content.split(" ")[0]
+                    for n, how in enumerate(steps_of(ctx.content)):
+                        timeout = AT_ONCE if how == "t" else None
+                        answer = await ctx.request_input("approval", f"{ctx.content} #{n}", timeout_s=timeout)
+                        await ctx.emit(f"{answer.outcome} {answer.approved}")
+                    if not plan.endswith("h"):
+                        return
                 release = machine.release.setdefault(ctx.run_id, anyio.Event())
                 await release.wait()
                 await ctx.emit(f"done {ctx.content}")
@@ -180,12 +228,16 @@ class FsMachine(RuleBasedStateMachine):
     def ended(self, wid: str, status: str, *, hand_over: bool = True) -> None:
         """The active run ended; the next queued one starts in its place (unless an interrupting input takes it)."""
         run_id = self.active.pop(wid)
+        if self.runs[wid][run_id] == "waiting":  # its request closes with it
+            self.requests[run_id][-1].outcome = "closed"
         self.runs[wid][run_id] = status
         if self.status[wid] == "busy" and hand_over and self.queue[wid]:
             content, next_id = self.queue[wid].pop(0)
             self.inputs[wid].append((content, next_id))
             self.runs[wid][next_id] = "running"
             self.active[wid] = next_id
+            if next_id in self.asks:
+                self.starting.append((wid, next_id))
         elif self.status[wid] == "busy" and (hand_over or not self.queue[wid]):
             self.status[wid] = "idle"
 
@@ -193,11 +245,68 @@ class FsMachine(RuleBasedStateMachine):
         self.n += 1
         return f"c{self.n}"
 
+    async def until(self, check: Callable[[], Awaitable[Any]]) -> Any:
+        """`check`'s first answer that is not None, asked again after each durable write."""
+        assert self.rt is not None
+        while True:
+            signal = self.rt.event_signal()
+            found = await check()
+            if found is not None:
+                return found
+            await signal.wait()
+
+    def settle(self) -> None:
+        """Let the asking runs that started come to rest: waiting for an answer, held, or completed (then the next
+        queued run starts, and comes to rest in its turn)."""
+        while self.starting:
+            self.advance(*self.starting.pop(0))
+
+    def advance(self, wid: str, run_id: str) -> None:
+        """An asking run runs on (it started, or its request was answered): its requests that time out at once
+        close, then it waits for the next one's answer, or is held, or completes."""
+        rt = self.rt
+        assert rt is not None
+        content = self.asks[run_id][1]
+        steps, requests = steps_of(content), self.requests[run_id]
+        while len(requests) < len(steps) and steps[len(requests)] == "t":
+            requests.append(Request(f"{content} #{len(requests)}", outcome="timed_out", approved=False))
+        if len(requests) < len(steps):
+            prompt = f"{content} #{len(requests)}"
+
+            async def asks() -> Any:
+                run = await rt.get_run(wid, run_id)
+                assert run.status in ("running", "waiting"), f"run {run_id} ended {run.status} instead of asking"
+                pending = run.pending_request
+                return pending if pending is not None and pending.prompt == prompt else None
+
+            pending = self.call(self.until, asks)
+            assert pending.kind == "approval" and pending.expires_at is not None
+            requests.append(Request(prompt, request_id=pending.request_id))
+            self.runs[wid][run_id] = "waiting"
+        elif content.split(" ")[0].endswith("h"):  # held: once it has told the transcript every answer
+
+            async def held() -> Any:
+                run = await rt.get_run(wid, run_id)
+                assert run.status == "running", f"run {run_id} is {run.status}, not held"
+                told = await rt.transcript(wid, run_id=run_id)
+                return True if told.total_items == 1 + len(requests) else None
+
+            self.call(self.until, held)
+        else:
+            assert self.call(rt.wait_for_run, wid, run_id).status == "completed"
+            self.ended(wid, "completed")
+
     # --- rules -----------------------------------------------------------------------------------------------
 
-    @initialize()
-    def first_worker(self) -> None:
+    @initialize(plans=st.lists(PLANS, max_size=2))
+    def first_worker(self, plans: list[str]) -> None:
+        """Worker ``a``; often its first input asks, and ``b``'s too (so that answers, two open requests, and
+        restarts while runs wait come within the steps)."""
         self.create("a")
+        for n, plan in enumerate(plans):
+            if n:
+                self.create("b")
+            self.ask(n, plan, False)
 
     @rule(wid=WIDS)
     def create(self, wid: str) -> None:
@@ -290,11 +399,12 @@ class FsMachine(RuleBasedStateMachine):
                 self.ended(wid, "cancelled")
             else:
                 self.accepted(wid, content, None, out)
+        self.settle()
 
     @rule(wid=WIDS)
     def finish(self, wid: str) -> None:
         run_id = self.active.get(wid)
-        if run_id is None:
+        if run_id is None or self.runs[wid][run_id] == "waiting":
             return
         assert self.rt is not None
 
@@ -304,6 +414,7 @@ class FsMachine(RuleBasedStateMachine):
         self.portal.call(release)
         assert self.call(self.rt.wait_for_run, wid, run_id).status == "completed"
         self.ended(wid, "completed")
+        self.settle()
 
     @rule(wid=WIDS)
     def cancel(self, wid: str) -> None:
@@ -318,6 +429,7 @@ class FsMachine(RuleBasedStateMachine):
         if run_id is not None:
             assert self.call(self.rt.wait_for_run, wid, run_id).status == "cancelled"
             self.ended(wid, "cancelled")
+            self.settle()
 
     @rule(wid=WIDS)
     def stop(self, wid: str) -> None:
@@ -463,9 +575,46 @@ class FsMachine(RuleBasedStateMachine):
             self.disk.power_cut()
             self.disk.__exit__(None, None, None)
             self.disk = PowerLoss(self.root).__enter__()  # what is on disk now is what survived
+        waiting = [(wid, run_id) for wid, run_id in self.active.items() if self.runs[wid][run_id] == "waiting"]
         for wid in list(self.active):
             self.ended(wid, "interrupted")
         self.open()
+        rt = self.rt
+        assert rt is not None
+        if waiting:
+            event(f"{how} with a run waiting for an answer")
+        for wid, run_id in waiting:  # interrupted, its request closed: an answer now is refused
+            try:
+                self.call(rt.respond, wid, run_id, self.requests[run_id][-1].request_id, approved=True)
+            except RequestClosedError as exc:
+                assert exc.details["outcome"] == "closed"
+            else:
+                raise AssertionError(f"an answer reached the request of run {run_id}, waiting at a {how}")
+        for wid, run_id, request in self.known():  # an acknowledged answer is still there: its first ack
+            if request.outcome == "answered" and request.response_id is not None:
+                ack = self.call(
+                    rt.respond,
+                    wid,
+                    run_id,
+                    request.request_id,
+                    approved=request.approved,
+                    response_id=request.response_id,
+                )
+                assert ack.duplicate and ack.event_id == request.event_id, (run_id, request)
+                try:  # and another answer with its response_id is still a conflict
+                    self.call(
+                        rt.respond,
+                        wid,
+                        run_id,
+                        request.request_id,
+                        approved=not request.approved,
+                        response_id=request.response_id,
+                    )
+                except IdempotencyConflictError:
+                    pass
+                else:
+                    raise AssertionError(f"another answer with {request.response_id} was taken after a {how}")
+        self.settle()
 
     @rule(wid=WIDS, ops=st.integers(0, 12), how=st.sampled_from(["kill", "power_cut"]))
     def cut_while_an_input_goes_in(self, wid: str, ops: int, how: str) -> None:
@@ -498,6 +647,113 @@ class FsMachine(RuleBasedStateMachine):
         else:
             event(f"{how} during an input: acknowledged")
 
+    def known(self) -> list[tuple[str, str, Request]]:
+        """(worker, run, request) of every request of a run of a current Worker whose id the model knows."""
+        return [
+            (wid, run_id, request)
+            for run_id, (wid, _) in self.asks.items()
+            if run_id in self.runs.get(wid, {})
+            for request in self.requests[run_id]
+            if request.request_id is not None
+        ]
+
+    @rule(which=st.integers(0, 2), plan=PLANS, enqueue=st.booleans())
+    def ask(self, which: int, plan: str, enqueue: bool) -> None:
+        """An input to a Worker whose run asks for approval as its plan says (queued behind a busy Worker's run with
+        `enqueue`)."""
+        assert self.rt is not None
+        if not self.status:
+            return
+        wid = sorted(self.status)[which % len(self.status)]
+        status = self.status[wid]
+        content = f"ask{plan} {self.content()}"
+        try:
+            ack = self.call(self.rt.send_input, wid, content, on_busy="enqueue" if enqueue else "reject")
+        except WorkerStoppedError:
+            assert status == "stopped"
+            return
+        except WorkerBusyError:
+            assert status == "busy" and not enqueue
+            return
+        except QueueFullError:
+            assert status == "busy" and enqueue and len(self.queue[wid]) == MAX_QUEUE
+            return
+        self.asks[ack.run_id], self.requests[ack.run_id] = (wid, content), []
+        if ack.queued:
+            assert status == "busy" and enqueue and ack.event_id not in self.served
+            self.queue[wid].append((content, ack.run_id))
+            self.runs[wid][ack.run_id] = "queued"
+        else:
+            assert status == "idle"
+            self.accepted(wid, content, None, ack)
+            self.starting.append((wid, ack.run_id))
+        self.settle()
+
+    @rule(answer=st.tuples(st.integers(0, 2), st.booleans(), RESPONSE_IDS))
+    def answer(self, answer: tuple[int, bool, str | None]) -> None:
+        """Answer a waiting run (which, approved, response id): it runs on (asks again, is held, or completes)."""
+        which, approved, response_id = answer
+        rt = self.rt
+        waiting = sorted((wid, run_id) for wid, run_id in self.active.items() if self.runs[wid][run_id] == "waiting")
+        if not waiting:
+            return
+        assert rt is not None
+        wid, run_id = waiting[which % len(waiting)]
+        request = self.requests[run_id][-1]
+        ack = self.call(rt.respond, wid, run_id, request.request_id, approved=approved, response_id=response_id)
+        assert (ack.run_id, ack.request_id, ack.status, ack.duplicate) == (run_id, request.request_id, "running", False)
+        assert ack.event_id not in self.served
+        request.outcome, request.approved, request.response_id = "answered", approved, response_id
+        request.event_id = ack.event_id
+        self.runs[wid][run_id] = "running"
+        self.advance(wid, run_id)
+        self.settle()
+
+    @rule(again=st.tuples(st.integers(0, 7), st.sampled_from(["same", "other", "fresh", "unknown"])))
+    def answer_again(self, again: tuple[int, str]) -> None:
+        """Answer a request again (which, how): the same answer with its `response_id` gets the first ack
+        (``duplicate``), another answer with it ``idempotency_conflict``, any other answer to a closed request
+        ``request_closed``, and a request id the run never issued ``request_not_found``; none changes anything."""
+        which, how = again
+        rt, known = self.rt, self.known()
+        fits = {
+            "same": lambda r: r.outcome == "answered" and r.response_id is not None,
+            "fresh": lambda r: r.outcome is not None,
+            "unknown": lambda r: True,  # open too: an id it never issued is refused, and it stays open
+        }
+        candidates = [k for k in known if fits.get(how, fits["same"])(k[2])]
+        if not candidates:
+            return
+        assert rt is not None
+        wid, run_id, request = candidates[which % len(candidates)]
+        event(f"answer again: {how} ({request.outcome or 'open'})")
+        respond = rt.respond
+        if how == "same":
+            ack = self.call(
+                respond, wid, run_id, request.request_id, approved=request.approved, response_id=request.response_id
+            )
+            assert (ack.run_id, ack.request_id, ack.event_id, ack.duplicate) == (
+                run_id,
+                request.request_id,
+                request.event_id,
+                True,
+            )
+            return
+        request_id, response_id = request.request_id, "r-fresh"
+        if how == "other":
+            response_id = request.response_id
+        elif how == "unknown":  # another run's request, or none at all
+            others = [r.request_id for _, other, r in known if other != run_id]
+            request_id = others[which % len(others)] if others else "req-0"
+        error = {"other": IdempotencyConflictError, "fresh": RequestClosedError, "unknown": RequestNotFoundError}[how]
+        try:
+            self.call(respond, wid, run_id, request_id, approved=not request.approved, response_id=response_id)
+        except error as exc:
+            if how == "fresh":
+                assert exc.details["outcome"] == request.outcome, (exc.details, request)
+        else:
+            raise AssertionError(f"a {how} answer to request {request_id} of run {run_id} was accepted")
+
     # --- what must hold after every step ---------------------------------------------------------------------
 
     @invariant()
@@ -520,7 +776,9 @@ class FsMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in ended.values()), f"a run with two terminal events: {ended}"
         for wid, runs in self.runs.items():
             for run_id, status in runs.items():
-                assert status_of.get(run_id, status if status in ("running", "queued") else None) == status, (
+                assert (
+                    status_of.get(run_id, status if status in ("running", "waiting", "queued") else None) == status
+                ), (
                     wid,
                     run_id,
                 )
@@ -535,16 +793,71 @@ class FsMachine(RuleBasedStateMachine):
             len(self.status),
         )
         assert min(counts.idle, counts.busy, counts.stopped) >= 0
+        self.requests_agree(events)
         for wid, inputs in self.inputs.items():
             page = self.call(rt.transcript, wid, limit=1000)
             assert page.total_items == len(page.items)
             users = [(e.content, e.run_id) for e in page.items if e.role == "user"]
             assert users == inputs, f"worker {wid}: acknowledged inputs {inputs}, transcript {users}"
             for run_id, status in self.runs[wid].items():
-                assert self.call(rt.get_run, wid, run_id).status == status, (wid, run_id)
+                run = self.call(rt.get_run, wid, run_id)
+                assert run.status == status, (wid, run_id)
+                pending = run.pending_request.request_id if run.pending_request is not None else None
+                assert pending == (self.requests[run_id][-1].request_id if status == "waiting" else None), run_id
+                if run_id in self.asks:  # what its engine was told, each answer once, in order
+                    told = [
+                        f"{r.outcome} {r.approved}"
+                        for r in self.requests[run_id]
+                        if r.outcome in ("answered", "timed_out")
+                    ]
+                    content = self.asks[run_id][1]
+                    if status == "completed" and content.split(" ")[0].endswith("h"):
+                        told.append(f"done {content}")
+                    assert [e.content for e in page.items if e.run_id == run_id and e.role != "user"] == told, run_id
             detail = self.call(rt.get_worker, wid)
             assert detail.queued_runs == [run_id for _, run_id in self.queue[wid]], wid
             assert (detail.active_run.run_id if detail.active_run else None) == self.active.get(wid), wid
+
+    def requests_agree(self, events: list[Any]) -> None:
+        """Each request the model has is in the log as it says: opened once, closed by exactly one
+        ``input_responded`` (as the model says) after it opened and before its run's end, or still open; no other
+        run asked; and ``open_requests`` lists the open ones in the order they opened."""
+        assert self.rt is not None
+        opened: dict[str, list[tuple[str, int]]] = {}  # run -> (prompt, event id) of its requests, in order
+        ids: dict[str, list[str]] = {}  # run -> its request ids, in order
+        closes: dict[str, list[tuple[int, str, bool | None]]] = {}  # request -> (event id, outcome, approved)
+        ends: dict[str, int] = {}  # run -> its terminal event
+        for e in events:
+            if e.kind == "input_requested":
+                request = e.data["request"]
+                opened.setdefault(e.run_id, []).append((request["prompt"], e.id))
+                ids.setdefault(e.run_id, []).append(request["request_id"])
+            elif e.kind == "input_responded":
+                closes.setdefault(e.data["request_id"], []).append((e.id, e.data["outcome"], e.data["approved"]))
+            elif e.kind in TERMINAL and e.run_id is not None:
+                ends[e.run_id] = e.id
+        assert set(opened) <= set(self.requests), "a run asked that was not to ask"
+        waiting: list[tuple[int, str, str, str | None]] = []
+        for run_id, requests in self.requests.items():
+            logged = opened.get(run_id, [])
+            assert [prompt for prompt, _ in logged] == [r.prompt for r in requests], run_id
+            for request, request_id, (_, opened_at) in zip(requests, ids.get(run_id, []), logged, strict=True):
+                if request.request_id is None:  # one that timed out at once: its id is learned from the log
+                    request.request_id = request_id
+                assert request.request_id == request_id, (run_id, request)
+                closed = closes.get(request_id, [])
+                if request.outcome is None:
+                    assert not closed, f"open request {request_id} was closed: {closed}"
+                    waiting.append((opened_at, self.asks[run_id][0], run_id, request_id))
+                    continue
+                assert [(outcome, approved) for _, outcome, approved in closed] == [
+                    (request.outcome, request.approved)
+                ], (request_id, closed, request)
+                assert opened_at < closed[0][0] < ends.get(run_id, closed[0][0] + 1), (request_id, closed, ends)
+        page = self.call(self.rt.open_requests)
+        listed = [(r.worker_ref.worker_id, r.run_id, r.request.request_id) for r in page.requests]
+        assert listed == [(wid, run_id, request_id) for _, wid, run_id, request_id in sorted(waiting)]
+        assert page.next_after is None
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -275,6 +275,47 @@ async def test_a_run_opens_one_request_at_a_time() -> None:
         assert [c["outcome"] for c in closed] == ["closed"]
 
 
+class _InTurn(Engine):
+    """Asks one question after another (the first with the timeout its input names, unless it is ``wait``), then
+    appends each outcome and answer."""
+
+    name = "in-turn"
+
+    async def run(self, ctx: RunContext) -> None:
+        first = None if ctx.content == "wait" else float(ctx.content)
+        told = []
+        for n, timeout in enumerate((first, None)):
+            answer = await ctx.request_input("question", f"q{n}", timeout_s=timeout)
+            told.append(f"{answer.outcome} {answer.content}")
+        await ctx.emit(" | ".join(told))
+
+
+@pytest.mark.parametrize("first", ["answered", "timed_out"])
+async def test_a_run_asks_again_once_its_first_request_is_answered_or_timed_out(first: str) -> None:
+    async with Runtime(engines={"in-turn": _InTurn}, profiles={"in-turn": ProfileConfig("in-turn")}) as rt:
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "in-turn"})
+        ack = await rt.send_input("w1", "0.000001" if first == "timed_out" else "wait")
+        if first == "answered":
+            request = await waiting(rt, "w1", ack.run_id)
+            assert request.prompt == "q0"
+            await rt.respond("w1", ack.run_id, request.request_id, content="one")
+        with anyio.fail_after(10):  # the second request opens (q0 may still be timing out)
+            while True:
+                signal = rt.event_signal()
+                run = await rt.get_run("w1", ack.run_id)
+                assert run.status in ("running", "waiting"), run
+                pending = run.pending_request
+                if pending is not None and pending.prompt == "q1":
+                    break
+                await signal.wait()
+        assert [r.request.prompt for r in (await rt.open_requests()).requests] == ["q1"]
+        await rt.respond("w1", ack.run_id, pending.request_id, content="two")
+        assert (await rt.wait_for_run("w1", ack.run_id, timeout=10)).status == "completed"
+        told = "answered one" if first == "answered" else "timed_out None"
+        assert await last_entry(rt, "w1") == f"{told} | answered two"
+        assert (await kinds(rt, "w1")).count("input_responded") == 2
+
+
 class _BadData(Engine):
     """Asks with data that is not JSON, or too large."""
 

@@ -335,8 +335,8 @@ class Requests:
         record.updated_at = event.created_at
         self.open.pop(closed.event_id, None)
         active.request = None
-        return event.id
         active.move("answer")
+        return event.id
 
     # --- the Backend's side -----------------------------------------------------------------------------------
 
