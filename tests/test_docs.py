@@ -424,6 +424,26 @@ async def test_the_streaming_engine_example_runs_as_written() -> None:
     assert [e.content for e in page.items] == ["one two", "one two "]
 
 
+async def test_the_parking_engine_example_runs_as_written() -> None:
+    (source,) = [b for b in _blocks(PYTHON_API, "python") if "class AskLike" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "python-api.md", "exec"), namespace)
+    profiles = {"ask_like": core.ProfileConfig(engine="ask_like")}
+    async with core.Runtime(engines={"ask_like": namespace["AskLike"]}, profiles=profiles) as rt:
+        wid = (await rt.create_worker(profile=core.NamedProfile(name="ask_like"))).worker_ref.worker_id
+        ack = await rt.send_input(wid, "ship it")
+        with anyio.fail_after(10):
+            while True:  # woken by each durable write, until the run asks
+                signal = rt.event_signal()
+                request = (await rt.get_run(wid, ack.run_id)).pending_request
+                if request is not None:
+                    break
+                await signal.wait()
+        await rt.respond(wid, ack.run_id, request.request_id, approved=True)
+        assert (await rt.wait_for_run(wid, ack.run_id)).status == "completed"
+        assert (await rt.transcript(wid)).items[-1].content == "approved"
+
+
 async def test_the_core_readme_s_approval_engine_runs_as_written_in_under_20_lines() -> None:
     core_readme = ROOT / "packages" / "worker-runtime-core" / "README.md"
     (source,) = [b for b in _blocks(core_readme, "python") if "class Guarded" in b]

@@ -612,3 +612,141 @@ async def test_interrupting_a_waiting_run_closes_its_request_and_stop_ends_the_r
     assert ack.cancelled_run_ids == [now.run_id, queued.run_id]
     assert [(await art.get_run(wid, r)).status for r in (now.run_id, queued.run_id)] == ["cancelled", "cancelled"]
     assert (await art.open_requests()).requests == []
+
+
+# --- parked runs (park_for_input / resume) ---------------------------------------------------------------------------
+
+
+class _Parker(Engine):
+    """Parks on every input; `after_park` (if set) is awaited after parking, `fail` makes it raise after parking,
+    `resume_forever` makes its resume hang (for the run's own timeout); records every call."""
+
+    name = "parker"
+    calls: list[str]
+    after_park: anyio.Event | None = None
+    fail = False
+    resume_forever = False
+    timeout: float | None = None
+
+    async def run(self, ctx: RunContext) -> None:
+        await ctx.park_for_input("approval", ctx.content, timeout_s=_Parker.timeout)
+        _Parker.calls.append("parked")
+        if _Parker.after_park is not None:
+            await _Parker.after_park.wait()
+        if _Parker.fail:
+            raise RuntimeError("after parking")
+
+    async def resume(self, ctx: RunContext, answer: InputAnswer) -> None:
+        _Parker.calls.append(f"resume {answer.outcome} {answer.approved}")
+        if _Parker.resume_forever:
+            await anyio.sleep_forever()
+        await ctx.emit(f"{answer.outcome} {answer.approved}")
+
+
+def _parker_runtime(**profile: Any) -> Runtime:
+    _Parker.calls = []
+    _Parker.after_park = None
+    _Parker.fail = False
+    _Parker.resume_forever = False
+    _Parker.timeout = None
+    return Runtime(profiles={"p": ProfileConfig("parker", **profile)}, engines={"parker": _Parker})
+
+
+async def _parked(rt: Runtime, content: str = "go") -> tuple[str, str]:
+    await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+    ack = await rt.send_input("w1", content)
+    return ack.run_id, (await waiting(rt, "w1", ack.run_id)).request_id
+
+
+async def test_a_parked_run_waits_with_its_engine_call_returned_and_resumes_once_with_its_answer() -> None:
+    async with _parker_runtime() as rt:
+        run_id, request_id = await _parked(rt)
+        assert _Parker.calls == ["parked"]  # the engine's call returned while the run waits, with no task
+        assert rt._supervisor.active["w1"].scope is None
+        await rt.respond("w1", run_id, request_id, approved=True)
+        assert (await rt.wait_for_run("w1", run_id)).status == "completed"
+        assert _Parker.calls == ["parked", "resume answered True"]
+        assert await last_entry(rt, "w1") == "answered True"
+
+
+async def test_an_answer_before_the_parked_engine_s_call_returns_resumes_it_once_after_it_has() -> None:
+    async with _parker_runtime() as rt:
+        _Parker.after_park = gate = anyio.Event()
+        run_id, request_id = await _parked(rt)
+        await rt.respond("w1", run_id, request_id, approved=False)
+        assert _Parker.calls == ["parked"]  # still in its call: not resumed beside it
+        gate.set()
+        assert (await rt.wait_for_run("w1", run_id)).status == "completed"
+        assert _Parker.calls == ["parked", "resume answered False"]
+
+
+async def test_a_parked_run_that_times_out_resumes_with_timed_out_and_a_refusal() -> None:
+    async with _parker_runtime() as rt:
+        _Parker.timeout = 0.001
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        ack = await rt.send_input("w1", "soon")
+        assert (await rt.wait_for_run("w1", ack.run_id)).status == "completed"
+        assert _Parker.calls == ["parked", "resume timed_out False"]
+
+
+async def test_a_parked_run_s_own_timeout_still_ends_it_once_it_resumes() -> None:
+    async with _parker_runtime(timeout_s=0.05) as rt:
+        _Parker.resume_forever = True
+        run_id, request_id = await _parked(rt)
+        await rt.respond("w1", run_id, request_id, approved=True)
+        with anyio.fail_after(10):
+            run = await rt.wait_for_run("w1", run_id)
+        assert run.status == "timed_out" and _Parker.calls == ["parked", "resume answered True"]
+
+
+async def test_a_parked_engine_that_fails_after_parking_fails_its_run_and_closes_the_request() -> None:
+    async with _parker_runtime() as rt:
+        _Parker.fail = True
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        ack = await rt.send_input("w1", "go")
+        run = await rt.wait_for_run("w1", ack.run_id)
+        assert run.status == "failed" and run.error is not None and run.error.code == "engine_error"
+        responded = [e.data for e in (await rt.read_events(worker_id="w1")).events if e.kind == "input_responded"]
+        assert [d["outcome"] for d in responded] == ["closed"]  # type: ignore[index]
+        assert (await rt.open_requests()).requests == []
+
+
+async def test_cancel_and_stop_end_a_parked_run_at_once() -> None:
+    async with _parker_runtime() as rt:
+        run_id, _ = await _parked(rt)
+        ack = await rt.cancel_worker("w1")
+        assert ack.cancelled_run_id == run_id and ack.status == "idle"
+        assert (await rt.get_run("w1", run_id)).status == "cancelled"
+        second = await rt.send_input("w1", "again")
+        await waiting(rt, "w1", second.run_id)
+        stop = await rt.stop_worker("w1")
+        assert stop.cancelled_run_id == second.run_id and stop.status == "stopped"
+        assert _Parker.calls == ["parked", "parked"]  # never resumed
+
+
+def test_a_waiting_ask_run_holds_less_than_3_kib_over_its_idle_worker() -> None:
+    import gc
+    import tracemalloc
+
+    async def measure() -> float:
+        async with Runtime(limits=Limits(max_workers=300)) as rt:
+            ids = [f"w{n}" for n in range(200)]
+            for wid in ids:
+                await rt.create_worker(worker_id=wid, profile=ASK)
+            await rt.create_worker(worker_id="warm", profile=ASK)
+            warm = await rt.send_input("warm", "approve warm-up!")
+            await waiting(rt, "warm", warm.run_id)
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            runs = [(await rt.send_input(wid, f"approve {n:08d}")).run_id for n, wid in enumerate(ids)]
+            for wid, run_id in zip(ids, runs, strict=True):
+                await waiting(rt, wid, run_id)
+            gc.collect()
+            return (tracemalloc.get_traced_memory()[0] - before) / len(ids)
+
+    tracemalloc.start()
+    try:
+        per_run = anyio.run(measure)
+    finally:
+        tracemalloc.stop()
+    assert per_run < 3 * 1024, per_run  # a run waiting in a task of its own held about 4.5 KiB

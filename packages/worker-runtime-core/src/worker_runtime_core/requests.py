@@ -61,10 +61,11 @@ class OpenRequest:
 
     __slots__ = ("answer", "closing", "deadline", "done", "record")
 
-    def __init__(self, record: RequestRecord, deadline: float) -> None:
+    def __init__(self, record: RequestRecord, deadline: float, *, waits: bool = True) -> None:
         self.record = record
         self.deadline = deadline  # on the event loop's clock: past it the request times out
-        self.done = Wakeup()  # set once the request has closed (answered or timed out)
+        #: Set once the request has closed (answered or timed out); None for a parked run (nothing awaits it).
+        self.done: Wakeup | None = Wakeup() if waits else None
         self.answer: InputAnswer | None = None
         self.closing: anyio.Event | None = None  # set while a write that closes it is in flight: its outcome decides
 
@@ -124,6 +125,7 @@ class Requests:
         """Open a request for input on the run and wait for its answer (see `RunContext.request_input`). The wait
         holds no timer of its own: one task of the Runtime times every request out (`_expire`)."""
         handle = await self._open(active, kind, prompt, data, timeout_s)
+        assert handle.done is not None
         scope = active.scope  # the run's own timeout pauses while it waits
         remaining: float | None = None
         if scope is not None and scope.deadline != math.inf:
@@ -148,7 +150,28 @@ class Requests:
         assert answer is not None
         return answer
 
-    async def _open(self, active: ActiveRun, kind: str, prompt: str, data: Any, timeout_s: float | None) -> OpenRequest:
+    async def park(self, active: ActiveRun, kind: str, prompt: str, data: Any, timeout_s: float | None) -> None:
+        """Open a request for input on the run without waiting for it (see `RunContext.park_for_input`): once the
+        engine's call returns, the run waits as data only, and its answer resumes the engine (`Supervisor.resume`).
+        """
+        await self._open(active, kind, prompt, data, timeout_s, waits=False)
+        active.parked = True
+
+    def _deliver(self, active: ActiveRun, handle: OpenRequest, answer: InputAnswer) -> None:
+        """Hand a closed request's answer to its engine: wake the engine that awaits it, or resume a parked run
+        (unless the run is ending: then nothing waits for it any more)."""
+        handle.answer = answer
+        if handle.done is not None:
+            handle.done.set()
+        elif active.parked and active.end_status is None:
+            if active.scope is None:  # the engine's call has returned: the run waits as data only
+                self._sup.resume(active, answer)
+            else:  # answered before the engine's call returned: it resumes as soon as it has
+                active.answer = answer
+
+    async def _open(
+        self, active: ActiveRun, kind: str, prompt: str, data: Any, timeout_s: float | None, *, waits: bool = True
+    ) -> OpenRequest:
         """Check a request, commit its ``input_requested``, and show it: the run is ``waiting``."""
         sup = self._sup
         limits = sup.limits
@@ -225,7 +248,7 @@ class Requests:
         record.updated_at = clock
         active.move("ask")
         deadline = anyio.current_time() + timeout
-        handle = active.request = OpenRequest(request, deadline)
+        handle = active.request = OpenRequest(request, deadline, waits=waits)
         self.open[event_id] = active
         if timeout != math.inf:
             self._schedule(deadline, event_id)
@@ -300,9 +323,8 @@ class Requests:
             outcome=outcome,
             approved=approved,
         )
-        if handle is not None:
-            handle.answer = InputAnswer(outcome=outcome, approved=approved)  # type: ignore[arg-type]
-            handle.done.set()  # (a run that is ending is not waiting for it any more: nothing to wake)
+        if handle is not None:  # (a run that is ending is not waiting for it any more: nothing to wake)
+            self._deliver(active, handle, InputAnswer(outcome=outcome, approved=approved))  # type: ignore[arg-type]
 
     async def _commit_close(self, active: ActiveRun, data: InputRespondedData, **closed_as: Any) -> int:
         """Write the ``input_responded`` (`data`) that closes the run's newest request (its fields become
@@ -395,8 +417,7 @@ class Requests:
                 content=content,
                 response_id=response_id,
             )
-            handle.answer = InputAnswer(outcome="answered", approved=approved, content=content)
-            handle.done.set()
+            self._deliver(active, handle, InputAnswer(outcome="answered", approved=approved, content=content))
             return RespondAck(
                 worker_ref=ref,
                 run_id=run.run_id,

@@ -32,6 +32,7 @@ class ActiveRun:
     """Runtime-only handles of a run in flight."""
 
     __slots__ = (
+        "answer",
         "content",
         "done",
         "end_event_id",
@@ -39,9 +40,11 @@ class ActiveRun:
         "entry",
         "finished",
         "kind",
+        "parked",
         "profile",
         "reason",
         "record",
+        "remaining",
         "request",
         "scope",
         "state",
@@ -66,6 +69,10 @@ class ActiveRun:
         self.end_event_id: int | None = None
         self.entry: Writer | None = None  # the entry in progress (`Context.begin_entry`) until it is committed
         self.request: OpenRequest | None = None  # the request for input the engine awaits (`Context.request_input`)
+        #: The engine returned after `Context.park_for_input`: the run waits with no task until its answer comes.
+        self.parked = False
+        self.answer: InputAnswer | None = None  # a parked run's answer, for the engine's `resume`
+        self.remaining: float | None = None  # what was left of a parked run's own timeout when it parked
 
     def move(self, event: str) -> None:
         """Move the run on `event` by the run lifecycle table.
@@ -171,6 +178,19 @@ class Context(RunContext):
         timeout_s: float | None = None,
     ) -> Coroutine[Any, Any, InputAnswer]:
         return self._sup.requests.ask(self._active, kind, prompt, data, timeout_s)
+
+    async def park_for_input(
+        self,
+        kind: str,
+        prompt: str,
+        *,
+        data: Any = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        active = self._active
+        if active.entry is not None:  # nothing may stay open while the run waits with no task
+            raise _in_progress(active)
+        await self._sup.requests.park(active, kind, prompt, data, timeout_s)
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
         run = self._active.record

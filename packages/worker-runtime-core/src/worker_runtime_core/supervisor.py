@@ -16,6 +16,7 @@ from ._backends import RunSpawner
 from .config import Limits
 from .deltas import DeltaHub, OpenEntry
 from .diagnostics import Diagnostics
+from .engines.base import InputAnswer
 from .errors import EngineError, IllegalTransitionError, InternalError, RuntimeUnavailableError, WorkerRuntimeError
 from .journal import Journal
 from .lifecycle import STATUS_AFTER
@@ -128,18 +129,26 @@ class Supervisor:
 
     async def run(self, active: ActiveRun) -> None:
         """A run's task: the engine inside the run's cancel scope, then exactly one terminal state."""
+        parked = False
         try:
             status = "completed"
             error: RunError | None = None
             profile = active.profile
             assert profile is not None
+            active.parked = False  # a parked run that resumes (or ends) runs in this task now
             if active.end_status is None:
                 timeout = profile.timeout_s
-                scope = self._scope_type(deadline=anyio.current_time() + timeout if timeout else math.inf)
+                left = active.remaining if active.remaining is not None else timeout  # a resumed run: what was left
+                active.remaining = None
+                scope = self._scope_type(deadline=anyio.current_time() + left if left is not None else math.inf)
                 active.scope = scope
+                answer, active.answer = active.answer, None
                 try:
                     with scope:
-                        await profile.engine.run(Context(self, active))
+                        if answer is None:
+                            await profile.engine.run(Context(self, active))
+                        else:
+                            await profile.engine.resume(Context(self, active), answer)
                 except EngineError as exc:
                     status, error = "failed", RunError(code=exc.code, message=exc.message)
                 except WorkerRuntimeError as exc:
@@ -152,6 +161,17 @@ class Supervisor:
                 elif scope.cancelled_caught:
                     status = "timed_out"
                     error = RunError(code="timed_out", message=f"the run took longer than {timeout:g}s")
+                elif active.parked and error is None:
+                    # The engine parked (`park_for_input`) and returned: the run waits as data only, with no task,
+                    # its own timeout paused; its answer resumes it, a cancel, stop or shutdown ends it.
+                    parked = True
+                    active.scope = None
+                    if scope.deadline != math.inf:
+                        active.remaining = max(scope.deadline - anyio.current_time(), 0.0)
+                    if active.answer is not None:  # answered before the engine's call returned
+                        self.resume(active, active.answer)
+                    return
+                active.parked = False
             else:
                 status = active.end_status
             active.move("end")
@@ -167,7 +187,7 @@ class Supervisor:
                 if active.worker.queued and queue is not None and queue.next_is_queued(active.worker):
                     await queue.start_next(active.worker)
         finally:
-            if not active.finished:  # only a bug gets here: never leave waiters (or close) hanging
+            if not active.finished and not parked:  # only a bug gets here: never leave waiters (or close) hanging
                 logger.error("run %s ended without its terminal state", active.record.run_id)
                 if active.state == "running":
                     active.move("end")
@@ -436,6 +456,19 @@ class Supervisor:
         active.reason = reason
         if active.scope is not None:
             active.scope.cancel()
+        elif active.parked:  # a run waiting with no task: its end gets a task of its own
+            active.parked = False
+            spawner = self._spawner
+            assert spawner is not None
+            spawner.spawn(self.run, active)
+
+    def resume(self, active: ActiveRun, answer: InputAnswer) -> None:
+        """A parked run's request closed with `answer`: the engine's `resume` goes on in a task of its own."""
+        active.parked = False
+        active.answer = answer
+        spawner = self._spawner
+        assert spawner is not None
+        spawner.spawn(self.run, active)
 
     async def wait_run(self, active: ActiveRun) -> None:
         """Wait until the run has ended (or its end was given up)."""

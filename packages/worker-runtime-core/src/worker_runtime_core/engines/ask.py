@@ -3,7 +3,7 @@ with curl, test them without an LLM)."""
 
 from __future__ import annotations
 
-from .base import Engine, RunContext
+from .base import Engine, InputAnswer, RunContext
 
 __all__ = ["AskEngine"]
 
@@ -16,14 +16,18 @@ class AskEngine(Engine):
 
     name = "ask"
 
+    # It parks while it waits (`park_for_input`): a run waiting for its answer holds no task and no coroutine.
     async def run(self, ctx: RunContext) -> None:
         content = ctx.content
         if content.startswith("?"):
-            answer = await ctx.request_input("question", content[1:].strip() or content)
+            await ctx.park_for_input("question", content[1:].strip() or content)
+        else:
+            await ctx.park_for_input("approval", content)
+
+    async def resume(self, ctx: RunContext, answer: InputAnswer) -> None:
+        if ctx.content.startswith("?"):
             await ctx.emit(answer.content if answer.content is not None else "timed out")
-            return
-        answer = await ctx.request_input("approval", content)
-        if answer.outcome == "timed_out":
+        elif answer.outcome == "timed_out":
             await ctx.emit("refused: timed out")
         elif answer.approved:
             await ctx.emit(f"approved: {answer.content}" if answer.content else "approved")

@@ -172,6 +172,26 @@ class RunContext(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot ask for input")
 
+    async def park_for_input(
+        self,
+        kind: Literal["approval", "question"],
+        prompt: str,
+        *,
+        data: Any = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Ask the Backend like `request_input`, but without waiting: return from the engine's `run` (or
+        `resume`) right after this, and the run waits as data only (no task, no coroutine held for it); once the
+        request is answered or times out, the Runtime calls the engine's `resume` with the answer. The run is
+        ``waiting`` meanwhile, exactly as with `request_input` (cancel, stop, shutdown and restarts alike). Nothing
+        else of the run may be written after it in the same call (an entry, another request).
+
+        Raises:
+            InvalidRequestError: as `request_input`.
+            RuntimeUnavailableError: the store cannot write the request.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot ask for input")
+
 
 class Engine(ABC):
     """Base class of engines; subclass it and register the class (or an entry point) under `name`."""
@@ -186,6 +206,11 @@ class Engine(ABC):
     @abstractmethod
     async def run(self, ctx: RunContext) -> None:
         """Serve one run: read `ctx.content`, emit transcript entries. Cancelled through anyio."""
+
+    async def resume(self, ctx: RunContext, answer: InputAnswer) -> None:
+        """Go on with a run that parked with `RunContext.park_for_input`, given its answer (``answered`` or
+        ``timed_out``); it may park again. Engines that never park need not define it."""
+        raise NotImplementedError(f"engine {self.name!r} parked a run but has no resume")
 
     async def aclose(self) -> None:  # noqa: B027  # optional hook, empty on purpose
         """Release what the engine holds when the Runtime closes."""
