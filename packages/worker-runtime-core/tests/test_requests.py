@@ -750,3 +750,165 @@ def test_a_waiting_ask_run_holds_less_than_3_kib_over_its_idle_worker() -> None:
     finally:
         tracemalloc.stop()
     assert per_run < 3 * 1024, per_run  # a run waiting in a task of its own held about 4.5 KiB
+
+
+async def test_an_answer_then_a_cancel_before_the_parked_engine_s_call_returns_cancels_it_never_resumed() -> None:
+    async with _parker_runtime() as rt:
+        _Parker.after_park = anyio.Event()  # never set: the engine's call stays in flight after parking
+        run_id, request_id = await _parked(rt)
+        await rt.respond("w1", run_id, request_id, approved=True)
+        ack = await rt.cancel_worker("w1")
+        assert ack.cancelled_run_id == run_id
+        assert (await rt.wait_for_run("w1", run_id)).status == "cancelled"
+        assert _Parker.calls == ["parked"]
+
+
+async def test_an_answer_whose_write_is_in_flight_when_a_cancel_comes_ends_the_run_cancelled_once() -> None:
+    store = FaultyStore()
+    async with Runtime(store=store, profiles={"p": ProfileConfig("parker")}, engines={"parker": _Parker}) as rt:
+        _Parker.calls, _Parker.after_park, _Parker.fail, _Parker.timeout = [], None, False, None
+        _Parker.resume_forever = True
+        run_id, request_id = await _parked(rt)
+        store.hold = True
+        results: list[Any] = []
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def answer() -> None:
+                    results.append(await rt.respond("w1", run_id, request_id, approved=True))
+
+                tg.start_soon(answer)
+                await store.wait_held(1)  # the answer's write is in flight
+                cancel_started = anyio.Event()
+
+                async def cancel() -> None:
+                    cancel_started.set()
+                    results.append(await rt.cancel_worker("w1"))
+
+                tg.start_soon(cancel)
+                await cancel_started.wait()
+                store.hold = False
+                store.release_all()
+        with anyio.fail_after(10):
+            run = await rt.wait_for_run("w1", run_id)
+        assert run.status == "cancelled"
+        assert _Parker.calls.count("parked") == 1 and len(_Parker.calls) <= 2
+        assert (await rt.open_requests()).requests == []
+
+
+async def test_cancelling_a_parked_run_starts_the_run_queued_behind_it() -> None:
+    async with _parker_runtime() as rt:
+        run_id, _ = await _parked(rt)
+        queued = await rt.send_input("w1", "next", on_busy="enqueue")
+        ack = await rt.cancel_worker("w1")
+        assert ack.cancelled_run_id == run_id and ack.status == "busy"
+        await waiting(rt, "w1", queued.run_id)
+        assert _Parker.calls == ["parked", "parked"]
+
+
+async def test_shutdown_interrupts_a_parked_run_and_keeps_the_run_queued_behind_it_queued() -> None:
+    store = MemoryStore()
+    _parker_runtime()
+    rt = Runtime(store=store, profiles={"p": ProfileConfig("parker")}, engines={"parker": _Parker})
+    await rt.start()
+    run_id, _ = await _parked(rt)
+    queued = await rt.send_input("w1", "next", on_busy="enqueue")
+    with anyio.fail_after(10):  # a parked run does not hold the shutdown for its grace period
+        await rt.close(20)
+    ended = [(e.kind, e.run_id) for e in await store.read_events(0, 100) if e.kind.startswith("run_")]
+    assert ended == [("run_interrupted", run_id)]  # the queued run never started: it starts after the restart
+    assert queued.run_id not in {r for _, r in ended} and _Parker.calls == ["parked"]
+
+
+async def test_shutdown_right_after_an_answer_ends_the_resumed_run_once() -> None:
+    store = MemoryStore()
+    _parker_runtime()
+    _Parker.resume_forever = True
+    rt = Runtime(store=store, profiles={"p": ProfileConfig("parker")}, engines={"parker": _Parker})
+    await rt.start()
+    run_id, request_id = await _parked(rt)
+    await rt.respond("w1", run_id, request_id, approved=True)
+    with anyio.fail_after(10):
+        await rt.close(0)
+    runs = [r for r in await store.read_events(0, 100) if r.kind.startswith("run_") and r.run_id == run_id]
+    assert [e.kind for e in runs] == ["run_interrupted"]
+
+
+class _ParkTwice(Engine):
+    name = "park_twice"
+    outcome: list[str]
+
+    async def run(self, ctx: RunContext) -> None:
+        await ctx.park_for_input("approval", "one")
+        try:
+            await ctx.park_for_input("approval", "two")
+        except Exception as exc:
+            _ParkTwice.outcome.append(type(exc).__name__)
+        try:
+            await ctx.emit("after parking")
+        except Exception as exc:
+            _ParkTwice.outcome.append(type(exc).__name__)
+
+    async def resume(self, ctx: RunContext, answer: InputAnswer) -> None:
+        await ctx.emit(f"resumed {answer.approved}")
+
+
+async def test_writing_after_parking_in_the_same_call_is_refused_and_changes_nothing() -> None:
+    _ParkTwice.outcome = []
+    async with Runtime(profiles={"p": ProfileConfig("park_twice")}, engines={"park_twice": _ParkTwice}) as rt:
+        run_id, request_id = await _parked(rt)
+        assert _ParkTwice.outcome == ["InvalidRequestError", "InvalidRequestError"]
+        run = await rt.get_run("w1", run_id)
+        assert run.pending_request is not None and run.pending_request.request_id == request_id
+        await rt.respond("w1", run_id, request_id, approved=True)
+        assert (await rt.wait_for_run("w1", run_id)).status == "completed"
+        entries = (await rt.transcript("w1")).items
+        assert [e.content for e in entries][1:] == ["resumed True"]  # nothing was written while it was parked
+
+
+async def test_a_parked_run_s_own_timeout_is_paused_while_it_waits_for_its_answer() -> None:
+    async with _parker_runtime(timeout_s=0.1) as rt:
+        _Parker.timeout = 0.3  # the request times out well after the run's own timeout would have
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        ack = await rt.send_input("w1", "slow answer")
+        with anyio.fail_after(10):
+            run = await rt.wait_for_run("w1", ack.run_id)
+        assert run.status == "completed" and _Parker.calls == ["parked", "resume timed_out False"]
+
+
+async def test_a_run_timing_out_after_parking_but_before_its_call_returns_ends_timed_out_and_closes_its_request() -> (
+    None
+):
+    async with _parker_runtime(timeout_s=0.05) as rt:
+        _Parker.after_park = anyio.Event()  # never set: the engine's call outlives the run's own timeout
+        await rt.create_worker(worker_id="w1", profile={"kind": "named", "name": "p"})
+        ack = await rt.send_input("w1", "go")
+        with anyio.fail_after(10):
+            run = await rt.wait_for_run("w1", ack.run_id)
+        assert run.status == "timed_out" and _Parker.calls == ["parked"]
+        responded = [e.data for e in (await rt.read_events(worker_id="w1")).events if e.kind == "input_responded"]
+        assert [d["outcome"] for d in responded] == ["closed"]  # type: ignore[index]
+        assert (await rt.open_requests()).requests == []
+
+
+async def test_a_parked_run_ended_while_its_timeout_s_write_is_in_flight_ends_so_and_is_never_resumed() -> None:
+    store = FaultyStore()
+    async with Runtime(store=store, profiles={"p": ProfileConfig("parker")}, engines={"parker": _Parker}) as rt:
+        _Parker.calls, _Parker.after_park, _Parker.fail, _Parker.timeout = [], None, False, None
+        _Parker.resume_forever = False
+        run_id, _ = await _parked(rt)
+        sup = rt._supervisor
+        active = sup.active["w1"]  # the timer's own call, made at a chosen moment
+        store.hold = True
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.requests.close, active, "timed_out")
+                await store.wait_held(1)  # the timeout's write is in flight
+                sup.request_end(active, "cancelled", "test")  # as a stop or a shutdown does, at this moment
+                store.hold = False
+                store.release_all()
+            run = await rt.wait_for_run("w1", run_id)
+        assert run.status == "cancelled"
+        assert _Parker.calls == ["parked"]  # its answer came with its end under way: never resumed
+        responded = [e.data for e in (await rt.read_events(worker_id="w1")).events if e.kind == "input_responded"]
+        assert [d["outcome"] for d in responded] == ["timed_out"]  # type: ignore[index]

@@ -12,7 +12,7 @@ import anyio.lowlevel
 
 from .deltas import OpenEntry
 from .engines.base import EntryWriter, InputAnswer, RunContext
-from .errors import EntryInProgressError, InternalError, StoreCorruptError, WorkerRuntimeError
+from .errors import EntryInProgressError, InternalError, InvalidRequestError, StoreCorruptError, WorkerRuntimeError
 from .lifecycle import RunState, next_run_state
 from .models import TokenUsage, TranscriptEntry, WorkerRef
 from .profiles import Profile
@@ -131,6 +131,8 @@ class Context(RunContext):
         active = self._active
         if active.entry is not None:
             raise _in_progress(active)
+        if active.parked:
+            raise _parked(active)
         if active.end_status is not None:
             await anyio.lowlevel.checkpoint()  # the run is being cancelled: deliver it, append nothing
         return await self._sup.append_output(active, role, content)
@@ -141,6 +143,8 @@ class Context(RunContext):
             raise _in_progress(active)
         if role not in _ROLES:
             raise ValueError(f"role must be one of {sorted(_ROLES)}, not {role!r}")
+        if active.parked:
+            raise _parked(active)
         if active.state != "running":
             raise InternalError(f"run {active.record.run_id} has ended; it takes no new entry")
         sup = self._sup
@@ -258,6 +262,14 @@ class Writer(EntryWriter):
     def committed(self, sequence: int) -> None:
         """The supervisor committed it (at the run's end)."""
         self._committed = sequence
+
+
+def _parked(active: ActiveRun) -> InvalidRequestError:
+    """An engine wrote after `park_for_input` in the same call: the run waits with no task, it takes nothing more."""
+    return InvalidRequestError(
+        f"run {active.record.run_id} has parked for input; it writes nothing more until it resumes",
+        details={"run_id": active.record.run_id},
+    )
 
 
 def _in_progress(active: ActiveRun) -> EntryInProgressError:
