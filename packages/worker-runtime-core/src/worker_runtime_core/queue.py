@@ -160,17 +160,7 @@ class RunQueue:
             queued_content=content,
         )
         try:
-            if journal.suspends:
-                registry.transition(record, "enqueue")
-                try:
-                    await registry.commit(wid, batch)
-                except BaseException:
-                    registry.transition(record, "enqueue_refused")
-                    raise
-                registry.transition(record, "enqueue_committed")
-            else:
-                journal.append_now(batch)
-                registry.transition(record, "enqueued")
+            await registry.write_change(record, batch, "enqueue", "enqueue_committed", "enqueue_refused", ("enqueued",))
         except BaseException:
             if key is not None:
                 self.keys.forget(wid, input_id)  # type: ignore[arg-type]  # set with the key
@@ -257,18 +247,9 @@ class RunQueue:
                         continue
                     journal.check()
                 batch = self._stage_start(record, queued, handle.content)
-                if journal.suspends:
-                    registry.transition(record, "start")
-                    try:
-                        await registry.commit(wid, batch)
-                    except BaseException:
-                        registry.transition(record, "start_refused")
-                        raise
-                    registry.transition(record, "start_committed")
-                else:
-                    journal.append_now(batch)
-                    registry.transition(record, "start")
-                    registry.transition(record, "start_committed")
+                await registry.write_change(
+                    record, batch, "start", "start_committed", "start_refused", ("start", "start_committed")
+                )
             except WorkerRuntimeError as exc:
                 if backoff == _RETRY_FIRST_S:
                     logger.error("could not start queued run %s (retrying): %s", queued.run_id, exc.message)

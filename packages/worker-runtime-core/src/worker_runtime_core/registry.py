@@ -157,6 +157,30 @@ class Registry:
             await changing.wait()
             changing = self.changing.get(wid)
 
+    async def write_change(
+        self, record: WorkerRecord, batch: Batch, begin: str, committed: str, refused: str, at_once: tuple[str, ...]
+    ) -> None:
+        """Write one change of Worker `record` and move it by the lifecycle table: `begin` while the write is in
+        flight, then `committed`, or `refused` (and the store's error re-raised: nothing changed). A store whose
+        writes never suspend writes it in one step, with nothing in flight between: the events `at_once` follow.
+
+        Raises:
+            RuntimeUnavailableError: the store refused the write.
+        """
+        journal = self._journal
+        if journal.suspends:
+            self.transition(record, begin)
+            try:
+                await self.commit(record.worker_id, batch)
+            except BaseException:
+                self.transition(record, refused)
+                raise
+            self.transition(record, committed)
+        else:
+            journal.append_now(batch)
+            for event in at_once:
+                self.transition(record, event)
+
     async def commit(self, wid: str, batch: Batch) -> None:
         """Write one change of Worker `wid` through the journal, for a store that suspends (else the callers use
         `Journal.append_now`). While it is in flight, other commands on that Worker wait for it; the caller applies
