@@ -14,8 +14,7 @@ The run's input (its own entry, at `input_sequence`) is not yielded: only what t
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from types import TracebackType
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
@@ -29,6 +28,8 @@ from worker_runtime_core import (
     TranscriptEntry,
     UnknownEvent,
 )
+
+from ._following import Following
 
 if TYPE_CHECKING:
     from ._client import RuntimeClient
@@ -59,7 +60,7 @@ class RunDone(msgspec.Struct, frozen=True, kw_only=True):
 FollowItem: TypeAlias = TextDelta | EntryDone | RunDone
 
 
-class RunFollower:
+class RunFollower(Following[FollowItem]):
     """What `RuntimeClient.follow_run` returns: an async iterator of `FollowItem` and an async context manager
     (leaving it closes the stream). It ends after its `RunDone`."""
 
@@ -74,24 +75,6 @@ class RunFollower:
 
     def __repr__(self) -> str:
         return f"RunFollower(worker_id={self.worker_id!r}, run_id={self.run_id!r})"
-
-    def __aiter__(self) -> AsyncIterator[FollowItem]:
-        return self
-
-    async def __anext__(self) -> FollowItem:
-        return await self._items.__anext__()
-
-    async def __aenter__(self) -> RunFollower:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop following and close the stream. Idempotent."""
-        await self._items.aclose()
 
     async def _follow(self) -> AsyncGenerator[FollowItem, None]:
         client, wid, rid = self._client, self.worker_id, self.run_id

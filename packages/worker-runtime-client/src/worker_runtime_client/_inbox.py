@@ -14,13 +14,14 @@ What it yields (`InboxItem`):
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from types import TracebackType
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 
 from worker_runtime_core import InputRequestedEvent, InputRespondedEvent, PendingRequest, WorkerRef
+
+from ._following import Following
 
 if TYPE_CHECKING:
     from ._client import RuntimeClient
@@ -50,7 +51,7 @@ class RequestClosed(msgspec.Struct, frozen=True, kw_only=True):
 InboxItem: TypeAlias = RequestOpened | RequestClosed
 
 
-class RequestInbox:
+class RequestInbox(Following[InboxItem]):
     """What `RuntimeClient.open_requests` returns: an async iterator of `InboxItem` and an async context manager
     (leaving it closes the stream). It runs until closed; `open` holds the requests open now, by request id."""
 
@@ -63,24 +64,6 @@ class RequestInbox:
 
     def __repr__(self) -> str:
         return f"RequestInbox(client={self._client!r}, open={len(self.open)})"
-
-    def __aiter__(self) -> AsyncIterator[InboxItem]:
-        return self
-
-    async def __anext__(self) -> InboxItem:
-        return await self._items.__anext__()
-
-    async def __aenter__(self) -> RequestInbox:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop following and close the stream. Idempotent."""
-        await self._items.aclose()
 
     async def _follow(self) -> AsyncGenerator[InboxItem, None]:
         client = self._client
